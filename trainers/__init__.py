@@ -1,0 +1,1 @@
+"""Training jobs (GRPO, SFT) built on TRL; run as background processes."""

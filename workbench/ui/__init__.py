@@ -1,0 +1,1 @@
+"""Gradio user interface: thin callbacks over the workbench services."""
