@@ -1,0 +1,62 @@
+"""Image intake refuses bad input with clear errors and keeps good input byte-exact."""
+
+import hashlib
+import io
+
+import pytest
+from PIL import Image
+
+from workbench import images
+from workbench.images import ImageError, load_image, put_image
+
+
+def png_bytes(size=(40, 30), color="green") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_truncated_image_is_refused(tmp_path):
+    path = tmp_path / "cut.png"
+    path.write_bytes(png_bytes((200, 200))[:150])
+    with pytest.raises(ImageError, match="cut.png: not a readable image"):
+        put_image(path)
+
+
+def test_non_image_file_is_refused(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello, I am not an image")
+    with pytest.raises(ImageError, match="notes.txt: not a readable image"):
+        load_image(path)
+
+
+def test_empty_and_missing_files(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(ImageError, match="empty"):
+        load_image(tmp_path / "empty.png")
+    with pytest.raises(ImageError, match="no such file"):
+        load_image(tmp_path / "missing.png")
+
+
+def test_hundred_megapixel_image_is_refused_before_decoding(tmp_path):
+    # A 10000x10000 1-bit PNG is tiny on disk but 100 MP when decoded.
+    path = tmp_path / "bomb.png"
+    Image.new("1", (10_000, 10_000)).save(path, optimize=True)
+    assert path.stat().st_size < 1_000_000
+    with pytest.raises(ImageError, match="decompression bomb|megapixels"):
+        put_image(path)
+
+
+def test_stored_file_keeps_source_bytes(tmp_path):
+    data = png_bytes()
+    stored = put_image(data)
+    assert stored.sha == hashlib.sha256(data).hexdigest()
+    assert stored.path.read_bytes() == data
+    assert images.image_path(stored.sha) == stored.path
+
+
+def test_other_formats_are_stored_as_png(tmp_path):
+    path = tmp_path / "pic.bmp"
+    Image.new("RGB", (10, 10), "red").save(path)
+    stored = put_image(path)
+    assert stored.format == "PNG" and stored.path.suffix == ".png"

@@ -1,0 +1,409 @@
+"""The workbench database: the only module that talks SQL.
+
+One SQLite file (WAL mode, busy timeout, versioned migrations) holds runs,
+jobs, metrics, traces, turns, tool calls and the image index. Image bytes
+live in the content-addressed folder managed by `workbench.images`; this
+module only records them. Every reader gets plain dicts or `Trace` objects.
+
+Several processes share the file (the app, training jobs, eval jobs): each
+`Store` opens one connection per thread, and writers keep transactions short.
+"""
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterable
+
+import sqlite_utils
+
+from workbench import images as image_files
+from workbench import settings
+from workbench.trace import ToolCall, Trace, Turn
+
+RUN_KINDS = ("playground", "eval", "train", "imported")
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+_JSON_TRACE_COLUMNS = ("images", "gold", "rewards", "messages", "metadata")
+
+
+def _migration_1(db: sqlite_utils.Database) -> None:
+    db["runs"].create(
+        {"id": str, "name": str, "kind": str, "status": str, "model_id": str, "benchmark": str,
+         "config": str, "reward_spec": str, "summary": str, "job_id": str,
+         "created_at": float, "updated_at": float},
+        pk="id",
+    )
+    db["jobs"].create(
+        {"id": str, "kind": str, "status": str, "pid": int, "config": str, "command": str,
+         "log_path": str, "run_id": str, "exit_code": int, "error": str, "progress": float,
+         "created_at": float, "started_at": float, "finished_at": float, "updated_at": float},
+        pk="id",
+    )
+    db["metrics"].create(
+        {"id": int, "run_id": str, "step": int, "name": str, "value": float, "created_at": float},
+        pk="id",
+    )
+    db["metrics"].create_index(["run_id", "name", "step"])
+    db["metrics"].create_index(["run_id", "id"])
+    db["traces"].create(
+        {"id": str, "run_id": str, "item_id": str, "group_id": str, "sample_index": int, "step": int,
+         "question": str, "images": str, "final_answer": str, "stop_reason": str, "gold": str,
+         "rewards": str, "reward_total": float, "advantage": float, "model_id": str, "adapter": str,
+         "protocol": str, "layout": str, "num_turns": int, "prompt_tokens": int,
+         "completion_tokens": int, "duration_s": float, "created_at": float, "messages": str,
+         "metadata": str},
+        pk="id",
+    )
+    for columns in (["run_id", "created_at"], ["run_id", "item_id"], ["group_id"], ["stop_reason"]):
+        db["traces"].create_index(columns)
+    db["turns"].create(
+        {"trace_id": str, "idx": int, "raw": str, "think": str, "action": str, "argument": str,
+         "parse_error": str, "image": str, "feedback": str, "prompt_tokens": int,
+         "completion_tokens": int, "latency_s": float},
+        pk=("trace_id", "idx"),
+    )
+    db["tool_calls"].create(
+        {"trace_id": str, "turn_idx": int, "name": str, "argument": str, "output_text": str,
+         "output_images": str, "ok": int, "error": str, "stdout": str, "stderr": str,
+         "details": str, "latency_s": float},
+        pk=("trace_id", "turn_idx"),
+    )
+    db["images"].create(
+        {"sha": str, "width": int, "height": int, "format": str, "bytes": int, "created_at": float},
+        pk="sha",
+    )
+
+
+MIGRATIONS = [_migration_1]
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def _loads(value: str | None, default: Any = None) -> Any:
+    return default if value is None else json.loads(value)
+
+
+class Store:
+    """Typed access to the workbench database at `path` (default: settings.db_path())."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path else settings.db_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._migrate()
+
+    # -- connection and schema -------------------------------------------------
+    @property
+    def db(self) -> sqlite_utils.Database:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            db = self._local.db = sqlite_utils.Database(conn)
+        return db
+
+    def _migrate(self) -> None:
+        db = self.db
+        with db.conn:
+            db.execute("BEGIN IMMEDIATE")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
+                migration(db)
+                db.execute(f"PRAGMA user_version={number}")
+
+    @property
+    def schema_version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    def _transaction(self):
+        """A write transaction taken eagerly, so concurrent writers queue instead of failing."""
+        db = self.db
+
+        class _Tx:
+            def __enter__(self_inner):
+                db.execute("BEGIN IMMEDIATE")
+                return db
+
+            def __exit__(self_inner, exc_type, exc, tb):
+                db.execute("ROLLBACK" if exc_type else "COMMIT")
+                return False
+
+        return _Tx()
+
+    # -- runs ------------------------------------------------------------------
+    def create_run(self, name: str, kind: str, *, config: dict | None = None, model_id: str | None = None,
+                   benchmark: str | None = None, reward_spec: dict | None = None, job_id: str | None = None,
+                   status: str = "running", run_id: str | None = None) -> str:
+        if kind not in RUN_KINDS:
+            raise ValueError(f"run kind {kind!r} is unknown; use one of {RUN_KINDS}")
+        run_id = run_id or uuid.uuid4().hex[:12]
+        now = time.time()
+        with self._transaction() as db:
+            db["runs"].insert({
+                "id": run_id, "name": name, "kind": kind, "status": status, "model_id": model_id,
+                "benchmark": benchmark, "config": _dumps(config or {}), "reward_spec": _dumps(reward_spec),
+                "summary": _dumps({}), "job_id": job_id, "created_at": now, "updated_at": now,
+            })
+        return run_id
+
+    def update_run(self, run_id: str, *, status: str | None = None, summary: dict | None = None,
+                   config: dict | None = None, reward_spec: dict | None = None) -> None:
+        changes: dict[str, Any] = {"updated_at": time.time()}
+        if status is not None:
+            changes["status"] = status
+        if summary is not None:
+            changes["summary"] = _dumps(summary)
+        if config is not None:
+            changes["config"] = _dumps(config)
+        if reward_spec is not None:
+            changes["reward_spec"] = _dumps(reward_spec)
+        with self._transaction() as db:
+            db["runs"].update(run_id, changes)
+
+    def get_run(self, run_id: str) -> dict | None:
+        rows = list(self.db["runs"].rows_where("id = ?", [run_id]))
+        return self._run_row(rows[0]) if rows else None
+
+    def list_runs(self, kind: str | None = None, limit: int = 500) -> list[dict]:
+        where, args = ("kind = ?", [kind]) if kind else (None, None)
+        rows = self.db["runs"].rows_where(where, args, order_by="created_at desc", limit=limit)
+        return [self._run_row(row) for row in rows]
+
+    def delete_run(self, run_id: str) -> None:
+        with self._transaction() as db:
+            trace_ids = [r[0] for r in db.execute("select id from traces where run_id = ?", [run_id])]
+            for table, column in (("turns", "trace_id"), ("tool_calls", "trace_id")):
+                db.conn.executemany(f"delete from {table} where {column} = ?", [(t,) for t in trace_ids])
+            for table in ("traces", "metrics"):
+                db.execute(f"delete from {table} where run_id = ?", [run_id])
+            db.execute("delete from runs where id = ?", [run_id])
+
+    @staticmethod
+    def _run_row(row: dict) -> dict:
+        for key in ("config", "summary", "reward_spec"):
+            row[key] = _loads(row[key])
+        return row
+
+    def runs_changed_since(self, timestamp: float) -> list[dict]:
+        rows = self.db["runs"].rows_where("updated_at > ?", [timestamp], order_by="updated_at")
+        return [self._run_row(row) for row in rows]
+
+    # -- metrics ---------------------------------------------------------------
+    def log_metrics(self, run_id: str, step: int, values: dict[str, float]) -> None:
+        self.log_metric_rows([(run_id, step, name, value) for name, value in values.items()])
+
+    def log_metric_rows(self, rows: Iterable[tuple[str, int, str, float]]) -> None:
+        now = time.time()
+        records = [(run, int(step), name, float(value), now) for run, step, name, value in rows
+                   if value is not None]
+        if not records:
+            return
+        with self._transaction() as db:
+            db.conn.executemany(
+                "insert into metrics (run_id, step, name, value, created_at) values (?, ?, ?, ?, ?)", records)
+            db.conn.executemany("update runs set updated_at = ? where id = ?",
+                           [(now, run) for run in {r[0] for r in records}])
+
+    def metric_names(self, run_ids: list[str]) -> list[str]:
+        marks = ",".join("?" * len(run_ids))
+        sql = f"select distinct name from metrics where run_id in ({marks}) order by name"
+        return [row[0] for row in self.db.execute(sql, run_ids)]
+
+    def metrics_since(self, run_id: str, after_id: int = 0, names: list[str] | None = None) -> list[dict]:
+        """Metric rows of a run added after row `after_id` (the UI's cheap incremental poll)."""
+        sql = "select id, step, name, value from metrics where run_id = ? and id > ?"
+        args: list[Any] = [run_id, after_id]
+        if names:
+            sql += f" and name in ({','.join('?' * len(names))})"
+            args += names
+        cursor = self.db.execute(sql + " order by id", args)
+        return [dict(zip(("id", "step", "name", "value"), row)) for row in cursor]
+
+    def last_metric_values(self, run_id: str) -> dict[str, float]:
+        sql = ("select name, value from metrics where id in "
+               "(select max(id) from metrics where run_id = ? group by name)")
+        return dict(self.db.execute(sql, [run_id]).fetchall())
+
+    # -- images ----------------------------------------------------------------
+    def put_image(self, source: Any, name: str | None = None) -> str:
+        """Validate and store an image file/bytes/PIL image; returns its SHA-256."""
+        stored = image_files.put_image(source, name)
+        with self._transaction() as db:
+            db["images"].insert({
+                "sha": stored.sha, "width": stored.width, "height": stored.height,
+                "format": stored.format, "bytes": stored.bytes, "created_at": time.time(),
+            }, ignore=True)
+        return stored.sha
+
+    def get_image(self, sha: str) -> dict | None:
+        rows = list(self.db["images"].rows_where("sha = ?", [sha]))
+        if not rows:
+            return None
+        row = rows[0]
+        row["path"] = str(image_files.image_path(sha))
+        row["thumbnail"] = str(image_files.thumbnail_path(sha))
+        return row
+
+    # -- traces ----------------------------------------------------------------
+    def save_traces(self, traces: list[Trace]) -> None:
+        """Insert or replace whole traces (with turns and tool calls) in one transaction."""
+        trace_rows, turn_rows, call_rows = [], [], []
+        now = time.time()
+        for trace in traces:
+            trace.created_at = trace.created_at or now
+            trace_rows.append({
+                "id": trace.id, "run_id": trace.run_id, "item_id": trace.item_id,
+                "group_id": trace.group_id, "sample_index": trace.sample_index, "step": trace.step,
+                "question": trace.question, "final_answer": trace.final_answer,
+                "stop_reason": trace.stop_reason, "reward_total": trace.reward_total,
+                "advantage": trace.advantage, "model_id": trace.model_id, "adapter": trace.adapter,
+                "protocol": trace.protocol, "layout": trace.layout, "num_turns": len(trace.turns),
+                "prompt_tokens": trace.prompt_tokens, "completion_tokens": trace.completion_tokens,
+                "duration_s": trace.duration_s, "created_at": trace.created_at,
+                **{key: _dumps(getattr(trace, key)) for key in _JSON_TRACE_COLUMNS},
+            })
+            for turn in trace.turns:
+                turn_rows.append({
+                    "trace_id": trace.id, "idx": turn.index, "raw": turn.raw, "think": turn.think,
+                    "action": turn.action, "argument": turn.argument, "parse_error": turn.parse_error,
+                    "image": turn.image, "feedback": turn.feedback, "prompt_tokens": turn.prompt_tokens,
+                    "completion_tokens": turn.completion_tokens, "latency_s": turn.latency_s,
+                })
+                call = turn.tool_call
+                if call:
+                    call_rows.append({
+                        "trace_id": trace.id, "turn_idx": turn.index, "name": call.name,
+                        "argument": call.argument, "output_text": call.output_text,
+                        "output_images": _dumps(call.output_images), "ok": int(call.ok),
+                        "error": call.error, "stdout": call.stdout, "stderr": call.stderr,
+                        "details": _dumps(call.details), "latency_s": call.latency_s,
+                    })
+        ids = [(trace.id,) for trace in traces]
+        with self._transaction() as db:
+            db.conn.executemany("delete from turns where trace_id = ?", ids)
+            db.conn.executemany("delete from tool_calls where trace_id = ?", ids)
+            db["traces"].insert_all(trace_rows, replace=True, batch_size=500)
+            db["turns"].insert_all(turn_rows, batch_size=500)
+            db["tool_calls"].insert_all(call_rows, batch_size=500)
+
+    def save_trace(self, trace: Trace) -> str:
+        self.save_traces([trace])
+        return trace.id
+
+    def get_trace(self, trace_id: str) -> Trace | None:
+        rows = list(self.db["traces"].rows_where("id = ?", [trace_id]))
+        if not rows:
+            return None
+        row = rows[0]
+        calls = {r["turn_idx"]: r for r in self.db["tool_calls"].rows_where("trace_id = ?", [trace_id])}
+        turns = []
+        for t in self.db["turns"].rows_where("trace_id = ?", [trace_id], order_by="idx"):
+            call = calls.get(t["idx"])
+            tool_call = None
+            if call:
+                tool_call = ToolCall(
+                    name=call["name"], argument=call["argument"], output_text=call["output_text"] or "",
+                    output_images=_loads(call["output_images"], []), ok=bool(call["ok"]),
+                    error=call["error"], stdout=call["stdout"] or "", stderr=call["stderr"] or "",
+                    details=_loads(call["details"], {}), latency_s=call["latency_s"] or 0.0)
+            turns.append(Turn(
+                index=t["idx"], raw=t["raw"], think=t["think"], action=t["action"],
+                argument=t["argument"], parse_error=t["parse_error"], image=t["image"],
+                tool_call=tool_call, feedback=t["feedback"], prompt_tokens=t["prompt_tokens"] or 0,
+                completion_tokens=t["completion_tokens"] or 0, latency_s=t["latency_s"] or 0.0))
+        return Trace(
+            id=row["id"], question=row["question"], turns=turns, final_answer=row["final_answer"],
+            stop_reason=row["stop_reason"], model_id=row["model_id"] or "", adapter=row["adapter"],
+            protocol=row["protocol"] or "tags", layout=row["layout"] or "single_user",
+            run_id=row["run_id"], item_id=row["item_id"], group_id=row["group_id"],
+            sample_index=row["sample_index"] or 0, step=row["step"], advantage=row["advantage"],
+            duration_s=row["duration_s"] or 0.0, created_at=row["created_at"] or 0.0,
+            **{key: _loads(row[key], [] if key in ("images", "gold", "messages") else {})
+               for key in _JSON_TRACE_COLUMNS},
+        )
+
+    def list_traces(self, *, run_id: str | None = None, item_id: str | None = None,
+                    stop_reason: str | None = None, group_id: str | None = None,
+                    min_reward: float | None = None, max_reward: float | None = None,
+                    limit: int = 200, offset: int = 0) -> list[dict]:
+        """Trace summaries (no messages or turns), newest first, filtered."""
+        clauses, args = [], []
+        for column, value in (("run_id", run_id), ("item_id", item_id), ("stop_reason", stop_reason),
+                              ("group_id", group_id)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        if min_reward is not None:
+            clauses.append("reward_total >= ?")
+            args.append(min_reward)
+        if max_reward is not None:
+            clauses.append("reward_total <= ?")
+            args.append(max_reward)
+        columns = ("id, run_id, item_id, group_id, sample_index, step, question, final_answer, "
+                   "stop_reason, reward_total, advantage, model_id, num_turns, created_at, rewards")
+        sql = f"select {columns} from traces"
+        if clauses:
+            sql += " where " + " and ".join(clauses)
+        sql += " order by created_at desc, sample_index limit ? offset ?"
+        cursor = self.db.execute(sql, args + [limit, offset])
+        names = [d[0] for d in cursor.description]
+        rows = [dict(zip(names, row)) for row in cursor]
+        for row in rows:
+            row["rewards"] = _loads(row["rewards"], {})
+        return rows
+
+    def count_traces(self, run_id: str | None = None) -> int:
+        if run_id is None:
+            return self.db.execute("select count(*) from traces").fetchone()[0]
+        return self.db.execute("select count(*) from traces where run_id = ?", [run_id]).fetchone()[0]
+
+    def trace_item_ids(self, run_id: str) -> set[str]:
+        """Items of a run that already have a trace (lets evaluation resume)."""
+        sql = "select distinct item_id from traces where run_id = ? and item_id is not null"
+        return {row[0] for row in self.db.execute(sql, [run_id])}
+
+    # -- jobs ------------------------------------------------------------------
+    def create_job(self, kind: str, config: dict, command: list[str], log_path: str,
+                   run_id: str | None = None, job_id: str | None = None) -> str:
+        job_id = job_id or uuid.uuid4().hex[:12]
+        now = time.time()
+        with self._transaction() as db:
+            db["jobs"].insert({
+                "id": job_id, "kind": kind, "status": "queued", "pid": None, "config": _dumps(config),
+                "command": _dumps(command), "log_path": log_path, "run_id": run_id, "exit_code": None,
+                "error": None, "progress": 0.0, "created_at": now, "started_at": None,
+                "finished_at": None, "updated_at": now,
+            })
+        return job_id
+
+    def update_job(self, job_id: str, **changes: Any) -> None:
+        if "status" in changes and changes["status"] not in JOB_STATUSES:
+            raise ValueError(f"job status {changes['status']!r} is unknown; use one of {JOB_STATUSES}")
+        changes["updated_at"] = time.time()
+        with self._transaction() as db:
+            db["jobs"].update(job_id, changes)
+
+    def get_job(self, job_id: str) -> dict | None:
+        rows = list(self.db["jobs"].rows_where("id = ?", [job_id]))
+        return self._job_row(rows[0]) if rows else None
+
+    def list_jobs(self, status: str | None = None, limit: int = 200) -> list[dict]:
+        where, args = ("status = ?", [status]) if status else (None, None)
+        rows = self.db["jobs"].rows_where(where, args, order_by="created_at desc", limit=limit)
+        return [self._job_row(row) for row in rows]
+
+    def jobs_changed_since(self, timestamp: float) -> list[dict]:
+        rows = self.db["jobs"].rows_where("updated_at > ?", [timestamp], order_by="updated_at")
+        return [self._job_row(row) for row in rows]
+
+    @staticmethod
+    def _job_row(row: dict) -> dict:
+        row["config"] = _loads(row["config"], {})
+        row["command"] = _loads(row["command"], [])
+        return row
