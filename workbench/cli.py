@@ -1,0 +1,123 @@
+"""Command line: `python -m workbench <command>`; each command is a thin call into a service."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from workbench.runner import RunnerConfig
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="tiny",
+                        help="'tiny' (embedded), a local folder or hub id, or openai:<model>@<base_url>")
+    parser.add_argument("--adapter", default=None, help="a LoRA adapter folder to load on top of the model")
+
+
+def _add_runner_args(parser: argparse.ArgumentParser) -> None:
+    help_text = RunnerConfig.field_help()
+    parser.add_argument("--tools", default="code", help=help_text["tools"] + " Comma-separated; '' for none.")
+    parser.add_argument("--protocol", default="tags", help=help_text["protocol"])
+    parser.add_argument("--layout", default="single_user", help=help_text["layout"])
+    parser.add_argument("--max-turns", type=int, default=5, help=help_text["max_turns"])
+    parser.add_argument("--samples", type=int, default=1, help=help_text["samples"])
+    parser.add_argument("--temperature", type=float, default=0.0, help=help_text["temperature"])
+    parser.add_argument("--max-new-tokens", type=int, default=256, help=help_text["max_new_tokens"])
+    parser.add_argument("--seed", type=int, default=0, help=help_text["seed"])
+    parser.add_argument("--search-backend", default="local", help="local (a corpus you point at) or serpapi")
+    parser.add_argument("--corpus", default=None, help="JSONL file or folder of documents for local search")
+    parser.add_argument("--search-mode", default="cache-first", help="live, cache-first or offline")
+
+
+def _runner_config(args: argparse.Namespace) -> RunnerConfig:
+    tools = tuple(t.strip() for t in args.tools.split(",") if t.strip())
+    return RunnerConfig(tools=tools, protocol=args.protocol, layout=args.layout, max_turns=args.max_turns,
+                        samples=args.samples, temperature=args.temperature,
+                        max_new_tokens=args.max_new_tokens, seed=args.seed)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from workbench.agent_service import run_question
+
+    config = _runner_config(args)
+    traces = run_question(args.question, args.image, model=args.model, adapter=args.adapter, config=config,
+                          search_backend=args.search_backend, corpus=args.corpus, search_mode=args.search_mode)
+    if args.json:
+        print(json.dumps([t.to_dict() for t in traces] if len(traces) > 1 else traces[0].to_dict(),
+                         ensure_ascii=False))
+        return 0
+    for trace in traces:
+        print(f"trace {trace.id} (run {trace.run_id}) stop={trace.stop_reason} answer={trace.final_answer!r}")
+        for turn in trace.turns:
+            print(f"  turn {turn.index}: {turn.action or 'parse error'}: "
+                  f"{(turn.argument or turn.parse_error or '')[:200]!r}")
+            if turn.tool_call:
+                status = "ok" if turn.tool_call.ok else f"failed: {turn.tool_call.error}"
+                print(f"    tool {turn.tool_call.name} {status} ({turn.tool_call.latency_s:.2f}s)")
+    return 0
+
+
+def cmd_build_tiny(args: argparse.Namespace) -> int:
+    from workbench.tiny_model import ensure_tiny_model
+
+    print(ensure_tiny_model(args.arch))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from workbench.store import Store
+    from workbench.trace_io import export_run
+
+    print(f"wrote {export_run(Store(), args.run, args.out)} traces to {args.out}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from workbench.agent_service import import_chains, import_jsonl
+
+    ids = import_jsonl(args.file, args.name) if args.format == "jsonl" else import_chains(args.file, args.name,
+                                                                                           args.images)
+    print(f"imported {len(ids)} traces")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m workbench", description="Visual-ARFT workbench")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the agent on one image and question; stores the trace")
+    run.add_argument("--image", action="append", required=True, help="input image (repeat for several)")
+    run.add_argument("--question", required=True)
+    _add_model_args(run)
+    _add_runner_args(run)
+    run.add_argument("--json", action="store_true", help="print the trace as JSON")
+    run.set_defaults(func=cmd_run)
+
+    build = sub.add_parser("build-tiny-model", help="build the embedded tiny Qwen-VL model (once)")
+    build.add_argument("--arch", default="qwen2_5_vl", choices=["qwen2_5_vl", "qwen3_vl"])
+    build.set_defaults(func=cmd_build_tiny)
+
+    export = sub.add_parser("export", help="export a run's traces as JSONL with an image folder")
+    export.add_argument("--run", required=True)
+    export.add_argument("--out", required=True)
+    export.set_defaults(func=cmd_export)
+
+    imp = sub.add_parser("import", help="import traces (JSONL export, or raw Visual-ARFT chains)")
+    imp.add_argument("file")
+    imp.add_argument("--format", choices=["jsonl", "chains"], default="jsonl",
+                     help="chains: a JSON list of {chain|response, image?, question?, answer?}")
+    imp.add_argument("--images", default=None, help="folder that chain image paths are relative to")
+    imp.add_argument("--name", default="imported", help="name of the imported run")
+    imp.set_defaults(func=cmd_import)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,342 @@
+"""The agent runner: batched multi-turn rollouts of N questions x G samples.
+
+Per turn, every live episode's conversation is generated in one backend call;
+the tool calls that turn asked for then run concurrently in a thread pool.
+An episode stops on an answer, after `max_turns`, on a backend error, or (by
+config) on a parse error. Finished traces are written to the store as soon
+as they finish, so a killed process loses only the episodes still running.
+Callers can iterate `AgentRunner.stream()` to see each turn as it happens.
+"""
+
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
+
+from workbench import protocol, settings
+from workbench.backends import ChatBackend, GenerationConfig
+from workbench.store import Store
+from workbench.trace import ToolCall, Trace, Turn, image_ref
+
+
+def _help(text: str, **kw: Any) -> Any:
+    return field(metadata={"help": text}, **kw)
+
+
+@dataclass
+class RunnerConfig:
+    """How episodes are rolled out."""
+
+    tools: tuple[str, ...] = _help("Tools the model may call: any of code, search.", default=("code", "search"))
+    protocol: str = _help("tags: <think>/<search>/<code> tags (paper); native: <tool_call> JSON (Qwen3-VL).",
+                          default="tags")
+    layout: str = _help("single_user: one growing user message (paper); chat: alternating messages.",
+                        default="single_user")
+    max_turns: int = _help("Most model turns per episode (the paper uses 5).", default=protocol.MAX_TURNS)
+    samples: int = _help("Samples per question (G); > 1 needs temperature > 0.", default=1)
+    max_new_tokens: int = _help("Most tokens generated per turn.", default=512)
+    temperature: float = _help("Sampling temperature; 0 is greedy.", default=0.0)
+    top_p: float = _help("Nucleus sampling mass.", default=1.0)
+    seed: int = _help("Seed for sampling, so runs can be repeated.", default=0)
+    tool_workers: int = _help("Tool calls run at once.", default=4)
+    retry_parse_errors: bool = _help("On a malformed turn, tell the model and let it try again "
+                                     "(else the episode stops).", default=False)
+    system_prompt: str | None = _help("Replace the built-in system prompt.", default=None)
+
+    def __post_init__(self) -> None:
+        self.tools = tuple(self.tools)
+        unknown = [t for t in self.tools if t not in protocol.TOOL_ARGUMENT]
+        if unknown:
+            raise ValueError(f"tools {unknown} are unknown; choose from {list(protocol.TOOL_ARGUMENT)}")
+        if self.protocol not in protocol.PROTOCOLS:
+            raise ValueError(f"protocol {self.protocol!r} is unknown; use one of {protocol.PROTOCOLS}")
+        if self.layout not in protocol.LAYOUTS:
+            raise ValueError(f"layout {self.layout!r} is unknown; use one of {protocol.LAYOUTS}")
+        if not 1 <= self.max_turns <= 20:
+            raise ValueError(f"max_turns={self.max_turns}; use 1..20 (the paper uses 5)")
+        if self.samples < 1:
+            raise ValueError(f"samples={self.samples}; use at least 1")
+        if self.samples > 1 and self.temperature <= 0:
+            raise ValueError("samples > 1 with temperature 0 gives identical samples; set temperature > 0")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={self.max_new_tokens}; use at least 1")
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+
+
+@dataclass
+class AgentItem:
+    """One question for the agent: text, input image(s) and optional gold answers."""
+
+    question: str
+    images: list[str | Path]
+    item_id: str | None = None
+    gold: list[str] = field(default_factory=list)
+    clean_image: str | Path | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.question or not self.question.strip():
+            raise ValueError("the question is empty; type a question about the image")
+        if not self.images:
+            raise ValueError("no image given; upload or pick an image")
+
+
+@dataclass
+class ToolContext:
+    """What a tool may see of the episode that called it."""
+
+    image: Path
+    original_image: Path
+    workdir: Path
+    question: str
+
+
+@dataclass
+class ToolOutcome:
+    """What a tool returns to the runner; images are files to be stored."""
+
+    text: str
+    images: list[Path] = field(default_factory=list)
+    ok: bool = True
+    error: str | None = None
+    stdout: str = ""
+    stderr: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class AgentTool(Protocol):
+    name: str
+
+    def __call__(self, argument: str, context: ToolContext) -> ToolOutcome: ...
+
+
+@dataclass
+class TurnEvent:
+    """Streamed after every turn of every live episode."""
+
+    trace: Trace
+    turn: Turn
+    done: bool
+
+
+@dataclass
+class _Episode:
+    item: AgentItem
+    trace: Trace
+    original_image: Path
+    image: Path
+    workdir: Path
+    steps: list[protocol.Step] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+
+    @property
+    def done(self) -> bool:
+        return self.trace.stop_reason is not None
+
+
+class AgentRunner:
+    """Runs items through a backend with tools, recording traces to a store."""
+
+    def __init__(self, backend: ChatBackend, tools: dict[str, AgentTool], config: RunnerConfig | None = None,
+                 *, store: Store | None = None, run_id: str | None = None,
+                 score: Callable[[Trace, AgentItem], dict[str, float]] | None = None):
+        self.backend = backend
+        self.config = config or RunnerConfig()
+        missing = [name for name in self.config.tools if name not in tools]
+        if missing:
+            raise ValueError(f"config enables tools {missing} but none were given to the runner")
+        self.tools = tools
+        self.store = store
+        self.run_id = run_id
+        self.score = score
+        self.system = self.config.system_prompt or protocol.system_prompt(self.config.tools, self.config.protocol)
+
+    def run(self, items: list[AgentItem]) -> list[Trace]:
+        """Roll out every item `samples` times; returns the finished traces in item order."""
+        traces = [event.trace for event in self.stream(items) if event.done]
+        return sorted(traces, key=lambda t: (t.metadata["position"], t.sample_index))
+
+    def stream(self, items: list[AgentItem]) -> Iterator[TurnEvent]:
+        episodes = [self._start(item, position, sample)
+                    for position, item in enumerate(items) for sample in range(self.config.samples)]
+        with ThreadPoolExecutor(max_workers=max(1, self.config.tool_workers)) as pool:
+            for turn_index in range(self.config.max_turns):
+                live = [e for e in episodes if not e.done]
+                if not live:
+                    break
+                events = self._turn(live, turn_index, pool)
+                self._save([e.trace for e in live if e.done])
+                yield from events
+
+    # -- one episode ---------------------------------------------------------
+    def _start(self, item: AgentItem, position: int, sample: int) -> _Episode:
+        shas = [self._put_image(image) for image in item.images]
+        first = self._image_file(shas[0])
+        group = f"{self.run_id or 'adhoc'}:{item.item_id or position}"
+        trace = Trace(
+            question=item.question, images=shas, gold=list(item.gold), model_id=self.backend.model_id,
+            adapter=getattr(self.backend, "adapter", None), protocol=self.config.protocol,
+            layout=self.config.layout, run_id=self.run_id, item_id=item.item_id, group_id=group,
+            sample_index=sample, metadata={"position": position, **item.metadata},
+        )
+        workdir = settings.scratch_dir() / trace.id
+        return _Episode(item, trace, first, first, workdir)
+
+    def _put_image(self, image: Any) -> str:
+        if self.store is None:
+            self.store = Store()
+        return self.store.put_image(image)
+
+    @staticmethod
+    def _image_file(sha: str) -> Path:
+        from workbench.images import image_path
+
+        return image_path(sha)
+
+    def _messages(self, episode: _Episode) -> list[dict[str, Any]]:
+        image = episode.image if self.config.layout == "single_user" else episode.original_image
+        return protocol.build_messages(episode.item.question, str(image), episode.steps, system=self.system,
+                                       layout=self.config.layout, protocol=self.config.protocol)
+
+    def _turn(self, live: list[_Episode], turn_index: int, pool: ThreadPoolExecutor) -> list[TurnEvent]:
+        cfg = self.config
+        gen_config = GenerationConfig(
+            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+            seed=cfg.seed + turn_index,
+            stop=protocol.NATIVE_STOP_STRINGS if cfg.protocol == "native" else protocol.TAG_STOP_STRINGS)
+        schemas = protocol.tool_schemas(cfg.tools) if cfg.protocol == "native" else None
+        started = time.perf_counter()
+        generations = self.backend.generate([self._messages(e) for e in live], gen_config, tools=schemas)
+        latency = time.perf_counter() - started
+        allowed = self._allowed_actions()
+        pending = []
+        for episode, generation in zip(live, generations):
+            turn = Turn(index=turn_index, raw=generation.text, image=self._sha_of(episode.image),
+                        prompt_tokens=generation.prompt_tokens,
+                        completion_tokens=generation.completion_tokens, latency_s=latency)
+            episode.trace.turns.append(turn)
+            if generation.finish_reason == "error":
+                turn.parse_error = f"backend error: {generation.error}"
+                self._finish(episode, "error")
+                continue
+            parsed = protocol.parse_turn(generation.text, cfg.protocol, allowed)
+            turn.think, turn.action, turn.argument, turn.parse_error = (
+                parsed.think, parsed.action, parsed.argument, parsed.error)
+            if parsed.error:
+                self._on_parse_error(episode, turn)
+            elif parsed.action == "answer":
+                episode.trace.final_answer = parsed.argument
+                episode.steps.append(protocol.Step(generation.text))
+                self._finish(episode, "answered")
+            elif parsed.action == "problem":
+                self._on_problem(episode, turn)
+            else:
+                context = ToolContext(episode.image, episode.original_image, episode.workdir,
+                                      episode.item.question)
+                pending.append((episode, turn, pool.submit(self._call_tool, turn, context)))
+        for episode, turn, future in pending:
+            self._apply_tool(episode, turn, future.result())
+        events = []
+        for episode in live:
+            if not episode.done and turn_index == cfg.max_turns - 1:
+                self._finish(episode, self._unfinished_reason(episode))
+            events.append(TurnEvent(episode.trace, episode.trace.turns[-1], episode.done))
+        return events
+
+    def _allowed_actions(self) -> tuple[str, ...]:
+        allowed = ["answer", *self.config.tools]
+        if "code" in self.config.tools and self.config.protocol == "tags":
+            allowed.append("problem")
+        return tuple(allowed)
+
+    def _on_parse_error(self, episode: _Episode, turn: Turn) -> None:
+        if not self.config.retry_parse_errors:
+            self._finish(episode, "parse_error")
+            return
+        turn.feedback = f"<tips> Your last turn could not be used: {turn.parse_error}. </tips>"
+        episode.steps.append(protocol.Step(turn.raw, turn.feedback))
+
+    def _on_problem(self, episode: _Episode, turn: Turn) -> None:
+        labels, error = protocol.parse_problem_labels(turn.argument or "")
+        turn.feedback = protocol.tips_for(labels)
+        if error:
+            turn.feedback = f"<tips> {error} </tips>"
+        episode.trace.metadata["problem_labels"] = labels
+        episode.steps.append(protocol.Step(turn.raw, turn.feedback))
+
+    def _call_tool(self, turn: Turn, context: ToolContext) -> tuple[ToolOutcome, float]:
+        started = time.perf_counter()
+        argument = turn.argument or ""
+        try:
+            outcome = self.tools[turn.action](argument, context)
+        except Exception as exc:  # a tool bug must not kill the batch
+            outcome = ToolOutcome(text=f"tool error: {type(exc).__name__}: {exc}", ok=False,
+                                  error=f"{type(exc).__name__}: {exc}")
+        return outcome, time.perf_counter() - started
+
+    def _apply_tool(self, episode: _Episode, turn: Turn, result: tuple[ToolOutcome, float]) -> None:
+        outcome, latency = result
+        shas, image_error = [], None
+        for path in outcome.images:
+            try:
+                shas.append(self._put_image(path))
+            except ValueError as exc:  # an unreadable tool output image is a tool failure
+                image_error = str(exc)
+        ok = outcome.ok and image_error is None
+        turn.tool_call = ToolCall(
+            name=turn.action or "", argument=turn.argument or "", output_text=outcome.text,
+            output_images=shas, ok=ok, error=outcome.error or image_error, stdout=outcome.stdout,
+            stderr=outcome.stderr, details=outcome.details, latency_s=latency)
+        turn.feedback = outcome.text
+        new_image = self._image_file(shas[-1]) if shas else None
+        if new_image is not None:
+            episode.image = new_image
+        episode.steps.append(protocol.Step(turn.raw, outcome.text, str(new_image) if new_image else None,
+                                           tool_name=turn.action))
+
+    @staticmethod
+    def _unfinished_reason(episode: _Episode) -> str:
+        last = episode.trace.turns[-1]
+        if last.tool_call is not None and not last.tool_call.ok:
+            return "tool_error"
+        if last.parse_error:
+            return "parse_error"
+        return "max_turns"
+
+    def _finish(self, episode: _Episode, reason: str) -> None:
+        trace = episode.trace
+        trace.stop_reason = reason
+        trace.duration_s = time.time() - episode.started
+        trace.messages = self._recorded_messages(episode)
+        if self.score is not None:
+            trace.rewards = self.score(trace, episode.item)
+
+    def _recorded_messages(self, episode: _Episode) -> list[dict[str, Any]]:
+        """The chat form of the whole episode, with images as content references."""
+        steps = [protocol.Step(s.raw, s.feedback,
+                               image_ref(self._sha_of(Path(s.feedback_image))) if s.feedback_image else None,
+                               s.tool_name) for s in episode.steps]
+        last = episode.trace.turns[-1] if episode.trace.turns else None
+        if last is not None and (not steps or steps[-1].raw != last.raw):
+            steps.append(protocol.Step(last.raw))
+        messages = protocol.build_messages(
+            episode.item.question, image_ref(episode.trace.images[0]), steps, system=self.system,
+            layout="chat", protocol=self.config.protocol)
+        return messages
+
+    @staticmethod
+    def _sha_of(path: Path) -> str:
+        return Path(path).name.split(".")[0]
+
+    def _save(self, traces: list[Trace]) -> None:
+        if traces and self.store is not None:
+            self.store.save_traces(traces)
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]

@@ -1,0 +1,97 @@
+"""Trace import and export: JSONL files with an image folder, and raw Visual-ARFT chains.
+
+Export writes one `Trace.to_dict()` per line and copies every referenced image
+into `<file>.images/<sha>.<ext>`, so a file moves between machines intact.
+Import validates each line and re-stores the images (same bytes, same SHA).
+Raw reasoning chains from the original Visual-ARFT code
+(`<query>..<think>..<search>..<information>..<answer>`) import as traces too.
+"""
+
+import json
+import shutil
+from pathlib import Path
+from typing import Iterable
+
+from workbench import protocol
+from workbench.images import image_path
+from workbench.store import Store
+from workbench.trace import ToolCall, Trace, Turn
+
+
+def export_traces(store: Store, traces: Iterable[Trace], path: str | Path) -> int:
+    """Write traces as JSONL plus an image folder beside it; returns how many were written."""
+    path = Path(path)
+    folder = path.with_name(path.name + ".images")
+    folder.mkdir(parents=True, exist_ok=True)
+    count = 0
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for trace in traces:
+            for sha in trace.image_shas():
+                source = image_path(sha)
+                target = folder / source.name
+                if not target.exists():
+                    shutil.copyfile(source, target)
+            handle.write(trace.to_json() + "\n")
+            count += 1
+    tmp.replace(path)
+    return count
+
+
+def export_run(store: Store, run_id: str, path: str | Path) -> int:
+    ids = [row["id"] for row in store.list_traces(run_id=run_id, limit=10**9)]
+    return export_traces(store, (store.get_trace(i) for i in ids), path)
+
+
+def import_traces(store: Store, path: str | Path, run_id: str | None = None) -> list[str]:
+    """Read a JSONL export (validating every line first) and store its traces."""
+    path = Path(path)
+    folder = path.with_name(path.name + ".images")
+    traces = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            trace = Trace.from_dict(json.loads(line))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path.name} line {number}: not a trace ({exc})") from exc
+        for sha in trace.image_shas():
+            matches = list(folder.glob(f"{sha}.*"))
+            if not matches:
+                raise ValueError(f"{path.name} line {number}: image {sha[:12]} is missing from {folder}")
+            stored = store.put_image(matches[0])
+            if stored != sha:
+                raise ValueError(f"{path.name} line {number}: image {sha[:12]} does not match its hash")
+        if run_id is not None:
+            trace.run_id = run_id
+        traces.append(trace)
+    store.save_traces(traces)
+    return [trace.id for trace in traces]
+
+
+def trace_from_chain(raw: str, *, image_sha: str | None = None, question: str | None = None,
+                     gold: list[str] | None = None, model_id: str = "imported") -> Trace:
+    """Turn one raw Visual-ARFT reasoning chain into a trace (tool results as recorded)."""
+    found_question, chain = protocol.parse_chain(raw)
+    question = question or found_question
+    if not question:
+        raise ValueError("the chain has no <query> and no question was given")
+    turns = []
+    for index, step in enumerate(chain):
+        feedback = "".join(f"<{tag}> {text} </{tag}>" for tag, text in step.feedback) or None
+        raw_turn = protocol.chain_turn_text(step)
+        turn = Turn(index=index, raw=raw_turn, think=step.think, action=step.action, argument=step.argument,
+                    image=image_sha, feedback=feedback)
+        if step.action is None:
+            turn.parse_error = "no action in this step of the chain"
+        if step.action in ("search", "code"):
+            turn.tool_call = ToolCall(name=step.action, argument=step.argument or "", output_text=feedback or "",
+                                      details={"source": "imported chain"})
+        turns.append(turn)
+    answer = next((t.argument for t in reversed(turns) if t.action == "answer"), None)
+    steps = [protocol.Step(t.raw, t.feedback) for t in turns]
+    messages = protocol.build_messages(question, f"sha256:{image_sha}" if image_sha else None, steps,
+                                       system="", layout="chat")[1:]
+    return Trace(question=question, images=[image_sha] if image_sha else [], turns=turns, messages=messages,
+                 final_answer=answer, stop_reason="answered" if answer is not None else "max_turns",
+                 gold=list(gold or []), model_id=model_id, metadata={"source": "visual-arft chain"})
