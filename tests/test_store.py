@@ -129,3 +129,11 @@ def test_images_are_content_addressed_with_thumbnails():
     row = store.get_image(first)
     thumb = Image.open(row["thumbnail"])
     assert (row["width"], row["height"]) == (1000, 500) and max(thumb.size) <= 160
+
+
+def test_checkpoints_are_recorded_in_step_order():
+    store = Store()
+    run = store.create_run("train", "train")
+    store.record_checkpoint(run, 20, "/ckpt/20")
+    store.record_checkpoint(run, 10, "/ckpt/10")
+    assert [c["step"] for c in store.list_checkpoints(run)] == [10, 20]

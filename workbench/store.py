@@ -76,7 +76,13 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS = [_migration_1]
+def _migration_2(db: sqlite_utils.Database) -> None:
+    db["checkpoints"].create(
+        {"run_id": str, "step": int, "path": str, "created_at": float}, pk=("run_id", "step"))
+    db["jobs"].add_column("pid_start", str)  # process start time, so a reused PID is not mistaken for the job
+
+
+MIGRATIONS = [_migration_1, _migration_2]
 
 
 def _dumps(value: Any) -> str | None:
@@ -367,6 +373,15 @@ class Store:
         """Items of a run that already have a trace (lets evaluation resume)."""
         sql = "select distinct item_id from traces where run_id = ? and item_id is not null"
         return {row[0] for row in self.db.execute(sql, [run_id])}
+
+    # -- checkpoints -----------------------------------------------------------
+    def record_checkpoint(self, run_id: str, step: int, path: str | Path) -> None:
+        with self._transaction() as db:
+            db["checkpoints"].insert({"run_id": run_id, "step": int(step), "path": str(path),
+                                      "created_at": time.time()}, replace=True)
+
+    def list_checkpoints(self, run_id: str) -> list[dict]:
+        return list(self.db["checkpoints"].rows_where("run_id = ?", [run_id], order_by="step"))
 
     # -- jobs ------------------------------------------------------------------
     def create_job(self, kind: str, config: dict, command: list[str], log_path: str,

@@ -1,0 +1,149 @@
+"""Background jobs (training, evaluation): a job is a database row, not an object in memory.
+
+`submit` records a queued row; `tick` (called at app start and by the UI's
+poll) reconciles rows whose process died and starts queued jobs up to the
+concurrency limit. Each job runs as `python -m workbench.job_process JOB_ID`
+in its own session/process group: that supervisor starts the job's command
+(no shell), waits, and writes the exit status, so jobs outlive the app and
+the browser. Cancel kills the whole process group. A PID is only trusted
+together with its recorded start time, so a reused PID is never killed.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from workbench import settings
+from workbench.store import Store
+
+DEFAULT_MAX_RUNNING = 1
+_children: dict[str, subprocess.Popen] = {}  # reaped on tick so finished children don't linger as zombies
+
+
+def max_running() -> int:
+    return int(os.environ.get("WORKBENCH_MAX_JOBS", DEFAULT_MAX_RUNNING))
+
+
+def process_start_time(pid: int) -> str | None:
+    """The kernel's start time of `pid` (clock ticks since boot), or None if it is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
+
+
+def is_alive(job: dict) -> bool:
+    pid, started = job.get("pid"), job.get("pid_start")
+    return bool(pid) and process_start_time(pid) == started
+
+
+def submit(kind: str, config: dict, command: list[str], *, run_id: str | None = None,
+           store: Store | None = None) -> str:
+    """Queue a job (its command is an argv list; no shell) and start it if a slot is free."""
+    if not isinstance(command, list) or not command or not all(isinstance(p, str) for p in command):
+        raise ValueError("a job command must be a non-empty list of strings")
+    store = store or Store()
+    job_id = store.create_job(kind, config, command, log_path="", run_id=run_id)
+    store.update_job(job_id, log_path=str(settings.jobs_dir() / f"{job_id}.log"))
+    tick(store)
+    return job_id
+
+
+def tick(store: Store | None = None) -> None:
+    """Reconcile dead jobs, then start queued ones while slots are free. Cheap; call it often."""
+    store = store or Store()
+    reconcile(store)
+    running = len(store.list_jobs(status="running"))
+    for job in sorted(store.list_jobs(status="queued"), key=lambda j: j["created_at"]):
+        if running >= max_running():
+            break
+        _start(store, job)
+        running += 1
+
+
+def reconcile(store: Store | None = None) -> list[str]:
+    """Mark running jobs whose process is gone as failed; returns their ids."""
+    store = store or Store()
+    for job_id, child in list(_children.items()):
+        if child.poll() is not None:
+            del _children[job_id]
+    failed = []
+    for job in store.list_jobs(status="running"):
+        if is_alive(job):
+            continue
+        current = store.get_job(job["id"])  # the supervisor may have just written the outcome
+        if current["status"] == "running":
+            store.update_job(job["id"], status="failed", finished_at=time.time(),
+                             error=current["error"] or "the job's process died without reporting "
+                                                       "(killed, or the machine restarted)")
+            failed.append(job["id"])
+    return failed
+
+
+def _start(store: Store, job: dict) -> None:
+    log_path = Path(job["log_path"])
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, WORKBENCH_HOME=str(settings.home()), PYTHONUNBUFFERED="1")
+    with log_path.open("ab") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "workbench.job_process", job["id"]], stdin=subprocess.DEVNULL,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+            cwd=str(settings.REPO_ROOT))
+    _children[job["id"]] = child
+    store.update_job(job["id"], status="running", pid=child.pid, pid_start=process_start_time(child.pid),
+                     started_at=time.time())
+
+
+def cancel(job_id: str, store: Store | None = None, grace_s: float = 5.0) -> None:
+    """Stop a job and every process it started; a queued job is simply dropped."""
+    store = store or Store()
+    job = store.get_job(job_id)
+    if job is None:
+        raise ValueError(f"no job {job_id}")
+    if job["status"] not in ("queued", "running"):
+        return
+    store.update_job(job_id, status="cancelled", finished_at=time.time())
+    if job["status"] == "running" and is_alive(job):
+        _kill_group(job["pid"], grace_s)
+    child = _children.pop(job_id, None)
+    if child is not None:
+        child.wait(timeout=grace_s)
+
+
+def _kill_group(pid: int, grace_s: float) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.time() + grace_s
+    while time.time() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        child = next((c for c in _children.values() if c.pid == pid), None)
+        if child is not None and child.poll() is not None:
+            break
+        time.sleep(0.05)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def log_tail(job_id: str, store: Store | None = None, max_bytes: int = 20_000) -> str:
+    """The end of a job's log, for the UI."""
+    job = (store or Store()).get_job(job_id)
+    path = Path(job["log_path"]) if job and job["log_path"] else None
+    if path is None or not path.exists():
+        return ""
+    with path.open("rb") as handle:
+        handle.seek(max(0, path.stat().st_size - max_bytes))
+        return handle.read().decode("utf-8", errors="replace")
