@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
-from workbench import protocol, settings
+from workbench import protocol as proto
+from workbench import settings
 from workbench.backends import ChatBackend, GenerationConfig
 from workbench.store import Store
 from workbench.trace import ToolCall, Trace, Turn, image_ref
@@ -34,7 +35,7 @@ class RunnerConfig:
                           default="tags")
     layout: str = _help("single_user: one growing user message (paper); chat: alternating messages.",
                         default="single_user")
-    max_turns: int = _help("Most model turns per episode (the paper uses 5).", default=protocol.MAX_TURNS)
+    max_turns: int = _help("Most model turns per episode (the paper uses 5).", default=proto.MAX_TURNS)
     samples: int = _help("Samples per question (G); > 1 needs temperature > 0.", default=1)
     max_new_tokens: int = _help("Most tokens generated per turn.", default=512)
     temperature: float = _help("Sampling temperature; 0 is greedy.", default=0.0)
@@ -47,13 +48,13 @@ class RunnerConfig:
 
     def __post_init__(self) -> None:
         self.tools = tuple(self.tools)
-        unknown = [t for t in self.tools if t not in protocol.TOOL_ARGUMENT]
+        unknown = [t for t in self.tools if t not in proto.TOOL_ARGUMENT]
         if unknown:
-            raise ValueError(f"tools {unknown} are unknown; choose from {list(protocol.TOOL_ARGUMENT)}")
-        if self.protocol not in protocol.PROTOCOLS:
-            raise ValueError(f"protocol {self.protocol!r} is unknown; use one of {protocol.PROTOCOLS}")
-        if self.layout not in protocol.LAYOUTS:
-            raise ValueError(f"layout {self.layout!r} is unknown; use one of {protocol.LAYOUTS}")
+            raise ValueError(f"tools {unknown} are unknown; choose from {list(proto.TOOL_ARGUMENT)}")
+        if self.protocol not in proto.PROTOCOLS:
+            raise ValueError(f"protocol {self.protocol!r} is unknown; use one of {proto.PROTOCOLS}")
+        if self.layout not in proto.LAYOUTS:
+            raise ValueError(f"layout {self.layout!r} is unknown; use one of {proto.LAYOUTS}")
         if not 1 <= self.max_turns <= 20:
             raise ValueError(f"max_turns={self.max_turns}; use 1..20 (the paper uses 5)")
         if self.samples < 1:
@@ -131,7 +132,7 @@ class _Episode:
     original_image: Path
     image: Path
     workdir: Path
-    steps: list[protocol.Step] = field(default_factory=list)
+    steps: list[proto.Step] = field(default_factory=list)
     started: float = field(default_factory=time.time)
 
     @property
@@ -154,7 +155,7 @@ class AgentRunner:
         self.store = store
         self.run_id = run_id
         self.score = score
-        self.system = self.config.system_prompt or protocol.system_prompt(self.config.tools, self.config.protocol)
+        self.system = self.config.system_prompt or proto.system_prompt(self.config.tools, self.config.protocol)
 
     def run(self, items: list[AgentItem]) -> list[Trace]:
         """Roll out every item `samples` times; returns the finished traces in item order."""
@@ -200,7 +201,7 @@ class AgentRunner:
 
     def _messages(self, episode: _Episode) -> list[dict[str, Any]]:
         image = episode.image if self.config.layout == "single_user" else episode.original_image
-        return protocol.build_messages(episode.item.question, str(image), episode.steps, system=self.system,
+        return proto.build_messages(episode.item.question, str(image), episode.steps, system=self.system,
                                        layout=self.config.layout, protocol=self.config.protocol)
 
     def _turn(self, live: list[_Episode], turn_index: int, pool: ThreadPoolExecutor) -> list[TurnEvent]:
@@ -208,8 +209,8 @@ class AgentRunner:
         gen_config = GenerationConfig(
             max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
             seed=cfg.seed + turn_index,
-            stop=protocol.NATIVE_STOP_STRINGS if cfg.protocol == "native" else protocol.TAG_STOP_STRINGS)
-        schemas = protocol.tool_schemas(cfg.tools) if cfg.protocol == "native" else None
+            stop=proto.NATIVE_STOP_STRINGS if cfg.protocol == "native" else proto.TAG_STOP_STRINGS)
+        schemas = proto.tool_schemas(cfg.tools) if cfg.protocol == "native" else None
         started = time.perf_counter()
         generations = self.backend.generate([self._messages(e) for e in live], gen_config, tools=schemas)
         latency = time.perf_counter() - started
@@ -224,14 +225,14 @@ class AgentRunner:
                 turn.parse_error = f"backend error: {generation.error}"
                 self._finish(episode, "error")
                 continue
-            parsed = protocol.parse_turn(generation.text, cfg.protocol, allowed)
+            parsed = proto.parse_turn(generation.text, cfg.protocol, allowed)
             turn.think, turn.action, turn.argument, turn.parse_error = (
                 parsed.think, parsed.action, parsed.argument, parsed.error)
             if parsed.error:
                 self._on_parse_error(episode, turn)
             elif parsed.action == "answer":
                 episode.trace.final_answer = parsed.argument
-                episode.steps.append(protocol.Step(generation.text))
+                episode.steps.append(proto.Step(generation.text))
                 self._finish(episode, "answered")
             elif parsed.action == "problem":
                 self._on_problem(episode, turn)
@@ -259,15 +260,15 @@ class AgentRunner:
             self._finish(episode, "parse_error")
             return
         turn.feedback = f"<tips> Your last turn could not be used: {turn.parse_error}. </tips>"
-        episode.steps.append(protocol.Step(turn.raw, turn.feedback))
+        episode.steps.append(proto.Step(turn.raw, turn.feedback))
 
     def _on_problem(self, episode: _Episode, turn: Turn) -> None:
-        labels, error = protocol.parse_problem_labels(turn.argument or "")
-        turn.feedback = protocol.tips_for(labels)
+        labels, error = proto.parse_problem_labels(turn.argument or "")
+        turn.feedback = proto.tips_for(labels)
         if error:
             turn.feedback = f"<tips> {error} </tips>"
         episode.trace.metadata["problem_labels"] = labels
-        episode.steps.append(protocol.Step(turn.raw, turn.feedback))
+        episode.steps.append(proto.Step(turn.raw, turn.feedback))
 
     def _call_tool(self, turn: Turn, context: ToolContext) -> tuple[ToolOutcome, float]:
         started = time.perf_counter()
@@ -296,7 +297,7 @@ class AgentRunner:
         new_image = self._image_file(shas[-1]) if shas else None
         if new_image is not None:
             episode.image = new_image
-        episode.steps.append(protocol.Step(turn.raw, outcome.text, str(new_image) if new_image else None,
+        episode.steps.append(proto.Step(turn.raw, outcome.text, str(new_image) if new_image else None,
                                            tool_name=turn.action))
 
     @staticmethod
@@ -318,13 +319,13 @@ class AgentRunner:
 
     def _recorded_messages(self, episode: _Episode) -> list[dict[str, Any]]:
         """The chat form of the whole episode, with images as content references."""
-        steps = [protocol.Step(s.raw, s.feedback,
+        steps = [proto.Step(s.raw, s.feedback,
                                image_ref(self._sha_of(Path(s.feedback_image))) if s.feedback_image else None,
                                s.tool_name) for s in episode.steps]
         last = episode.trace.turns[-1] if episode.trace.turns else None
         if last is not None and (not steps or steps[-1].raw != last.raw):
-            steps.append(protocol.Step(last.raw))
-        messages = protocol.build_messages(
+            steps.append(proto.Step(last.raw))
+        messages = proto.build_messages(
             episode.item.question, image_ref(episode.trace.images[0]), steps, system=self.system,
             layout="chat", protocol=self.config.protocol)
         return messages
