@@ -81,6 +81,46 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from workbench.evaluation import DEFAULT_TOOLS, EvalConfig, run_evaluation
+    from workbench.store import Store
+
+    config = EvalConfig(benchmark=args.benchmark, data=args.data, images=args.images, model=args.model,
+                        adapter=args.adapter, limit=args.limit, corpus=args.corpus,
+                        search_backend=args.search_backend, search_mode=args.search_mode, name=args.name)
+    if args.tools is None:
+        args.tools = ",".join(DEFAULT_TOOLS[args.benchmark])
+    runner_config = _runner_config(args)
+
+    def progress(done: int, total: int) -> None:
+        print(f"{done}/{total} items", file=sys.stderr, flush=True)
+
+    run_id = run_evaluation(config, runner_config, run_id=args.run_id, on_progress=progress)
+    summary = Store().get_run(run_id)["summary"]
+    print(json.dumps({"run_id": run_id, **summary}) if args.json else f"run {run_id}: {summary}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from workbench.evaluation import import_predictions
+    from workbench.scoring import load_predictions, score_predictions
+
+    if args.import_name:
+        run_id, report = import_predictions(args.predictions, args.benchmark, args.import_name)
+        print(f"stored as run {run_id}", file=sys.stderr)
+    else:
+        report = score_predictions(load_predictions(args.predictions), args.benchmark)
+    summary = report.to_json()
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        for key, value in summary.items():
+            print(f"{key:10} {value}")
+        for name, group in sorted(report.per_type.items()):
+            print(f"{'type ' + name:24} n={group.n:<4} f1={group.f1:6.2f} em={group.em:6.2f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m workbench", description="Visual-ARFT workbench")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -110,6 +150,27 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--name", default="imported", help="name of the imported run")
     imp.set_defaults(func=cmd_import)
 
+    benchmarks = ["mat-coding", "mat-search", "multihop"]
+    evaluate = sub.add_parser("eval", help="run the agent over a benchmark and store a scored run (resumable)")
+    evaluate.add_argument("--benchmark", required=True, choices=benchmarks)
+    evaluate.add_argument("--data", required=True, help="benchmark JSON/JSONL file")
+    evaluate.add_argument("--images", default=None, help="folder the image paths are relative to")
+    evaluate.add_argument("--limit", type=int, default=None, help="only the first N items")
+    evaluate.add_argument("--run-id", default=None, help="resume this run (only missing items are redone)")
+    evaluate.add_argument("--name", default="", help="run name")
+    evaluate.add_argument("--json", action="store_true")
+    _add_model_args(evaluate)
+    _add_runner_args(evaluate)
+    evaluate.set_defaults(func=cmd_eval, tools=None)
+
+    score = sub.add_parser("score", help="score a result file of {id, gt, pred_answer}")
+    score.add_argument("--benchmark", required=True, choices=benchmarks)
+    score.add_argument("--predictions", required=True)
+    score.add_argument("--json", action="store_true",
+                       help="one JSON object: n, all_f1, all_em (+ simple/hard for MAT), percentages")
+    score.add_argument("--import", dest="import_name", default=None, metavar="NAME",
+                       help="also store it as a run named NAME for the UI to compare")
+    score.set_defaults(func=cmd_score)
     return parser
 
 
