@@ -73,7 +73,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from workbench.agent_service import import_chains, import_jsonl
+    from workbench.trace_io import import_chains, import_jsonl
 
     ids = import_jsonl(args.file, args.name) if args.format == "jsonl" else import_chains(args.file, args.name,
                                                                                            args.images)

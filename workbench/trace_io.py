@@ -95,3 +95,36 @@ def trace_from_chain(raw: str, *, image_sha: str | None = None, question: str | 
     return Trace(question=question, images=[image_sha] if image_sha else [], turns=turns, messages=messages,
                  final_answer=answer, stop_reason="answered" if answer is not None else "max_turns",
                  gold=list(gold or []), model_id=model_id, metadata={"source": "visual-arft chain"})
+
+
+def import_jsonl(path: str | Path, name: str = "imported") -> list[str]:
+    store = Store()
+    run_id = store.create_run(name, "imported", config={"source": str(path)}, status="succeeded")
+    return import_traces(store, path, run_id)
+
+
+def import_chains(path: str | Path, name: str = "imported", images_dir: str | Path | None = None) -> list[str]:
+    """Import a JSON list of raw Visual-ARFT chains: {chain|response, image?, question?, answer?}."""
+    path = Path(path)
+    records = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(records, list):
+        raise ValueError(f"{path.name}: expected a JSON list of chain records")
+    store = Store()
+    traces = []
+    for position, record in enumerate(records):
+        raw = record.get("chain") or record.get("response") if isinstance(record, dict) else None
+        if not isinstance(raw, str):
+            raise ValueError(f"{path.name} item {position}: needs a 'chain' or 'response' string")
+        sha = None
+        if record.get("image"):
+            base = Path(images_dir) if images_dir else path.parent
+            sha = store.put_image(base / record["image"])
+        gold = record.get("answer")
+        traces.append(trace_from_chain(raw, image_sha=sha, question=record.get("question"),
+                                       gold=[gold] if isinstance(gold, str) else list(gold or [])))
+        traces[-1].item_id = str(record.get("id", position))
+    run_id = store.create_run(name, "imported", config={"source": str(path)}, status="succeeded")
+    for trace in traces:
+        trace.run_id = run_id
+    store.save_traces(traces)
+    return [t.id for t in traces]

@@ -1,0 +1,82 @@
+"""Trace export/import round trips and raw Visual-ARFT chain import."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from workbench.trace_io import import_chains
+from workbench.store import Store
+from workbench.trace import ToolCall, Trace, Turn
+from workbench.trace_io import export_run, import_traces, trace_from_chain
+
+CHAIN = ("<query>Is this painting in the same museum as The Night Watch?</query>"
+         "<think>It looks like The Milkmaid.</think><search>The Milkmaid Vermeer museum</search>"
+         "<information> 1. Content: The Milkmaid is in the Rijksmuseum. </information>"
+         "<think>The Night Watch is there too.</think><answer>Yes</answer>")
+
+
+def stored_trace(store, run_id):
+    inp = store.put_image(Image.new("RGB", (50, 40), "teal"))
+    out = store.put_image(Image.new("RGB", (40, 50), "orange"))
+    trace = Trace(question="q", images=[inp], run_id=run_id, final_answer="a", stop_reason="answered",
+                  turns=[Turn(index=0, raw="r", action="code", argument="c", image=inp,
+                              tool_call=ToolCall(name="code", argument="c", output_images=[out]))])
+    store.save_trace(trace)
+    return trace
+
+
+def test_export_then_import_into_a_fresh_home_is_identical(tmp_path, monkeypatch):
+    store = Store()
+    run = store.create_run("r", "eval")
+    original = stored_trace(store, run)
+    path = tmp_path / "export" / "traces.jsonl"
+    path.parent.mkdir()
+    assert export_run(store, run, path) == 1
+    assert len(list((tmp_path / "export" / "traces.jsonl.images").iterdir())) == 2
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "other-home"))
+    fresh = Store()
+    (trace_id,) = import_traces(fresh, path)
+    assert fresh.get_trace(trace_id).to_dict() == original.to_dict()
+    assert fresh.get_image(original.images[0])["width"] == 50
+
+
+def test_import_refuses_bad_lines_and_missing_images(tmp_path):
+    store = Store()
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"question": "q", "colour": "red"}\n')
+    with pytest.raises(ValueError, match="line 1: not a trace"):
+        import_traces(store, path)
+    path.write_text(json.dumps(Trace(question="q", images=["ab" * 32]).to_dict()) + "\n")
+    with pytest.raises(ValueError, match="missing"):
+        import_traces(store, path)
+    assert store.count_traces() == 0
+
+
+def test_chain_becomes_a_trace_with_tool_results():
+    trace = trace_from_chain(CHAIN, gold=["Yes"])
+    assert trace.question.startswith("Is this painting")
+    assert [t.action for t in trace.turns] == ["search", "answer"]
+    assert trace.turns[0].tool_call.output_text.startswith("<information>")
+    assert trace.final_answer == "Yes" and trace.stop_reason == "answered"
+    assert [m["role"] for m in trace.messages] == ["user", "assistant", "user", "assistant"]
+
+
+def test_chain_without_question_is_refused():
+    with pytest.raises(ValueError, match="no <query>"):
+        trace_from_chain("<think>x</think><answer>y</answer>")
+
+
+def test_import_chains_file_with_images(tmp_path):
+    Image.new("RGB", (30, 30), "red").save(tmp_path / "23.jpg")
+    records = [{"id": "demo-1", "chain": CHAIN, "image": "23.jpg", "answer": ["Yes"]},
+               {"id": "demo-2", "response": "<query>Q2</query><think>t</think><answer>No</answer>"}]
+    (tmp_path / "chains.json").write_text(json.dumps(records))
+    ids = import_chains(tmp_path / "chains.json", "paper logs")
+    store = Store()
+    first = store.get_trace(ids[0])
+    assert first.item_id == "demo-1" and first.images and first.run_id == store.list_runs()[0]["id"]
+    (tmp_path / "broken.json").write_text(json.dumps([{"id": 1, "text": "no chain"}]))
+    with pytest.raises(ValueError, match="item 0"):
+        import_chains(tmp_path / "broken.json")
