@@ -1,0 +1,211 @@
+"""Weighted reward definitions: `RewardSpec`, the TRL reward it builds, and its stored description.
+
+The total reward of a completion is the sum over components of weight x
+score, where a component that does not apply to the step (None) adds 0. The
+default weights reproduce the paper: format 1 + a step accuracy (answer F1,
+problem set, search-query similarity, or the constant 0.9 for code).
+`describe(spec)` is the exact, JSON-serialisable definition to store with
+every run; `score_components` gives each component per completion for logging.
+"""
+
+import functools
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+from workbench import rewards_code, rewards_text
+from workbench.scoring import BENCHMARKS
+
+DESCRIPTION_VERSION = 1
+
+
+def _weight(default: float, text: str) -> Any:
+    return field(default=default, metadata={"help": text, "component": True})
+
+
+def _option(default: Any, text: str) -> Any:
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class RewardSpec:
+    """Weights of the reward components and the options they use."""
+
+    format: float = _weight(1.0, "<think> then exactly one well-formed action of the kind the step expects "
+                                 "(1/0); any repeated tag scores 0.")
+    answer_f1: float = _weight(1.0, "Token F1 of <answer> vs the gold answers (max over golds), answer steps.")
+    answer_em: float = _weight(0.0, "Exact match of <answer> with a gold answer after normalisation, answer steps.")
+    problem: float = _weight(1.0, "<problem> label set vs gold: 1 equal; 0.5 for naming only the rotation of a "
+                                  "rotation+X pair; else 0.")
+    search_similarity: float = _weight(1.0, "Cosine similarity (all-MiniLM-L6-v2) of <search> vs the reference "
+                                            "query; below search_threshold counts 0.")
+    code_constant: float = _weight(1.0, "The paper's code reward: code_constant_value for any python code action "
+                                        "on a code step.")
+    code_ran: float = _weight(0.0, "1 when the step's code ran without error (needs execution results).")
+    code_image: float = _weight(0.0, "1 when the step's code wrote a readable output image.")
+    code_restoration: float = _weight(0.0, "Share of the input->clean image gap the output closed (0..1), when "
+                                           "a clean reference image exists.")
+    normalization: str = _option("mat-coding", "Answer normalisation: mat-coding (also full-width punctuation "
+                                               "and CJK characters) or multihop (plain).")
+    search_threshold: float = _option(0.5, "Query similarity below this scores 0 (the paper uses 0.5).")
+    code_constant_value: float = _option(0.9, "Value of the constant code reward (the paper uses 0.9).")
+    restoration_metric: str = _option("ssim", "Image similarity for code_restoration: ssim or psnr.")
+
+    def __post_init__(self) -> None:
+        for name, weight in self.weights().items():
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+                raise ValueError(f"weight {name}={weight!r} must be a finite number")
+        if self.normalization not in BENCHMARKS:
+            raise ValueError(f"normalization {self.normalization!r} is unknown; use mat-coding or multihop")
+        if self.restoration_metric not in rewards_code.SIMILARITY_METRICS:
+            raise ValueError(f"restoration_metric {self.restoration_metric!r} is unknown; use ssim or psnr")
+        if not 0.0 <= self.search_threshold <= 1.0:
+            raise ValueError(f"search_threshold={self.search_threshold}; use a value in 0..1")
+
+    @classmethod
+    def component_names(cls) -> list[str]:
+        return [f.name for f in fields(cls) if f.metadata.get("component")]
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "RewardSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown reward setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def weights(self) -> dict[str, float]:
+        return {name: getattr(self, name) for name in self.component_names()}
+
+
+def _component_functions(spec: RewardSpec) -> dict[str, Callable[..., list]]:
+    """Each component as a TRL-style function with this spec's options bound."""
+    return {
+        "format": rewards_text.format_reward,
+        "answer_f1": functools.partial(rewards_text.answer_f1_reward, normalization=spec.normalization),
+        "answer_em": functools.partial(rewards_text.answer_em_reward, normalization=spec.normalization),
+        "problem": rewards_text.problem_reward,
+        "search_similarity": functools.partial(rewards_text.search_similarity_reward,
+                                               threshold=spec.search_threshold),
+        "code_constant": functools.partial(rewards_code.code_constant_reward, value=spec.code_constant_value),
+        "code_ran": rewards_code.code_ran_reward,
+        "code_image": rewards_code.code_image_reward,
+        "code_restoration": functools.partial(rewards_code.code_restoration_reward,
+                                              metric=spec.restoration_metric),
+    }
+
+
+EXECUTION_COMPONENTS = ("code_ran", "code_image", "code_restoration")
+APPLIES_TO = {"format": "every step", "answer_f1": "answer steps", "answer_em": "answer steps",
+              "problem": "problem steps", "search_similarity": "search steps", "code_constant": "code steps",
+              "code_ran": "code steps", "code_image": "code steps",
+              "code_restoration": "code steps with a clean reference image"}
+
+
+def score_components(spec: RewardSpec, completions: list, *, code_runner: Callable[[str, Path], Any] | None = None,
+                     **kwargs: Any) -> dict[str, list[float | None]]:
+    """Per-completion score of every weighted component (None = does not apply) and the weighted `total`.
+
+    >>> parts = score_components(RewardSpec(), ["<think>t</think><answer>Paris</answer>"],
+    ...                          type=["pre_answer"], gt=[["Paris"]])
+    >>> parts["format"], parts["answer_f1"], parts["problem"], parts["total"]
+    ([1.0], [1.0], [None], [2.0])
+    """
+    if code_runner is not None and "code_ok" not in kwargs \
+            and any(spec.weights()[name] for name in EXECUTION_COMPONENTS):
+        kwargs.update(rewards_code.run_code_steps(completions, code_runner, **kwargs))
+    functions = _component_functions(spec)
+    parts: dict[str, list[float | None]] = {}
+    for name, weight in spec.weights().items():
+        if weight:
+            parts[name] = list(functions[name](completions, **kwargs))
+    total = [0.0] * len(completions)
+    for name, values in parts.items():
+        weight = spec.weights()[name]
+        total = [t + weight * v if v is not None else t for t, v in zip(total, values)]
+    parts["total"] = total
+    return parts
+
+
+class CombinedReward:
+    """A TRL reward function computing the weighted total; also logs each component's mean.
+
+    A class instance (not a closure) so that it pickles for multi-process
+    training; TRL names it by `__name__`.
+    """
+
+    def __init__(self, spec: RewardSpec, code_runner: Callable[[str, Path], Any] | None = None,
+                 name: str = "visual_arft_reward"):
+        self.spec = spec
+        self.code_runner = code_runner
+        self.__name__ = name
+
+    def __call__(self, completions: list, **kwargs: Any) -> list[float]:
+        parts = score_components(self.spec, completions, code_runner=self.code_runner, **kwargs)
+        log_metric, log_extra = kwargs.get("log_metric"), kwargs.get("log_extra")
+        for component, values in parts.items():
+            if component == "total":
+                continue
+            if callable(log_metric):
+                applicable = [v for v in values if v is not None]
+                if applicable:
+                    log_metric(f"rewards/{self.__name__}/{component}/mean", sum(applicable) / len(applicable))
+            if callable(log_extra):
+                log_extra(f"{self.__name__}/{component}", values)
+        return parts["total"]
+
+
+def combined_reward(spec: RewardSpec | None = None,
+                    code_runner: Callable[[str, Path], Any] | None = None) -> CombinedReward:
+    """One TRL-compatible reward function for the whole spec.
+
+    `code_runner(code, input_image) -> CodeRun | {"ok", "output_image"} | sandbox result`
+    executes code steps when the dataset carries no `code_ok` column.
+
+    >>> reward = combined_reward(RewardSpec(answer_f1=2.0))
+    >>> reward(["<think>t</think><answer>Paris</answer>", "Paris"], type=["pre_answer"] * 2, gt=["Paris"] * 2)
+    [3.0, 0.0]
+    """
+    return CombinedReward(spec or RewardSpec(), code_runner)
+
+
+def reward_functions(spec: RewardSpec | None = None) -> tuple[list[Callable[..., list]], list[float]]:
+    """The weighted components as separate TRL reward functions plus `reward_weights` for GRPOConfig.
+
+    TRL then logs each under its own name; None (not applicable) becomes NaN
+    and is skipped by TRL's weighted sum, matching `combined_reward`.
+    """
+    spec = spec or RewardSpec()
+    functions = _component_functions(spec)
+    chosen = [(functions[name], weight) for name, weight in spec.weights().items() if weight]
+    return [f for f, _ in chosen], [w for _, w in chosen]
+
+
+def describe(spec: RewardSpec | None = None) -> dict[str, Any]:
+    """The exact reward definition and weights, JSON-serialisable, to store with a run.
+
+    >>> import json
+    >>> described = describe(RewardSpec(code_ran=0.5))
+    >>> described["components"]["code_ran"]["weight"], json.loads(json.dumps(described)) == described
+    (0.5, True)
+    """
+    spec = spec or RewardSpec()
+    help_text = RewardSpec.field_help()
+    components = {name: {"weight": weight, "applies_to": APPLIES_TO[name], "definition": help_text[name]}
+                  for name, weight in spec.weights().items()}
+    options = {f.name: getattr(spec, f.name) for f in fields(spec) if not f.metadata.get("component")}
+    return {
+        "name": "visual_arft_reward",
+        "version": DESCRIPTION_VERSION,
+        "total": "sum over components of weight * score; a component that does not apply to a step adds 0",
+        "step_kind": "from the `type` column (pre_problem/pre_code/pre_answer/pre_search), else the first "
+                     "action tag of `solution`; with neither, any action kind is accepted",
+        "components": components,
+        "options": {name: {"value": value, "definition": help_text[name]} for name, value in options.items()},
+        "spec": asdict(spec),
+    }

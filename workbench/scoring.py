@@ -1,0 +1,353 @@
+"""Answer scoring compatible with the published Visual-ARFT evaluation, and prediction files.
+
+Owns: answer normalisation (plain, and MAT-Coding's with full-width punctuation
+and the CJK character rule), per-item F1/EM, aggregation into all / simple /
+hard / per-degradation-type figures, and reading + validating result files
+(a JSON list, or JSON Lines, of {id, gt, pred_answer}).
+
+Compatibility notes, checked against the reference result files (see
+tests/test_scoring.py): token overlap counts *distinct* shared tokens (a set
+intersection, as the published evaluator does; a multiset Counter gives
+37.06 instead of 35.90 on MAT-Coding), and in MAT-Coding only the string that
+itself contains CJK characters loses its spaces, while character tokens are
+used when either side does.
+"""
+
+import json
+import re
+import string
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCHMARKS = ("mat-coding", "mat-search", "multihop")
+# Leading items per split, by position in the file (PROTOCOL.md): (simple count, full size).
+MAT_SPLITS = {"mat-coding": (70, 200), "mat-search": (75, 150)}
+SPLITS = ("simple", "hard")
+FULLWIDTH_PUNCTUATION = "！？｡＂＃＄％＆＇（）＊＋，－．／：；＜＝＞＠［＼］＾＿｀｛｜｝～“”‘’、。：《》【】"
+
+_PLAIN_PUNCT = str.maketrans("", "", string.punctuation)
+_CODING_PUNCT = str.maketrans("", "", string.punctuation + FULLWIDTH_PUNCTUATION)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_CJK = re.compile("[\u4e00-\u9fff]")
+
+
+class PredictionFileError(ValueError):
+    """A prediction/result file or list that cannot be scored; the message names the item."""
+
+
+def check_benchmark(benchmark: str) -> str:
+    if benchmark not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {benchmark!r}; use one of {', '.join(BENCHMARKS)}")
+    return benchmark
+
+
+def has_cjk(text: str) -> bool:
+    return _CJK.search(text) is not None
+
+
+def normalize_answer(text: str, benchmark: str = "multihop") -> str:
+    """Lower-case, drop punctuation and articles, collapse white space.
+
+    For mat-coding, full-width punctuation goes too, and a string containing
+    CJK characters only loses its spaces (articles are kept, newlines stay).
+
+    >>> normalize_answer("The  Eiffel-Tower!")
+    'eiffeltower'
+    >>> normalize_answer("发票号码： 1673 4841", "mat-coding")
+    '发票号码16734841'
+    """
+    if benchmark == "mat-coding":
+        text = text.lower().translate(_CODING_PUNCT)
+        if has_cjk(text):
+            return text.replace(" ", "")
+    else:
+        text = text.lower().translate(_PLAIN_PUNCT)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def _tokens(normalized: str, char_level: bool) -> list[str]:
+    return list(normalized) if char_level else normalized.split()
+
+
+def _overlap_f1(pred_tokens: list[str], gold_tokens: list[str]) -> float:
+    same = len(set(pred_tokens) & set(gold_tokens))  # distinct shared tokens, as published
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred_tokens), same / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _score_normalized(pred: str, golds: list[str], cjk_rule: bool) -> tuple[float, float]:
+    """F1/EM of a normalised prediction against normalised golds (max over golds)."""
+    best_f1, em = 0.0, 0.0
+    pred_cjk = cjk_rule and has_cjk(pred)
+    word_tokens = None
+    for gold in golds:
+        if pred == gold:
+            return 1.0, 1.0  # EM = 1 forces F1 = 1
+        if pred_cjk or (cjk_rule and has_cjk(gold)):
+            f1 = _overlap_f1(list(pred), list(gold))
+        else:
+            if word_tokens is None:
+                word_tokens = pred.split()
+            f1 = _overlap_f1(word_tokens, gold.split())
+        best_f1 = max(best_f1, f1)
+    return best_f1, em
+
+
+def f1_em(pred: str | None, golds: str | list[str], benchmark: str = "multihop") -> tuple[float, float]:
+    """Token F1 and exact match (0..1), each the max over the gold answers.
+
+    >>> f1_em("the Rijksmuseum in Amsterdam", ["Rijksmuseum", "Amsterdam"])
+    (0.5, 0.0)
+    >>> f1_em("Uncommon Valor.", "uncommon valor")
+    (1.0, 1.0)
+    >>> f1_em(None, ["x"])
+    (0.0, 0.0)
+    >>> round(f1_em("发票号码16734841", "发票号码: 16734841", "mat-coding")[0], 3)
+    1.0
+    """
+    if pred is None:
+        return 0.0, 0.0
+    gold_list = [golds] if isinstance(golds, str) else list(golds)
+    normalized = [normalize_answer(g, benchmark) for g in gold_list]
+    return _score_normalized(normalize_answer(pred, benchmark), normalized, benchmark == "mat-coding")
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation of prediction items
+
+
+def _describe(position: int, item: Any) -> str:
+    if isinstance(item, dict) and "id" in item:
+        return f"item {position} (id {item['id']!r})"
+    return f"item {position}"
+
+
+def validate_predictions(items: Any, source: str = "predictions") -> list[dict]:
+    """Check the {id, gt, pred_answer} schema; raise PredictionFileError naming the first bad item."""
+    if not isinstance(items, list):
+        raise PredictionFileError(f"{source}: expected a JSON list of {{id, gt, pred_answer}} objects, "
+                                  f"got {type(items).__name__}")
+    seen: dict[str, int] = {}
+    for position, item in enumerate(items):
+        where = f"{source}: {_describe(position, item)}"
+        if not isinstance(item, dict):
+            raise PredictionFileError(f"{where}: expected an object with id, gt, pred_answer; "
+                                      f"got {type(item).__name__}")
+        missing = [key for key in ("id", "gt", "pred_answer") if key not in item]
+        if missing:
+            raise PredictionFileError(f"{where}: missing field(s) {', '.join(missing)}")
+        item_id = item["id"]
+        if isinstance(item_id, bool) or not isinstance(item_id, (str, int)):
+            raise PredictionFileError(f"{where}: 'id' must be a string or an integer, "
+                                      f"got {type(item_id).__name__}")
+        key = str(item_id)
+        if key in seen:
+            raise PredictionFileError(f"{where}: duplicate id {item_id!r} (first seen at item {seen[key]})")
+        seen[key] = position
+        gold = item["gt"]
+        if isinstance(gold, list):
+            if not gold:
+                raise PredictionFileError(f"{where}: 'gt' is an empty list; give at least one gold answer")
+            bad = [g for g in gold if not isinstance(g, str)]
+            if bad:
+                raise PredictionFileError(f"{where}: 'gt' must hold strings, found {type(bad[0]).__name__}")
+        elif not isinstance(gold, str):
+            raise PredictionFileError(f"{where}: 'gt' must be a string or a list of strings, "
+                                      f"got {type(gold).__name__}")
+        pred = item["pred_answer"]
+        if pred is not None and not isinstance(pred, str):
+            raise PredictionFileError(f"{where}: 'pred_answer' must be a string or null, "
+                                      f"got {type(pred).__name__}")
+    return items
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading files
+
+
+def _first_bad_utf8_item(raw: bytes, error: UnicodeDecodeError) -> str:
+    """Name the item holding the first invalid byte, by parsing with the bad bytes escaped."""
+    where = f"byte 0x{raw[error.start]:02x} at offset {error.start} is not valid UTF-8"
+    try:
+        records = _parse_records(raw.decode("utf-8", errors="surrogateescape"))
+    except ValueError:
+        return where
+    for position, record in enumerate(records if isinstance(records, list) else []):
+        dumped = json.dumps(record, ensure_ascii=False) if isinstance(record, (dict, list)) else str(record)
+        if any("\udc80" <= ch <= "\udcff" for ch in dumped):
+            return f"{_describe(position, record)}: {where}"
+    return where
+
+
+def _parse_records(text: str) -> Any:
+    """A JSON document, or JSON Lines when the text is one object per line."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        lines = [line for line in text.splitlines() if line.strip()]
+        if exc.msg != "Extra data" or not lines or not lines[0].lstrip().startswith("{"):
+            raise ValueError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        records = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as line_exc:
+                raise ValueError(f"not valid JSON Lines: line {number}: {line_exc.msg} "
+                                 f"at column {line_exc.colno}") from None
+        return records
+
+
+def read_json_records(path: str | Path, error_class: type[ValueError] = ValueError) -> Any:
+    """Parse a UTF-8 JSON or JSON Lines file; errors name the file and, for bad bytes, the item."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise error_class(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error_class(f"{path}: {_first_bad_utf8_item(raw, exc)}; save the file as UTF-8") from None
+    try:
+        return _parse_records(text)
+    except ValueError as exc:
+        raise error_class(f"{path}: {exc}") from None
+
+
+def load_predictions(path: str | Path) -> list[dict]:
+    """Read and validate a result file: a JSON list (or JSON Lines) of {id, gt, pred_answer[, ...]}."""
+    records = read_json_records(path, PredictionFileError)
+    if isinstance(records, list) and not records:
+        raise PredictionFileError(f"{path}: the file holds no predictions")
+    return validate_predictions(records, source=str(path))
+
+
+# ----------------------------------------------------------------------------------------------
+# Aggregation
+
+
+@dataclass
+class ItemScore:
+    """One scored prediction; f1/em are 0..1."""
+
+    id: Any
+    position: int
+    f1: float
+    em: float
+    split: str | None = None
+    types: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GroupScore:
+    """Mean F1/EM (percent) over a group of items."""
+
+    n: int
+    f1: float
+    em: float
+
+
+@dataclass
+class ScoreReport:
+    """Scores of a prediction list; figures are percentages (0..100), unrounded."""
+
+    benchmark: str
+    n: int
+    all_f1: float
+    all_em: float
+    simple_f1: float | None = None
+    simple_em: float | None = None
+    hard_f1: float | None = None
+    hard_em: float | None = None
+    per_type: dict[str, GroupScore] = field(default_factory=dict)
+    per_item: list[ItemScore] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, float | int]:
+        """The summary as a JSON-ready dict: n, all_f1, all_em (+ simple_*, hard_* for MAT), 2 decimals."""
+        keys = ["all_f1", "all_em"]
+        if self.benchmark in MAT_SPLITS:
+            keys += ["simple_f1", "simple_em", "hard_f1", "hard_em"]
+        summary: dict[str, float | int] = {"n": self.n}
+        summary.update({key: round(getattr(self, key), 2) for key in keys})
+        return summary
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, for storing with a run."""
+        return asdict(self)
+
+
+def _mean_percent(values: list[float]) -> float:
+    return 100.0 * sum(values) / len(values) if values else 0.0
+
+
+def _item_types(item: dict, reference: dict[str, Any]) -> list[str]:
+    ref = reference.get(str(item["id"]))
+    if ref is not None and getattr(ref, "types", None):
+        return list(ref.types)
+    for key in ("types", "type"):
+        value = item.get(key)
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+    return []
+
+
+def _item_split(item: dict, position: int, benchmark: str, reference: dict[str, Any]) -> str | None:
+    if benchmark not in MAT_SPLITS:
+        return None
+    ref = reference.get(str(item["id"]))
+    split = getattr(ref, "split", None) if ref is not None else item.get("split")
+    if split in SPLITS:
+        return split
+    return "simple" if position < MAT_SPLITS[benchmark][0] else "hard"
+
+
+def score_predictions(items: list[dict], benchmark: str, reference: list[Any] | None = None) -> ScoreReport:
+    """Score {id, gt, pred_answer} items the way the published evaluation does.
+
+    `reference` (e.g. BenchmarkItem objects with id, split, types) supplies
+    splits and degradation types by id; otherwise an item's own `split` /
+    `type` fields are used, and MAT splits fall back to position in the list.
+
+    >>> report = score_predictions([{"id": 1, "gt": ["Yes"], "pred_answer": "yes"},
+    ...                             {"id": 2, "gt": "Paris", "pred_answer": None}], "multihop")
+    >>> report.to_json()
+    {'n': 2, 'all_f1': 50.0, 'all_em': 50.0}
+    """
+    check_benchmark(benchmark)
+    validate_predictions(items)
+    by_id = {str(ref.id): ref for ref in reference or []}
+    cjk_rule = benchmark == "mat-coding"
+    per_item = []
+    for position, item in enumerate(items):
+        golds = item["gt"] if isinstance(item["gt"], list) else [item["gt"]]
+        pred = item["pred_answer"]
+        if pred is None:
+            f1, em = 0.0, 0.0
+        else:
+            f1, em = _score_normalized(normalize_answer(pred, benchmark),
+                                       [normalize_answer(g, benchmark) for g in golds], cjk_rule)
+        per_item.append(ItemScore(item["id"], position, f1, em, _item_split(item, position, benchmark, by_id),
+                                  _item_types(item, by_id) if cjk_rule else []))
+    report = ScoreReport(benchmark, len(per_item), _mean_percent([s.f1 for s in per_item]),
+                         _mean_percent([s.em for s in per_item]), per_item=per_item)
+    if benchmark in MAT_SPLITS:
+        for split in SPLITS:
+            chosen = [s for s in per_item if s.split == split]
+            setattr(report, f"{split}_f1", _mean_percent([s.f1 for s in chosen]))
+            setattr(report, f"{split}_em", _mean_percent([s.em for s in chosen]))
+        expected = MAT_SPLITS[benchmark][1]
+        if report.n != expected:
+            report.warnings.append(f"{benchmark} has {expected} items; this list has {report.n}, so the "
+                                   f"figures are not comparable with published ones")
+    types = sorted({label for s in per_item for label in s.types})
+    for label in types:
+        chosen = [s for s in per_item if label in s.types]
+        report.per_type[label] = GroupScore(len(chosen), _mean_percent([s.f1 for s in chosen]),
+                                            _mean_percent([s.em for s in chosen]))
+    return report
