@@ -1,15 +1,29 @@
 """A backend that replays recorded model turns, so tools can be re-run on a recorded trace.
 
-Given each question's recorded turns (e.g. from an imported Visual-ARFT chain
+Given each episode's recorded turns (e.g. from an imported Visual-ARFT chain
 or a stored trace), it answers every generation request with the next turn
 the model actually wrote, while the runner executes the tools for real. The
 turn to replay is recovered from the conversation itself, so several samples
-and both layouts work.
+and both layouts work. Turns are keyed by question, or by (question, SHA of
+the input image) when several items share a question text (chat layout).
 """
 
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from workbench.backends import Generation, GenerationConfig
+
+_QUERY = re.compile(r"<query> (.*?) </query>", re.S)
+
+
+def _first_image_sha(conversation: list[dict]) -> str | None:
+    for message in conversation:
+        if message["role"] == "user" and isinstance(message["content"], list):
+            for block in message["content"]:
+                if block.get("type") == "image":
+                    return Path(str(block["image"])).name.split(".")[0].removeprefix("sha256:")
+    return None
 
 
 def _user_text(conversation: list[dict]) -> str:
@@ -28,14 +42,20 @@ def _user_text(conversation: list[dict]) -> str:
 class ReplayBackend:
     """Replays `turns[question]` one turn per call; runs out with an error generation."""
 
-    turns: dict[str, list[str]]
+    turns: dict[str | tuple[str, str], list[str]]
     model_id: str = "replay"
     adapter: str | None = None
     calls: int = field(default=0, init=False)
 
-    def _question(self, conversation: list[dict]) -> str | None:
-        text = _user_text(conversation)
-        return next((q for q in self.turns if f"<query> {q.strip()} </query>" in text), None)
+    def _key(self, conversation: list[dict]) -> str | tuple[str, str] | None:
+        match = _QUERY.search(_user_text(conversation))
+        if not match:
+            return None
+        question, sha = match.group(1), _first_image_sha(conversation)
+        for key in ((question, sha), question):
+            if key in self.turns:
+                return key
+        return None
 
     def _turn_index(self, conversation: list[dict], recorded: list[str]) -> int:
         assistant = [m for m in conversation if m["role"] == "assistant"]
@@ -54,8 +74,8 @@ class ReplayBackend:
         self.calls += 1
         out = []
         for conversation in conversations:
-            question = self._question(conversation)
-            recorded = self.turns.get(question, []) if question else []
+            key = self._key(conversation)
+            recorded = self.turns.get(key, []) if key is not None else []
             index = self._turn_index(conversation, recorded)
             if index >= len(recorded):
                 out.append(Generation("", 0, 0, "error", error="no recorded turn left to replay"))

@@ -1,0 +1,108 @@
+"""The offline demo world: generated benchmarks, a search corpus, and expert traces for SFT.
+
+`build_world` writes MAT-Coding-mini and MAT-Search-mini train and held-out
+splits plus the corpus. `record_expert_traces` replays the scripted expert's
+turns through the real agent runner (real sandbox, real local search), keeps
+only episodes whose answer is right, and stores them as one run: the
+cold-start SFT data for the demo model.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from workbench.agent_tools import build_tools
+from workbench.benchmarks import load_benchmark
+from workbench.protocol import find_box
+from workbench.replay import ReplayBackend
+from workbench.runner import AgentItem, AgentRunner, RunnerConfig
+from workbench.scoring import f1_em
+from workbench.store import Store
+from workbench.synth import expert, mat_coding_mini, mat_search_mini
+
+
+@dataclass
+class World:
+    """Where the generated files of one demo world are."""
+
+    root: Path
+
+    def coding(self, split: str) -> Path:
+        return self.root / f"coding_{split}" / "mat_coding_mini.json"
+
+    def search(self, split: str) -> Path:
+        return self.root / f"search_{split}" / "mat_search_mini.json"
+
+    @property
+    def corpus(self) -> Path:
+        return self.root / "search_train" / "corpus.jsonl"
+
+
+def build_world(root: str | Path, *, coding_train: int = 600, coding_test: int = 100, search_train: int = 300,
+                search_test: int = 60, seed: int = 0) -> World:
+    """Generate train and held-out splits (different seeds) of both benchmarks and the corpus."""
+    world = World(Path(root))
+    mat_coding_mini.generate(world.coding("train").parent, coding_train, seed=seed)
+    mat_coding_mini.generate(world.coding("test").parent, coding_test, seed=seed + 1000)
+    mat_search_mini.generate(world.search("train").parent, search_train, seed=seed)
+    mat_search_mini.generate(world.search("test").parent, search_test, seed=seed, question_seed=seed + 1000)
+    return world
+
+
+def _coding_episodes(path: Path) -> tuple[list[AgentItem], dict]:
+    items, turns = [], {}
+    for item in load_benchmark("mat-coding", path):
+        box = list(find_box(item.question) or ()) or None
+        agent_item = AgentItem(item.question, [item.image], item_id=f"coding-{item.id}", gold=item.answers,
+                               metadata={"types": item.types, "split": item.split, "benchmark": "mat-coding"})
+        items.append(agent_item)
+        turns[(item.question, _sha(item.image))] = expert.coding_turns(item.types, item.answers[0], box)
+    return items, turns
+
+
+def _search_episodes(path: Path, seed: int) -> tuple[list[AgentItem], dict]:
+    companies = {c.name: c for c in mat_search_mini.build_world(seed)}
+    records = {str(r["id"]): r for r in json.loads(path.read_text(encoding="utf-8"))}
+    items, turns = [], {}
+    for item in load_benchmark("mat-search", path):
+        record = records[item.id]
+        agent_item = AgentItem(item.question, [item.image], item_id=f"search-{item.id}", gold=item.answers,
+                               metadata={"split": item.split, "benchmark": "mat-search"})
+        items.append(agent_item)
+        turns[(item.question, _sha(item.image))] = expert.search_turns(
+            companies[record["company"]], record["kind"], item.answers[0])
+    return items, turns
+
+
+def _sha(path: Path) -> str:
+    from workbench.images import put_image
+
+    return put_image(path).sha
+
+
+def record_expert_traces(world: World, store: Store | None = None, *, seed: int = 0,
+                         name: str = "expert traces (SFT data)") -> str:
+    """Run the expert through the real tools on the train splits; store the correct episodes as a run."""
+    store = store or Store()
+    run_id = store.create_run(name, "imported", config={"source": "workbench.synth.expert", "world": str(world.root)})
+    coding_items, coding_turns = _coding_episodes(world.coding("train"))
+    search_items, search_turns = _search_episodes(world.search("train"), seed)
+    tools = build_tools(("code", "search"), corpus=world.corpus)
+    kept = 0
+    for items, turns, tool_names in ((coding_items, coding_turns, ("code",)),
+                                     (search_items, search_turns, ("search",))):
+        config = RunnerConfig(tools=tool_names, layout="chat", max_turns=5)
+        runner = AgentRunner(ReplayBackend(turns, model_id="expert"), tools, config, store=store, run_id=run_id,
+                             score=_score)
+        for start in range(0, len(items), 64):
+            traces = runner.run(items[start:start + 64])
+            kept += sum(1 for t in traces if t.rewards.get("em") == 1.0)
+    store.update_run(run_id, status="succeeded", summary={"episodes": len(coding_items) + len(search_items),
+                                                          "correct": kept})
+    return run_id
+
+
+def _score(trace, item) -> dict[str, float]:
+    f1, em = f1_em(trace.final_answer, item.gold, "mat-coding")
+    tools_ok = all(t.tool_call.ok for t in trace.turns if t.tool_call)
+    return {"f1": f1, "em": em, "tools_ok": float(tools_ok), "total": em * float(tools_ok)}
