@@ -1,0 +1,346 @@
+"""The embedded tiny model: a few-million-parameter Qwen-VL built offline.
+
+Owns `build_tiny_model` (config + seeded random weights + a locally trained
+byte-level BPE tokenizer + image/video processors, all saved with
+save_pretrained so the folder loads through AutoProcessor /
+AutoModelForImageTextToText exactly like a hub checkpoint) and
+`ensure_tiny_model` (build once into settings.models_dir(), atomically).
+
+The weights are random: the model is for exercising the full pipeline
+(batching, images, tools, LoRA, GRPO) on a CPU, not for good answers.
+The chat template is the Qwen3-VL one, byte for byte, because TRL recognises
+templates by exact text and only the Qwen3-VL one supports tool calling.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+ARCHES = ("qwen2_5_vl", "qwen3_vl")
+MIN_PIXELS = 56 * 56
+MAX_PIXELS = 112 * 112
+TOKENIZER_VOCAB_SIZE = 1024  # upper bound: the built-in text yields ~750 tokens + added ones
+
+# Qwen's own special tokens, in Qwen's order (ids differ: our vocabulary is tiny).
+QWEN_SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>",
+    "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>", "<|box_end|>",
+    "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
+    "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+]
+# Protocol tags: ordinary added tokens (kept when decoding with skip_special_tokens).
+PROTOCOL_TAGS = [
+    f"<{slash}{name}>"
+    for name in ("think", "search", "problem", "code", "answer", "information", "tips", "query",
+                 "tool_call", "tool_response")
+    for slash in ("", "/")
+]
+
+# The Qwen3-VL instruct chat template (public, Apache-2.0), verbatim: supports
+# system/user/assistant/tool roles, image and video blocks, `tools=` and `tool_calls`.
+QWEN3_VL_CHAT_TEMPLATE = r"""{%- if tools %}
+    {{- '<|im_start|>system\n' }}
+    {%- if messages[0].role == 'system' %}
+        {%- if messages[0].content is string %}
+            {{- messages[0].content }}
+        {%- else %}
+            {%- for content in messages[0].content %}
+                {%- if 'text' in content %}
+                    {{- content.text }}
+                {%- endif %}
+            {%- endfor %}
+        {%- endif %}
+        {{- '\n\n' }}
+    {%- endif %}
+    {{- "# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>" }}
+    {%- for tool in tools %}
+        {{- "\n" }}
+        {{- tool | tojson }}
+    {%- endfor %}
+    {{- "\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" }}
+{%- else %}
+    {%- if messages[0].role == 'system' %}
+        {{- '<|im_start|>system\n' }}
+        {%- if messages[0].content is string %}
+            {{- messages[0].content }}
+        {%- else %}
+            {%- for content in messages[0].content %}
+                {%- if 'text' in content %}
+                    {{- content.text }}
+                {%- endif %}
+            {%- endfor %}
+        {%- endif %}
+        {{- '<|im_end|>\n' }}
+    {%- endif %}
+{%- endif %}
+{%- set image_count = namespace(value=0) %}
+{%- set video_count = namespace(value=0) %}
+{%- for message in messages %}
+    {%- if message.role == "user" %}
+        {{- '<|im_start|>' + message.role + '\n' }}
+        {%- if message.content is string %}
+            {{- message.content }}
+        {%- else %}
+            {%- for content in message.content %}
+                {%- if content.type == 'image' or 'image' in content or 'image_url' in content %}
+                    {%- set image_count.value = image_count.value + 1 %}
+                    {%- if add_vision_id %}Picture {{ image_count.value }}: {% endif -%}
+                    <|vision_start|><|image_pad|><|vision_end|>
+                {%- elif content.type == 'video' or 'video' in content %}
+                    {%- set video_count.value = video_count.value + 1 %}
+                    {%- if add_vision_id %}Video {{ video_count.value }}: {% endif -%}
+                    <|vision_start|><|video_pad|><|vision_end|>
+                {%- elif 'text' in content %}
+                    {{- content.text }}
+                {%- endif %}
+            {%- endfor %}
+        {%- endif %}
+        {{- '<|im_end|>\n' }}
+    {%- elif message.role == "assistant" %}
+        {{- '<|im_start|>' + message.role + '\n' }}
+        {%- if message.content is string %}
+            {{- message.content }}
+        {%- else %}
+            {%- for content_item in message.content %}
+                {%- if 'text' in content_item %}
+                    {{- content_item.text }}
+                {%- endif %}
+            {%- endfor %}
+        {%- endif %}
+        {%- if message.tool_calls %}
+            {%- for tool_call in message.tool_calls %}
+                {%- if (loop.first and message.content) or (not loop.first) %}
+                    {{- '\n' }}
+                {%- endif %}
+                {%- if tool_call.function %}
+                    {%- set tool_call = tool_call.function %}
+                {%- endif %}
+                {{- '<tool_call>\n{"name": "' }}
+                {{- tool_call.name }}
+                {{- '", "arguments": ' }}
+                {%- if tool_call.arguments is string %}
+                    {{- tool_call.arguments }}
+                {%- else %}
+                    {{- tool_call.arguments | tojson }}
+                {%- endif %}
+                {{- '}\n</tool_call>' }}
+            {%- endfor %}
+        {%- endif %}
+        {{- '<|im_end|>\n' }}
+    {%- elif message.role == "tool" %}
+        {%- if loop.first or (messages[loop.index0 - 1].role != "tool") %}
+            {{- '<|im_start|>user' }}
+        {%- endif %}
+        {{- '\n<tool_response>\n' }}
+        {%- if message.content is string %}
+            {{- message.content }}
+        {%- else %}
+            {%- for content in message.content %}
+                {%- if content.type == 'image' or 'image' in content or 'image_url' in content %}
+                    {%- set image_count.value = image_count.value + 1 %}
+                    {%- if add_vision_id %}Picture {{ image_count.value }}: {% endif -%}
+                    <|vision_start|><|image_pad|><|vision_end|>
+                {%- elif content.type == 'video' or 'video' in content %}
+                    {%- set video_count.value = video_count.value + 1 %}
+                    {%- if add_vision_id %}Video {{ video_count.value }}: {% endif -%}
+                    <|vision_start|><|video_pad|><|vision_end|>
+                {%- elif 'text' in content %}
+                    {{- content.text }}
+                {%- endif %}
+            {%- endfor %}
+        {%- endif %}
+        {{- '\n</tool_response>' }}
+        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
+            {{- '<|im_end|>\n' }}
+        {%- endif %}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+{%- endif %}
+"""
+
+# A little text in the protocol's language; the tokenizer's merges come from it.
+_TRAINING_TEXT = """\
+You are a helpful assistant that looks at the image, thinks step by step and uses tools when needed.
+Answer the question about the image. First think inside <think> and </think>, then act.
+To search the web, write <search> one short query </search> and read the <information> that comes back.
+<query> Who designed the building in the image and when was it finished? </query>
+<think> The image shows a tall tower. I should search for its architect. </think>
+<search> tower architect year finished </search>
+<information> 1. Content: The tower was designed by an engineer and finished in 1889. 2. Content: It is 330 metres tall. </information>
+<think> The search results say it was finished in 1889. </think>
+<answer> 1889 </answer>
+<query> What is the text within the [366, 723, 506, 851] of the image? </query>
+<think> The image looks dark and rotated, so I should name the problems first. </think>
+<problem> {'dark', 'rotation90'} </problem>
+<tips> Write Python code that fixes the named problems of the image. </tips>
+<think> I will rotate the image and make it brighter with OpenCV. </think>
+<code>
+```python
+import cv2
+import numpy as np
+from PIL import Image
+image = cv2.imread("path_to_input_image.jpg")
+image = cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE)
+image = cv2.convertScaleAbs(image, alpha=1.5, beta=40)
+height, width = image.shape[:2]
+x_min, y_min, x_max, y_max = 366, 723, 506, 851
+crop = image[int(y_min * height / 1000):int(y_max * height / 1000), int(x_min * width / 1000):int(x_max * width / 1000)]
+cv2.imwrite("path_to_output_image.jpg", crop)
+```
+</code>
+<think> The fixed image is clear now; the sign says OPEN. </think>
+<answer> OPEN </answer>
+Problems: rotation90, rotation180, dark, overexposure, blur, noise, crop, none.
+<tool_call>
+{"name": "search", "arguments": {"query": "name of the bridge in the photo"}}
+</tool_call>
+<tool_response>
+1. Content: The bridge opened in 1937 and spans the strait.
+</tool_response>
+<tool_call>
+{"name": "code", "arguments": {"code": "from PIL import Image\\nimage = Image.open('path_to_input_image.jpg')\\nimage.rotate(180).save('path_to_output_image.jpg')"}}
+</tool_call>
+What colour is the car? How many people are in the picture? Which city is this? What year was it built?
+The quick brown fox jumps over the lazy dog. 0 1 2 3 4 5 6 7 8 9 10 100 1000 2024 2025.
+"""
+
+
+def _train_tokenizer():
+    """Byte-level BPE trained on the built-in text, wrapped as Qwen2Tokenizer."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import AddedToken, Qwen2Tokenizer
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    bpe = Tokenizer(models.BPE())
+    bpe.normalizer = normalizers.NFC()
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=TOKENIZER_VOCAB_SIZE, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(_TRAINING_TEXT.splitlines(keepends=True), trainer)
+    model_state = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model_state["merges"]]
+    tokenizer = Qwen2Tokenizer(vocab=model_state["vocab"], merges=merges, unk_token=None,
+                               eos_token="<|im_end|>", pad_token="<|endoftext|>", model_max_length=32768)
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": [AddedToken(t, special=True, normalized=False) for t in QWEN_SPECIAL_TOKENS]})
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in PROTOCOL_TAGS])
+    tokenizer.chat_template = QWEN3_VL_CHAT_TEMPLATE
+    return tokenizer
+
+
+def _configs(arch: str, tokenizer):
+    """Model config of the given architecture sized as FIELD-NOTES describes."""
+    from transformers import Qwen2_5_VLConfig, Qwen3VLConfig
+
+    ids = {name: tokenizer.convert_tokens_to_ids(name) for name in QWEN_SPECIAL_TOKENS}
+    vocab_size = -(-len(tokenizer) // 64) * 64  # round up: friendlier matmul shapes
+    text = dict(vocab_size=vocab_size, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
+                bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+                pad_token_id=ids["<|endoftext|>"])
+    tokens = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+                  vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+    if arch == "qwen2_5_vl":
+        # mrope sections (temporal, height, width) must sum to head_dim / 2 = 32.
+        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [8, 12, 12]}
+        vision = dict(depth=2, hidden_size=128, intermediate_size=256, num_heads=4, out_hidden_size=256,
+                      patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                      fullatt_block_indexes=[1])
+        return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **tokens)
+    text.update(head_dim=64, rope_parameters={"rope_type": "default", "rope_theta": 5000000.0,
+                                              "mrope_section": [12, 10, 10], "mrope_interleaved": True})
+    vision = dict(depth=2, hidden_size=128, intermediate_size=256, num_heads=4, out_hidden_size=256,
+                  patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=256,
+                  deepstack_visual_indexes=[1])
+    return Qwen3VLConfig(text_config=text, vision_config=vision, **tokens)
+
+
+def _processor(arch: str, tokenizer):
+    from transformers import (Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor, Qwen3VLProcessor,
+                              Qwen3VLVideoProcessor)
+
+    size = {"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}
+    if arch == "qwen2_5_vl":
+        image_processor = Qwen2VLImageProcessor(size=size)
+        return Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                   video_processor=Qwen2VLVideoProcessor(size=size),
+                                   chat_template=QWEN3_VL_CHAT_TEMPLATE)
+    half = [0.5, 0.5, 0.5]  # Qwen3-VL normalises with mean/std 0.5 and 16-pixel patches
+    image_processor = Qwen2VLImageProcessor(size=size, patch_size=16, image_mean=half, image_std=half)
+    # videos: a few frames per clip still fit a small budget
+    video_processor = Qwen3VLVideoProcessor(size={"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS * 4},
+                                            patch_size=16, image_mean=half, image_std=half)
+    return Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
+                            chat_template=QWEN3_VL_CHAT_TEMPLATE)
+
+
+def build_tiny_model(out_dir: Path, *, arch: str = "qwen2_5_vl", seed: int = 0) -> Path:
+    """Build and save a tiny random-weight Qwen-VL of `arch` into `out_dir`; same seed, same bytes."""
+    import torch
+    from transformers import AutoModelForImageTextToText, GenerationConfig
+
+    if arch not in ARCHES:
+        raise ValueError(f"unknown tiny-model arch {arch!r}; use one of {', '.join(ARCHES)}")
+    out_dir = Path(out_dir)
+    tokenizer = _train_tokenizer()
+    config = _configs(arch, tokenizer)
+    with torch.random.fork_rng(devices=[]):  # seed locally; leave the caller's RNG alone
+        torch.manual_seed(seed)
+        model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    im_end, endoftext = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
+    model.generation_config = GenerationConfig(eos_token_id=[im_end, endoftext], pad_token_id=endoftext,
+                                               bos_token_id=endoftext, do_sample=False)
+    model.eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    _processor(arch, tokenizer).save_pretrained(out_dir)
+    return out_dir
+
+
+def tiny_model_dir(arch: str = "qwen2_5_vl") -> Path:
+    """Where ensure_tiny_model keeps the tiny model of `arch`."""
+    from workbench import settings
+
+    return settings.models_dir() / f"tiny-{arch}"
+
+
+def ensure_tiny_model(arch: str = "qwen2_5_vl") -> Path:
+    """The tiny model folder, built on first use (in a temp folder, then renamed into place)."""
+    if arch not in ARCHES:
+        raise ValueError(f"unknown tiny-model arch {arch!r}; use one of {', '.join(ARCHES)}")
+    target = tiny_model_dir(arch)
+    if (target / "config.json").is_file():
+        return target
+    _remove_stale_staging(target.parent, arch)
+    staging = Path(tempfile.mkdtemp(prefix=f".tiny-{arch}-", dir=target.parent))
+    try:
+        build_tiny_model(staging, arch=arch)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            # Another process finished first (target now exists and is complete).
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _remove_stale_staging(folder: Path, arch: str, older_than_s: float = 600) -> None:
+    """Drop staging folders left by killed builds (young ones may belong to a build in progress)."""
+    now = time.time()
+    for leftover in folder.glob(f".tiny-{arch}-*"):
+        try:
+            if now - leftover.stat().st_mtime > older_than_s:
+                shutil.rmtree(leftover, ignore_errors=True)
+        except FileNotFoundError:
+            continue
