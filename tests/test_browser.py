@@ -1,0 +1,91 @@
+"""The app in Debian's Chromium through Playwright: playground run on a demo image, trace stepping, runs chart.
+
+Screenshots go to test-artifacts/ (gitignored) so a person can look at what
+the browser showed. Skips cleanly when /usr/bin/chromium is absent.
+"""
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from workbench.store import Store
+from workbench.ui.app import create_app, launch_options
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@pytest.fixture
+def app_url():
+    app, ctx = create_app(public_demo=False, store=Store())
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    options = launch_options(ctx.policy)
+    options.pop("auth")
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **options)
+    yield f"http://127.0.0.1:{port}/"
+    app.close()
+
+
+@pytest.fixture
+def page():
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        yield page
+        browser.close()
+
+
+def pick(page, dropdown_id: str, option: str) -> None:
+    page.locator(f"#{dropdown_id} input").click()
+    page.get_by_role("option", name=option).click()
+
+
+def test_playground_trace_stepper_and_runs_chart(app_url, page):
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.goto(app_url)
+
+    # Playground: a demo image fills the question and shows its preview; the run streams, then opens in Traces.
+    pick(page, "pg-demo", "upside-down sign")
+    expect(page.locator("#pg-question textarea")).to_have_value("What is written on the sign?")
+    expect(page.locator("#pg-preview img").first).to_be_visible()
+    page.locator("#pg-run").click()
+    expect(page.get_by_role("tab", name="Traces", selected=True)).to_be_visible(timeout=120_000)
+    expect(page.locator("#tr-position")).to_contain_text("turn 1 of")
+    expect(page.locator("#tr-header")).to_contain_text("What is written on the sign?")
+    expect(page.locator("#tr-gallery img").first).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "browser-1-playground-trace.png"), full_page=True)
+
+    # Traces: open the scripted coding episode and step to its code turn.
+    page.locator("#tr-refresh").click()
+    page.locator("#tr-table").get_by_text("demo-episode").last.click()
+    expect(page.locator("#tr-position")).to_contain_text("turn 1 of 3")
+    expect(page.locator("#tr-turn-html")).to_contain_text("<problem>")
+    page.locator("#tr-next").click()
+    expect(page.locator("#tr-position")).to_contain_text("turn 2 of 3")
+    expect(page.locator("#tr-code")).to_contain_text("rotate(180)")
+    expect(page.locator("#tr-gallery")).to_contain_text("after: tool output 1")
+    page.screenshot(path=str(ARTIFACTS / "browser-2-trace-code-turn.png"), full_page=True)
+    page.locator("#tr-prev").click()
+    expect(page.locator("#tr-position")).to_contain_text("turn 1 of 3")
+
+    # Runs: select the two example training runs; the chart draws and the collapse warning shows.
+    page.get_by_role("tab", name="Runs").click()
+    pick(page, "rn-runs", "curves A")
+    pick(page, "rn-runs", "curves B")
+    page.keyboard.press("Escape")
+    expect(page.locator("#rn-metric-plot .js-plotly-plot")).to_be_visible()
+    expect(page.locator("#rn-warning")).to_contain_text("Tool use is collapsing")
+    page.screenshot(path=str(ARTIFACTS / "browser-3-runs-chart.png"), full_page=True)

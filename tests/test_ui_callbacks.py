@@ -1,0 +1,321 @@
+"""UI callbacks as plain functions: forms, uploads, playground, trace filters/stepper/group/compare,
+run charts and exports, and the public-demo restrictions. No browser, no server."""
+
+import csv
+
+import gradio as gr
+import pytest
+from PIL import Image
+
+from workbench import images as image_intake
+from workbench.run_charts import MetricSeriesCache, Series, detect_tool_collapse, ema
+from workbench.runner import RunnerConfig
+from workbench.store import Store
+from workbench.trace import ToolCall, Trace, Turn
+from workbench.ui import render, tab_playground, tab_runs, tab_traces
+from workbench.ui.app import create_app
+from workbench.ui.context import UIContext
+from workbench.ui.demo_runs import CURVE_RUNS, EPISODE_RUN, GROUP_RUN, seed_demo_runs
+from workbench.ui.deployment import DeploymentPolicy, PolicyError, Viewer, parse_auth
+from workbench.ui.forms import build_form, form_values
+from workbench.ui.images_view import input_images
+
+LOCAL = Viewer()
+ALICE = Viewer(public_demo=True, visitor="alice-session")
+BOB = Viewer(public_demo=True, visitor="bob-session")
+
+
+@pytest.fixture
+def store():
+    store = Store()
+    seed_demo_runs(store, curve_steps=120)
+    return store
+
+
+@pytest.fixture
+def png(tmp_path):
+    path = tmp_path / "photo.png"
+    Image.new("RGB", (200, 100), "teal").save(path)
+    return path
+
+
+def visitor_run(store: Store, viewer: Viewer, reward: float = 0.5) -> Trace:
+    """A playground run of `viewer` with one trace whose question carries a crop box."""
+    run_id = store.create_run("visitor run", "playground", config=viewer.run_tags())
+    sha = store.put_image(Image.new("RGB", (100, 100), "white"))
+    trace = Trace(question="Read the text within the [100, 200, 500, 600] of the image.", images=[sha],
+                  turns=[Turn(index=0, raw="<think>x</think><answer>hi</answer>", think="<script>alert(1)</script>",
+                              action="answer", argument="hi", image=sha)],
+                  final_answer="hi", stop_reason="answered", rewards={"total": reward}, run_id=run_id,
+                  item_id="item-7", group_id=f"{run_id}:0")
+    store.save_trace(trace)
+    return trace
+
+
+# -- forms -------------------------------------------------------------------------------------
+def test_form_controls_follow_field_types_and_help():
+    with gr.Blocks():
+        controls = build_form(RunnerConfig, tab_playground.config_specs(DeploymentPolicy()))
+    assert isinstance(controls["tools"], gr.CheckboxGroup)
+    assert isinstance(controls["protocol"], gr.Radio)
+    assert isinstance(controls["max_turns"], gr.Slider)
+    assert isinstance(controls["retry_parse_errors"], gr.Checkbox)
+    assert isinstance(controls["system_prompt"], gr.Textbox)
+    assert controls["max_new_tokens"].label == "Max new tokens"
+    assert controls["max_turns"].info == RunnerConfig.field_help()["max_turns"]
+
+
+def test_form_values_build_the_dataclass_and_name_bad_fields():
+    names = tab_playground.config_names()
+    values = {"tools": ["code"], "protocol": "tags", "layout": "chat", "max_turns": 3.0, "samples": 2,
+              "max_new_tokens": 64, "temperature": 0.7, "top_p": 1, "seed": 1, "tool_workers": 2,
+              "retry_parse_errors": True, "system_prompt": "  "}
+    config = form_values(RunnerConfig, names, [values[n] for n in names])
+    assert config.tools == ("code",) and config.max_turns == 3 and isinstance(config.max_turns, int)
+    assert config.system_prompt is None and config.layout == "chat"
+    values["max_turns"] = 2.5
+    with pytest.raises(ValueError, match="Max turns"):
+        form_values(RunnerConfig, names, [values[n] for n in names])
+
+
+def test_runner_config_reports_invalid_and_over_limit_settings():
+    names = tab_playground.config_names()
+    base = dict(RunnerConfig().__dict__, tools=["code"])
+    with pytest.raises(tab_playground.PlaygroundError, match="temperature"):
+        tab_playground.runner_config(DeploymentPolicy(), [dict(base, samples=3)[n] for n in names])
+    public = DeploymentPolicy.from_env(public_demo=True)
+    with pytest.raises(tab_playground.PlaygroundError, match="limit of 256"):
+        tab_playground.runner_config(public, [dict(base, max_new_tokens=1024)[n] for n in names])
+
+
+# -- uploads and the playground ----------------------------------------------------------------
+def test_accept_images_stores_good_files_and_explains_bad_ones(tmp_path, png, monkeypatch):
+    store = Store()
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    big = tmp_path / "big.png"
+    Image.new("RGB", (300, 300)).save(big)
+    monkeypatch.setattr(image_intake, "MAX_IMAGE_PIXELS", 50_000)
+    stored, problems = tab_playground.accept_images(store, [str(png), str(text), str(big)], None)
+    assert len(stored) == 1 and stored[0].is_file()
+    assert any("notes.png" in p and "not a readable image" in p for p in problems)
+    assert any("big.png" in p and "megapixels" in p for p in problems)
+    gallery, preview_problems = tab_playground.preview_images([str(png), str(text)], None, "what?")
+    assert len(gallery) == 1 and len(preview_problems) == 1
+
+
+def test_demo_image_fills_an_empty_question_and_draws_its_box():
+    name = "shelf price tag"
+    assert tab_playground.demo_question(name, "") == tab_playground.DEMO_IMAGES[name].question
+    assert tab_playground.demo_question(name, "mine?") == "mine?"
+    gallery, problems = tab_playground.preview_images(None, name, tab_playground.DEMO_IMAGES[name].question)
+    image, caption = gallery[0]
+    assert not problems and "box [875, 655, 969, 730]" in caption
+    assert image.getpixel((560, 275))[0] > 200 and image.getpixel((560, 275))[1] < 100  # red outline
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(question="  "), "type a question"),
+    (dict(demo_name=None), "no image"),
+    (dict(model="/models/any-path"), "only the embedded model"),
+    (dict(adapter="/adapters/lora"), "does not load adapters"),
+])
+def test_public_playground_refuses_before_loading_anything(kwargs, message):
+    ctx = UIContext(Store(), DeploymentPolicy.from_env(public_demo=True))
+    call = dict(files=None, demo_name="dark label", question="What does it say?", model="tiny", adapter=None)
+    call.update(kwargs)
+    stream = tab_playground.run_playground(ctx, ALICE, config=RunnerConfig(tools=("code",), max_new_tokens=64), **call)
+    with pytest.raises(tab_playground.PlaygroundError, match=message):
+        next(stream)
+
+
+def test_playground_streams_turns_and_tags_the_visitor_run(tmp_path):
+    ctx = UIContext(Store(), DeploymentPolicy.from_env(public_demo=True))
+    config = RunnerConfig(tools=("code",), max_turns=2, max_new_tokens=16)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 truncated")
+    updates = list(tab_playground.run_playground(ctx, ALICE, [str(broken)], "upside-down sign",
+                                                 "What is written on the sign?", "tiny", None, config))
+    assert updates[0].status.startswith("loading") and updates[-1].trace_id
+    assert len(updates[0].warnings) == 1 and "broken.jpg" in updates[0].warnings[0]
+    assert len(updates) >= 3  # loading, at least one turn, done
+    trace = ctx.store.get_trace(updates[-1].trace_id)
+    assert trace.turns and trace.stop_reason in ("answered", "parse_error", "max_turns", "tool_error")
+    run = ctx.store.get_run(trace.run_id)
+    assert run["config"]["visitor"] == "alice-session" and run["status"] == "succeeded"
+    assert ALICE.can_see_run(run) and not BOB.can_see_run(run)
+
+
+# -- traces ------------------------------------------------------------------------------------
+def test_trace_filters_by_outcome_reward_item_and_run(store):
+    everything = tab_traces.list_traces(store, LOCAL, tab_traces.TraceFilters())
+    assert len(everything) == 5
+    parse_errors = tab_traces.list_traces(store, LOCAL, tab_traces.TraceFilters.from_inputs(
+        "all", "", "parse_error", "", ""))
+    assert [r["stop_reason"] for r in parse_errors] == ["parse_error"]
+    rich = tab_traces.list_traces(store, LOCAL, tab_traces.TraceFilters.from_inputs(GROUP_RUN, "", "all", "1.5", ""))
+    assert {r["reward_total"] >= 1.5 for r in rich} == {True} and len(rich) == 2
+    by_item = tab_traces.list_traces(store, LOCAL, tab_traces.TraceFilters(item_id="demo-sign"))
+    assert [r["run_id"] for r in by_item] == [EPISODE_RUN]
+    table = tab_traces.trace_table(by_item)
+    assert table[0][0] == "answered" and table[0][-1] == by_item[0]["id"]
+
+
+def test_public_visitors_see_only_their_runs_and_the_demo_runs(store):
+    mine = visitor_run(store, ALICE)
+    alice_ids = {r["id"] for r in tab_traces.list_traces(store, ALICE, tab_traces.TraceFilters())}
+    bob_ids = {r["id"] for r in tab_traces.list_traces(store, BOB, tab_traces.TraceFilters())}
+    assert mine.id in alice_ids and mine.id not in bob_ids
+    assert len(bob_ids) == 5  # the shipped demo traces
+    assert tab_traces.list_traces(store, BOB, tab_traces.TraceFilters(run_id=mine.run_id)) == []
+    with pytest.raises(tab_traces.TraceNotFound):
+        tab_traces.load_trace(store, BOB, mine.id)
+    assert tab_traces.load_trace(store, ALICE, mine.id).id == mine.id
+    bob_runs = [value for _, value in tab_traces.run_choices(store, BOB)]
+    assert mine.run_id not in bob_runs and GROUP_RUN in bob_runs
+
+
+def test_stepper_walks_the_coding_episode_turn_by_turn(store):
+    trace_id = tab_traces.list_traces(store, LOCAL, tab_traces.TraceFilters(run_id=EPISODE_RUN))[0]["id"]
+    trace = tab_traces.load_trace(store, LOCAL, trace_id)
+    index = tab_traces.step_turn(0, -1, len(trace.turns))
+    first = tab_traces.turn_view(trace, index)
+    assert first.position == "turn 1 of 3" and first.code is None and "&lt;problem&gt;" in first.turn
+    second = tab_traces.turn_view(trace, tab_traces.step_turn(index, +1, len(trace.turns)))
+    assert "rotate(180)" in second.code and "(480, 320)" in second.stdout
+    assert [caption for _, caption in second.images] == ["input 1", "after: tool output 1"]
+    last = tab_traces.turn_view(trace, tab_traces.step_turn(2, +1, len(trace.turns)))
+    assert last.position == "turn 3 of 3" and "OPEN 24H" in last.turn
+    assert "accuracy" in last.header and "format" in last.header
+
+
+def test_crop_box_is_drawn_on_the_input_and_model_text_is_escaped(store):
+    trace = visitor_run(store, LOCAL)
+    (image, caption), = input_images(trace)
+    assert caption == "input 1 · box [100, 200, 500, 600]"
+    assert image.getpixel((10, 40))[:3] == (239, 68, 68) and image.getpixel((30, 40)) == (255, 255, 255)
+    html = render.turn_html(trace.turns[0], 1)
+    assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_group_view_shows_every_sample_with_rewards_and_advantages(store):
+    rows = tab_traces.list_traces(store, LOCAL, tab_traces.TraceFilters(run_id=GROUP_RUN))
+    trace = tab_traces.load_trace(store, LOCAL, rows[0]["id"])
+    html = tab_traces.group_view(store, LOCAL, trace)
+    assert html.count('class="wb-card"') == 4
+    for sample in range(4):
+        assert f"sample {sample}" in html
+    advantages = [r["advantage"] for r in rows]
+    assert abs(sum(advantages)) < 1e-6 and max(advantages) > 0 > min(advantages)
+    assert "advantage" in html and "parse error" in html
+
+
+def test_compare_two_samples_of_one_item_turn_by_turn(store):
+    rows = tab_traces.list_traces(store, LOCAL, tab_traces.TraceFilters(run_id=GROUP_RUN))
+    first = tab_traces.load_trace(store, LOCAL, rows[0]["id"])
+    candidates = tab_traces.compare_candidates(store, LOCAL, first)
+    assert len(candidates) == 3 and first.id not in [value for _, value in candidates]
+    html = tab_traces.compare_view(store, LOCAL, first.id, candidates[0][1])
+    other = tab_traces.load_trace(store, LOCAL, candidates[0][1])
+    assert "turn 1" in html and first.id[:12] in html and other.id[:12] in html
+    assert "different questions" not in html
+
+
+def test_search_results_render_as_a_list_from_information_text():
+    call = ToolCall(name="search", argument="tower",
+                    output_text="<information> 1. Content: Built in 1889. 2. Content: 330 m tall. </information>")
+    assert [hit["snippet"] for hit in render.search_results(call)] == ["Built in 1889.", "330 m tall."]
+    assert render.search_results_html(call).count("<li>") == 2
+    recorded = ToolCall(name="search", argument="tower", output_text="<information> ... </information>",
+                        details={"hits": [{"title": "Tower", "snippet": "Built <b>1889</b>", "url": "https://x.org/t"}]})
+    html = render.search_results_html(recorded)
+    assert 'href="https://x.org/t"' in html and "Built &lt;b&gt;1889&lt;/b&gt;" in html
+
+
+# -- runs --------------------------------------------------------------------------------------
+def test_runs_load_once_then_poll_only_new_rows(store):
+    session, chosen = tab_runs.select_runs(store, LOCAL, None, list(CURVE_RUNS))
+    assert chosen == list(CURVE_RUNS)
+    before = session.cache.row_count
+    assert tab_runs.poll_runs(store, session, chosen) is False
+    store.log_metrics(CURVE_RUNS[0], 121, {"reward": 2.0, "tools/call_frequency": 0.9})
+    assert tab_runs.poll_runs(store, session, chosen) is True
+    assert session.cache.row_count == before + 2
+    assert session.cache.get(CURVE_RUNS[0], "reward").steps[-1] == 121
+
+
+def test_runs_selection_hides_other_visitors_runs(store):
+    mine = visitor_run(store, ALICE)
+    store.log_metrics(mine.run_id, 1, {"reward": 1.0})
+    session, chosen = tab_runs.select_runs(store, BOB, None, [mine.run_id, CURVE_RUNS[0]])
+    assert chosen == [CURVE_RUNS[0]] and mine.run_id not in session.cache.series
+
+
+def test_runs_view_charts_warns_on_tool_collapse_and_diffs_configs(store):
+    session, chosen = tab_runs.select_runs(store, LOCAL, None, list(CURVE_RUNS))
+    view = tab_runs.build_view(session, chosen, None, 0.6)
+    assert view.metric == "reward" and "tools/call_frequency" in view.metric_names
+    assert "collapsing" in view.warnings and CURVE_RUNS[1] in view.warnings and CURVE_RUNS[0] not in view.warnings
+    assert len(view.metric_figure.data) == 4  # raw + smoothed line per run
+    assert set(view.diff["setting"]) == {"beta", "learning_rate"}
+    best = view.summary[(view.summary["metric"] == "reward")]
+    assert len(best) == 2 and (best["best"] >= best["last"]).all()
+
+
+def test_chart_exports_csv_and_png(store):
+    session, chosen = tab_runs.select_runs(store, LOCAL, None, list(CURVE_RUNS))
+    rows = list(csv.DictReader(tab_runs.export_csv(session, chosen, 0.6).open()))
+    assert len(rows) == 2 * 120 * 6 and set(rows[0]) == {"run", "run_id", "metric", "step", "value", "smoothed"}
+    png_path = tab_runs.export_png(session, chosen, "reward", 0.6)
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(png_path) as chart:
+        assert chart.width > 500 and len(chart.getcolors(maxcolors=100_000)) > 10
+    with pytest.raises(ValueError, match="select runs"):
+        tab_runs.export_csv(session, [], 0.6)
+
+
+def test_smoothing_cache_matches_a_fresh_ema_after_appends_and_rewrites():
+    series = Series()
+    for step in range(50):
+        series.add(step, float(step % 7))
+    assert series.smoothed(0.8) == ema(series.values, 0.8)
+    series.add(50, 3.0)
+    series.add(10, 100.0)  # a resumed job re-logged an old step
+    assert series.smoothed(0.8) == ema(series.values, 0.8)
+    collapse = detect_tool_collapse("r", Series(list(range(40)), [0.9] * 20 + [0.01] * 20), 0.5)
+    assert collapse is not None and collapse.peak > 0.8
+
+
+def test_overlapping_polls_do_not_duplicate_points():
+    store = Store()
+    run = store.create_run("r", "train")
+    store.log_metrics(run, 1, {"reward": 1.0})
+    first, second = MetricSeriesCache(), MetricSeriesCache()
+    first.poll(store, [run])
+    second.series, second.last_row_id = first.series, {run: 0}  # a stale copy of the same session state
+    second.poll(store, [run])
+    assert first.get(run, "reward").steps == [1]
+
+
+# -- deployment --------------------------------------------------------------------------------
+def test_policy_from_env_and_auth(monkeypatch):
+    monkeypatch.setenv("WORKBENCH_PUBLIC_DEMO", "1")
+    monkeypatch.setenv("WORKBENCH_AUTH", "ann:pw")
+    policy = DeploymentPolicy.from_env()
+    assert policy.public_demo and policy.auth == ("ann", "pw") and not policy.show_training
+    with pytest.raises(PolicyError):
+        parse_auth("no-colon")
+    policy.check_model("tiny", None)
+    with pytest.raises(PolicyError):
+        policy.check_model("Qwen/Qwen2.5-VL-3B-Instruct", None)
+    DeploymentPolicy().check_model("/any/local/path", "/any/adapter")
+
+
+def test_public_app_locks_the_model_and_limits_the_queue(monkeypatch):
+    monkeypatch.setenv("WORKBENCH_PUBLIC_DEMO", "1")
+    app, ctx = create_app(store=Store())
+    by_label = {getattr(b, "label", None): b for b in app.blocks.values()}
+    assert by_label["Model"].interactive is False and by_label["Model"].choices == [("tiny", "tiny")]
+    assert by_label["LoRA adapter folder"].visible is False and by_label["Tools"].choices == [("code", "code")]
+    assert app._queue.max_size == ctx.policy.queue_size and app._queue.default_concurrency_limit == 2
+    assert {run["id"] for run in ctx.store.list_runs()} >= {EPISODE_RUN, GROUP_RUN, *CURVE_RUNS}

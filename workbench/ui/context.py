@@ -1,0 +1,62 @@
+"""What every tab is built with: the store, the deployment policy, the viewer of a request, model warm-up.
+
+`UIContext` is passed to each tab module's `build(ctx)`; callbacks get a
+`Viewer` from `ctx.viewer(request)` so run visibility is decided in one place.
+"""
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import gradio as gr
+
+from workbench.store import Store
+from workbench.ui.deployment import DeploymentPolicy, Viewer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelWarmup:
+    """Builds and loads the embedded tiny model in the background, so the UI starts at once."""
+
+    status: str = "not started"
+    error: str | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name="tiny-model-warmup", daemon=True)
+        thread.start()
+        return thread
+
+    def _run(self) -> None:
+        self.status = "building the embedded tiny model"
+        try:
+            from workbench.agent_service import get_backend
+            from workbench.tiny_model import ensure_tiny_model
+
+            ensure_tiny_model()
+            self.status = "loading the embedded tiny model"
+            get_backend("tiny")
+            self.status = "ready"
+            log.info("embedded tiny model ready")
+        except Exception as exc:  # the playground reports it; the rest of the app still works
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.status = "failed"
+            log.exception("tiny model warm-up failed")
+        finally:
+            self.done.set()
+
+
+@dataclass
+class UIContext:
+    """Shared services of one app instance."""
+
+    store: Store
+    policy: DeploymentPolicy
+    warmup: ModelWarmup = field(default_factory=ModelWarmup)
+
+    def viewer(self, request: gr.Request | None) -> Viewer:
+        """The viewer behind a request: in a public demo, its browser session is its identity."""
+        visitor = getattr(request, "session_hash", None) if request is not None else None
+        return Viewer(public_demo=self.policy.public_demo, visitor=visitor)

@@ -1,0 +1,117 @@
+"""Deployment policy: the public-demo restrictions and who may see which runs.
+
+Protects a public deployment (WORKBENCH_PUBLIC_DEMO=1, e.g. a Space) against:
+visitors loading arbitrary model paths or adapters (only the embedded tiny
+model runs), oversized generation settings that would hog the CPU, one
+visitor seeing another's uploads and playground runs, and unbounded
+concurrency (queue limits). It does not protect against a visitor who learns
+another visitor's session id, against denial of service beyond the queue
+limits, or against anything the optional shared password cannot stop; the
+code tool's sandbox is what protects the machine from model-written code.
+
+Plain Python (no Gradio): the app and its tests read the same policy.
+"""
+
+import os
+from dataclasses import dataclass
+
+from workbench.runner import RunnerConfig
+
+PUBLIC_MODELS = ("tiny",)
+TRUE_WORDS = {"1", "true", "yes", "on"}
+
+
+class PolicyError(ValueError):
+    """A request the deployment does not allow; the message says what is allowed."""
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in TRUE_WORDS
+
+
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    """WORKBENCH_AUTH="user:pass" -> ("user", "pass"); None when unset.
+
+    >>> parse_auth("ann:s3cret:x")
+    ('ann', 's3cret:x')
+    >>> parse_auth("") is None
+    True
+    """
+    if not value or not value.strip():
+        return None
+    user, sep, password = value.strip().partition(":")
+    if not sep or not user or not password:
+        raise PolicyError("WORKBENCH_AUTH must look like user:password")
+    return user, password
+
+
+@dataclass(frozen=True)
+class DeploymentPolicy:
+    """What this deployment allows; `public_demo` turns every restriction on."""
+
+    public_demo: bool = False
+    auth: tuple[str, str] | None = None
+    max_upload_mb: int = 50
+    concurrency_limit: int = 4  # default concurrent events of one kind
+    model_concurrency: int = 1  # playground runs at once (one CPU model)
+    queue_size: int | None = None
+    max_new_tokens: int = 4096
+    max_samples: int = 16
+    max_turns: int = 20
+
+    @classmethod
+    def from_env(cls, public_demo: bool | None = None) -> "DeploymentPolicy":
+        public = env_flag("WORKBENCH_PUBLIC_DEMO") if public_demo is None else public_demo
+        auth = parse_auth(os.environ.get("WORKBENCH_AUTH"))
+        if public:
+            return cls(public_demo=True, auth=auth, max_upload_mb=8, concurrency_limit=2, model_concurrency=1,
+                       queue_size=32, max_new_tokens=256, max_samples=4, max_turns=5)
+        return cls(auth=auth)
+
+    @property
+    def show_training(self) -> bool:
+        return not self.public_demo
+
+    def check_model(self, model: str, adapter: str | None) -> None:
+        if not self.public_demo:
+            return
+        if (model or "").strip() not in PUBLIC_MODELS:
+            raise PolicyError(f"this public demo runs only the embedded model ({', '.join(PUBLIC_MODELS)}); "
+                              "run the workbench yourself to load other models")
+        if adapter and adapter.strip():
+            raise PolicyError("this public demo does not load adapters; run the workbench yourself to use one")
+
+    def check_runner_config(self, config: RunnerConfig) -> None:
+        limits = (("max_new_tokens", self.max_new_tokens), ("samples", self.max_samples),
+                  ("max_turns", self.max_turns))
+        for name, limit in limits:
+            if getattr(config, name) > limit:
+                raise PolicyError(f"{name}={getattr(config, name)} is over this deployment's limit of {limit}")
+        if self.public_demo and config.system_prompt:
+            raise PolicyError("this public demo uses the built-in system prompt")
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is looking: in a public demo each browser session is its own visitor."""
+
+    public_demo: bool = False
+    visitor: str | None = None
+
+    def can_see_run(self, run: dict | None) -> bool:
+        """Everything is visible locally; in a public demo, only shipped demo runs and the visitor's own."""
+        if run is None:
+            return False
+        if not self.public_demo:
+            return True
+        config = run.get("config") or {}
+        if config.get("demo") is True:
+            return True
+        return self.visitor is not None and config.get("visitor") == self.visitor
+
+    def run_tags(self) -> dict[str, str]:
+        """Config entries that mark a new playground run as this visitor's."""
+        return {"visitor": self.visitor} if self.public_demo and self.visitor else {}
+
+    def visible_runs(self, store, kind: str | None = None, limit: int = 500) -> list[dict]:
+        return [run for run in store.list_runs(kind=kind, limit=limit) if self.can_see_run(run)]

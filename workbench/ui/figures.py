@@ -1,0 +1,93 @@
+"""Plotly figures for the Runs tab: a metric vs step, reward components, tool-call rate.
+
+Figures are built from a `MetricSeriesCache` (already in memory), smoothed
+with EMA and downsampled for display, so drawing 50 runs x 5,000 steps sends
+a bounded number of points to the browser.
+"""
+
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from workbench.run_charts import COLLAPSE_FLOOR, MetricSeriesCache, downsample, reward_components
+
+PALETTE = qualitative.Plotly + qualitative.D3 + qualitative.Set2
+BOTTOM_LEGEND = {"font": {"size": 10}, "orientation": "h", "yanchor": "top", "y": -0.3, "x": 0}
+RAW_TRACES_UP_TO = 12  # above this many runs, draw only the smoothed lines
+
+
+def _points_per_run(runs: int) -> int:
+    return max(300, 30_000 // max(1, runs))
+
+
+def empty_figure(message: str) -> go.Figure:
+    figure = go.Figure()
+    figure.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
+                          font={"size": 14, "color": "#64748b"})
+    figure.update_layout(height=260, xaxis={"visible": False}, yaxis={"visible": False},
+                         margin={"l": 20, "r": 20, "t": 20, "b": 20})
+    return figure
+
+
+def _add_lines(figure: go.Figure, cache: MetricSeriesCache, run_ids: list[str], labels: dict[str, str],
+               name: str, smoothing: float, *, row: int | None = None, legend: bool = True) -> int:
+    """Add one smoothed line per run (plus the faint raw line for few runs); returns how many runs had data."""
+    lines, drawn = [], 0
+    limit = _points_per_run(len(run_ids))
+    for position, run_id in enumerate(run_ids):
+        series = cache.get(run_id, name)
+        if not series:
+            continue
+        colour = PALETTE[position % len(PALETTE)]
+        if smoothing > 0 and len(run_ids) <= RAW_TRACES_UP_TO:
+            steps, values = downsample(series.steps, series.values, limit)
+            lines.append(go.Scattergl(x=steps, y=values, mode="lines", line={"color": colour, "width": 1},
+                                      opacity=0.25, legendgroup=run_id, showlegend=False, hoverinfo="skip"))
+        steps, values = downsample(series.steps, series.smoothed(smoothing), limit)
+        lines.append(go.Scattergl(x=steps, y=values, mode="lines", name=labels.get(run_id, run_id),
+                                  legendgroup=run_id, showlegend=legend, line={"color": colour, "width": 2}))
+        drawn += 1
+    if lines:  # one add_traces call: plotly re-validates the whole figure per call
+        where = {"rows": [row] * len(lines), "cols": [1] * len(lines)} if row else {}
+        figure.add_traces(lines, **where)
+    return drawn
+
+
+def metric_figure(cache: MetricSeriesCache, run_ids: list[str], labels: dict[str, str], name: str | None,
+                  smoothing: float) -> go.Figure:
+    if not name:
+        return empty_figure("Select runs that logged metrics.")
+    figure = go.Figure()
+    if not _add_lines(figure, cache, run_ids, labels, name, smoothing):
+        return empty_figure(f"No selected run logged {name!r}.")
+    figure.update_layout(title=f"{name} (EMA {smoothing:.2f})", xaxis_title="step", yaxis_title=name, height=380,
+                         margin={"l": 50, "r": 20, "t": 50, "b": 40}, legend={"font": {"size": 10}})
+    return figure
+
+
+def rewards_figure(cache: MetricSeriesCache, run_ids: list[str], labels: dict[str, str],
+                   smoothing: float) -> go.Figure:
+    components = reward_components(cache.names(run_ids))
+    if not components:
+        return empty_figure("No per-component rewards logged (rewards/<name>/mean).")
+    shown = list(components.items())[:6]
+    figure = make_subplots(rows=len(shown), cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                           subplot_titles=[short for short, _ in shown])
+    for row, (_, metric) in enumerate(shown, start=1):
+        _add_lines(figure, cache, run_ids, labels, metric, smoothing, row=row, legend=row == 1)
+    figure.update_layout(height=170 * len(shown) + 120, margin={"l": 50, "r": 20, "t": 40, "b": 40},
+                         legend=BOTTOM_LEGEND, title=f"Reward components (EMA {smoothing:.2f})")
+    return figure
+
+
+def tool_rate_figure(cache: MetricSeriesCache, run_ids: list[str], labels: dict[str, str], name: str | None,
+                     smoothing: float) -> go.Figure:
+    if not name:
+        return empty_figure("No tool-call rate logged (tools/call_frequency).")
+    figure = go.Figure()
+    _add_lines(figure, cache, run_ids, labels, name, smoothing)
+    figure.add_hline(y=COLLAPSE_FLOOR, line={"dash": "dot", "color": "#dc2626"},
+                     annotation_text="collapse threshold", annotation_position="top left")
+    figure.update_layout(title=f"Tool-call rate: {name}", xaxis_title="step", yaxis_title="calls per completion",
+                         height=360, margin={"l": 50, "r": 20, "t": 50, "b": 40}, legend=BOTTOM_LEGEND)
+    return figure

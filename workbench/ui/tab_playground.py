@@ -1,0 +1,263 @@
+"""Playground tab: ask a question about uploaded or demo images and watch the agent's turns stream in.
+
+Plain callbacks (`preview_images`, `accept_images`, `runner_config`,
+`run_playground`) hold the logic and are tested without a browser; `build`
+lays out the tab and wraps them for Gradio (user errors become gr.Warning /
+gr.Error messages, never tracebacks). Uploads go through the store's image
+intake (type, size, pixel checks). In a public demo, the model and adapter
+are locked and each run is tagged with the visitor's session.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import gradio as gr
+
+from workbench import protocol
+from workbench.images import ImageError, image_path, load_image
+from workbench.runner import RunnerConfig
+from workbench.trace import Trace
+from workbench.ui import render
+from workbench.ui.assets import DEMO_IMAGES, demo_image_path, demo_names
+from workbench.ui.context import UIContext
+from workbench.ui.deployment import DeploymentPolicy, PolicyError, Viewer
+from workbench.ui.forms import FieldSpec, build_form, form_fields, form_values
+from workbench.ui.images_view import preview_files
+
+MODEL_CHOICES = ["tiny", "tiny-qwen3-vl"]
+NO_DEMO = "(none: use my uploads)"
+# The playground shows a few fields up front; the rest sit in an accordion.
+MAIN_FIELDS = ("tools", "protocol", "max_turns", "max_new_tokens")
+MAIN_ROWS = (("tools", "protocol"), ("max_turns", "max_new_tokens"))
+
+
+class PlaygroundError(ValueError):
+    """Something the user must fix before a run can start; the message says what."""
+
+
+def _upload_paths(files: Any) -> list[str]:
+    """Paths from a gr.File(file_count="multiple") value (paths, dicts or file objects)."""
+    out = []
+    for item in files or []:
+        path = item.get("path") if isinstance(item, dict) else getattr(item, "name", item)
+        if path:
+            out.append(str(path))
+    return out
+
+
+def chosen_paths(files: Any, demo_name: str | None) -> list[str]:
+    paths = _upload_paths(files)
+    if demo_name and demo_name != NO_DEMO:
+        paths.append(str(demo_image_path(demo_name)))
+    return paths
+
+
+def preview_images(files: Any, demo_name: str | None, question: str) -> tuple[list, list[str]]:
+    """Gallery items for the chosen images (crop box drawn) and a message per rejected file."""
+    good, problems = [], []
+    for path in chosen_paths(files, demo_name):
+        try:
+            load_image(path, Path(path).name)
+            good.append(path)
+        except ImageError as exc:
+            problems.append(str(exc))
+    return preview_files(good, question or ""), problems
+
+
+def accept_images(store, files: Any, demo_name: str | None) -> tuple[list[Path], list[str]]:
+    """Store every chosen image through the intake checks; returns stored paths and rejections."""
+    stored, problems, seen = [], [], set()
+    for path in chosen_paths(files, demo_name):
+        try:
+            sha = store.put_image(path, Path(path).name)
+        except ImageError as exc:
+            problems.append(str(exc))
+            continue
+        if sha not in seen:
+            seen.add(sha)
+            stored.append(image_path(sha))
+    return stored, problems
+
+
+def demo_question(demo_name: str | None, current: str) -> str:
+    """The demo's question when a demo image is picked and no question was typed."""
+    if demo_name in DEMO_IMAGES and not (current or "").strip():
+        return DEMO_IMAGES[demo_name].question
+    return current
+
+
+def config_specs(policy: DeploymentPolicy) -> dict[str, FieldSpec]:
+    return {
+        # search needs a corpus path, which a public demo does not take
+        "tools": FieldSpec(choices=["code"] if policy.public_demo else list(protocol.TOOL_ARGUMENT)),
+        "protocol": FieldSpec(choices=list(protocol.PROTOCOLS)),
+        "layout": FieldSpec(choices=list(protocol.LAYOUTS)),
+        "max_turns": FieldSpec(minimum=1, maximum=policy.max_turns, step=1),
+        "max_new_tokens": FieldSpec(minimum=16, maximum=policy.max_new_tokens, step=16),
+        "samples": FieldSpec(minimum=1, maximum=policy.max_samples, step=1),
+        "temperature": FieldSpec(minimum=0.0, maximum=2.0, step=0.05),
+        "top_p": FieldSpec(minimum=0.05, maximum=1.0, step=0.05),
+        "tool_workers": FieldSpec(minimum=1, maximum=8, step=1),
+        "system_prompt": FieldSpec(visible=not policy.public_demo),
+    }
+
+
+PLAYGROUND_DEFAULTS = {"tools": ("code",), "max_new_tokens": 128}
+
+
+def config_names() -> list[str]:
+    return [f.name for f in form_fields(RunnerConfig)]
+
+
+def runner_config(policy: DeploymentPolicy, values: list[Any] | tuple[Any, ...]) -> RunnerConfig:
+    """The RunnerConfig from the form's values (in `config_names()` order), checked against the policy."""
+    try:
+        config = form_values(RunnerConfig, config_names(), values)
+        policy.check_runner_config(config)
+    except ValueError as exc:  # PolicyError is a ValueError too
+        raise PlaygroundError(str(exc)) from exc
+    return config
+
+
+@dataclass
+class PlaygroundUpdate:
+    """One streamed state of a run: status line, live transcript, and ids once known."""
+
+    status: str
+    transcript: str
+    run_id: str = ""
+    trace_id: str = ""
+    traces: list[Trace] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. uploads that were skipped
+
+
+def run_playground(ctx: UIContext, viewer: Viewer, files: Any, demo_name: str | None, question: str,
+                   model: str, adapter: str | None, config: RunnerConfig, corpus: str | None = None,
+                   search_mode: str = "cache-first") -> Iterator[PlaygroundUpdate]:
+    """Validate, start a run tagged with the viewer, and yield an update after every turn."""
+    from workbench import agent_service  # heavy (torch); imported on first run, not at app start
+
+    question = (question or "").strip()
+    if not question:
+        raise PlaygroundError("type a question about the image first")
+    try:
+        ctx.policy.check_model(model, adapter)
+        ctx.policy.check_runner_config(config)
+    except PolicyError as exc:
+        raise PlaygroundError(str(exc)) from exc
+    images, problems = accept_images(ctx.store, files, demo_name)
+    if not images:
+        raise PlaygroundError("; ".join(problems) or "no image: upload one or pick a demo image")
+    if corpus and ctx.policy.public_demo:
+        raise PlaygroundError("this public demo does not take a search corpus path")
+    yield PlaygroundUpdate("loading the model …", render.transcript_html([]), warnings=problems)
+    try:
+        backend = agent_service.get_backend(model, adapter or None)
+    except (ValueError, OSError) as exc:
+        raise PlaygroundError(f"could not load model {model!r}: {exc}") from exc
+    run_config = {"runner": {**config.__dict__, "tools": list(config.tools)}, "model": model,
+                  "adapter": adapter or None, "source": "playground", **viewer.run_tags()}
+    run_id = ctx.store.create_run(f"playground: {question[:40]}", "playground", model_id=backend.model_id,
+                                  config=run_config)
+    live: dict[str, Trace] = {}
+    try:
+        events = agent_service.stream_question(question, images, model=model, adapter=adapter or None,
+                                               config=config, store=ctx.store, run_id=run_id,
+                                               corpus=corpus or None, search_mode=search_mode)
+        for event in events:
+            live[event.trace.id] = event.trace
+            traces = sorted(live.values(), key=lambda t: t.sample_index)
+            finished = sum(t.stop_reason is not None for t in traces)
+            status = (f"turn {event.turn.index + 1}: sample {event.trace.sample_index} "
+                      f"{event.turn.action or 'parse error'} · {finished}/{config.samples} samples finished")
+            yield PlaygroundUpdate(status, render.transcript_html(traces), run_id, "", traces)
+    except ValueError as exc:
+        ctx.store.update_run(run_id, status="failed")
+        raise PlaygroundError(str(exc)) from exc
+    except Exception:
+        ctx.store.update_run(run_id, status="failed")
+        raise
+    traces = sorted(live.values(), key=lambda t: t.sample_index)
+    first = traces[0].id if traces else ""
+    outcomes = ", ".join(f"sample {t.sample_index}: {t.stop_reason}" for t in traces)
+    yield PlaygroundUpdate(f"done · {outcomes} · opening the trace", render.transcript_html(traces), run_id,
+                           first, traces)
+
+
+@dataclass
+class PlaygroundTab:
+    """Components other tabs wire to: the finished trace id and the run event."""
+
+    trace_id: gr.Textbox
+    run_event: Any
+
+
+def build(ctx: UIContext) -> PlaygroundTab:
+    policy = ctx.policy
+    with gr.Row():
+        with gr.Column(scale=5):
+            uploads = gr.File(label="Images", file_count="multiple", file_types=["image"],
+                              elem_id="pg-uploads")
+            demo = gr.Dropdown([NO_DEMO] + demo_names(), value=NO_DEMO, label="Demo image",
+                               info="A picture drawn by the workbench, with a question to match.", elem_id="pg-demo")
+            preview = gr.Gallery(label="What the model will see (crop box in red)", columns=2, height=300,
+                                 interactive=False, object_fit="contain", preview=False, fit_columns=False, elem_id="pg-preview")
+        with gr.Column(scale=6):
+            question = gr.Textbox(label="Question", lines=2, elem_id="pg-question",
+                                  placeholder="What is written on the sign?")
+            with gr.Row():
+                model = gr.Dropdown(MODEL_CHOICES[:1] if policy.public_demo else MODEL_CHOICES, value="tiny",
+                                    label="Model", allow_custom_value=not policy.public_demo,
+                                    interactive=not policy.public_demo,
+                                    info="tiny = embedded random-weight model; or a folder, hub id, "
+                                         "openai:<model>@<url>")
+                adapter = gr.Textbox(label="LoRA adapter folder", visible=not policy.public_demo)
+            specs = config_specs(policy)
+            controls = {}
+            for row_fields in MAIN_ROWS:
+                with gr.Row():
+                    controls.update(build_form(RunnerConfig, specs, PLAYGROUND_DEFAULTS, only=row_fields))
+            with gr.Accordion("More rollout settings", open=False):
+                corpus = gr.Textbox(label="Search corpus (JSONL file or folder)", visible=not policy.public_demo)
+                search_mode = gr.Radio(["cache-first", "live", "offline"], value="cache-first", label="Search mode")
+                controls.update(build_form(RunnerConfig, specs, PLAYGROUND_DEFAULTS, exclude=MAIN_FIELDS))
+            run = gr.Button("Run", variant="primary", elem_id="pg-run")
+    status = gr.Markdown("Pick a demo image or upload one, then ask a question.", elem_id="pg-status")
+    transcript = gr.HTML(render.transcript_html([]), elem_id="pg-transcript")
+    with gr.Row():
+        run_id = gr.Textbox(label="Run id", interactive=False)
+        trace_id = gr.Textbox(label="Finished trace id", interactive=False, elem_id="pg-trace-id")
+    names = config_names()
+
+    def on_preview(files, demo_name, text):
+        gallery, problems = preview_images(files, demo_name, text)
+        for problem in problems:
+            gr.Warning(problem)
+        return gallery
+
+    def on_demo(demo_name, text):
+        return demo_question(demo_name, text)
+
+    def on_run(request: gr.Request, files, demo_name, text, model_spec, adapter_dir, corpus_path, mode,
+               *values):  # the request comes first: Gradio cannot inject a keyword after *values
+        viewer = ctx.viewer(request)
+        try:
+            config = runner_config(policy, values)
+            stream = run_playground(ctx, viewer, files, demo_name, text, model_spec, adapter_dir, config,
+                                    corpus_path, mode)
+            for update in stream:
+                for warning in update.warnings:
+                    gr.Warning(f"skipped: {warning}")
+                yield update.status, update.transcript, update.run_id, update.trace_id
+        except PlaygroundError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+
+    for trigger in (uploads.change, demo.change, question.blur):
+        trigger(on_preview, [uploads, demo, question], preview, api_visibility="private")
+    demo.change(on_demo, [demo, question], question, api_visibility="private")
+    run_event = run.click(on_run, [uploads, demo, question, model, adapter, corpus, search_mode,
+                                   *[controls[n] for n in names]],
+                          [status, transcript, run_id, trace_id], api_name="run_playground",
+                          concurrency_limit=policy.model_concurrency, concurrency_id="model")
+    return PlaygroundTab(trace_id=trace_id, run_event=run_event)
