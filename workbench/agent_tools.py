@@ -35,7 +35,9 @@ class CodeTool:
         code = protocol.extract_code(argument)
         job_dir = Path(context.workdir) / f"code-{next(self._counter)}"
         job_dir.mkdir(parents=True, exist_ok=True)
-        result = self.sandbox.run(code, context.image, job_dir=job_dir)
+        # The paper's runner fills crop slices with the question's box; that box only fits the original image.
+        box = protocol.find_box(context.question) if context.image == context.original_image else None
+        result = self.sandbox.run(code, context.image, job_dir=job_dir, crop_box=box)
         details = {k: v for k, v in result.to_dict().items() if k not in ("stdout", "stderr")}
         if result.ok and result.output_images:
             text = f"<information> {_clip(result.stdout)} </information>" if result.stdout.strip() else ""
