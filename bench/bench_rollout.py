@@ -4,6 +4,10 @@ Target (issue 2): 8 questions x 8 samples x up to 5 turns on the embedded tiny
 model, batched episodes/s >= 4x the sequential loop the original evaluation
 scripts use (one episode, one turn, one generate call at a time), same run,
 same machine, same model, same decoding settings and tools.
+Both loops run with one torch thread: on a 2-core machine shared with other
+processes, OpenMP threads that wait on each other make every batched matmul
+stall (seen here: batched slower than sequential with 2 threads under load),
+so one thread measures batching itself, not scheduler luck.
 Exits non-zero when the target is missed.
 """
 
@@ -40,7 +44,8 @@ def make_items(folder: Path) -> list[AgentItem]:
 
 def main() -> int:
     torch.manual_seed(0)
-    backend = resolve_model("tiny")
+    torch.set_num_threads(1)
+    backend = resolve_model("tiny", batch_size=QUESTIONS * SAMPLES)  # one generate call per turn
     items = make_items(Path(tempfile.mkdtemp()))
     tools = build_tools(("code",))
     store = Store()

@@ -227,12 +227,26 @@ class TransformersBackend:
             generation_config.update(do_sample=False, temperature=1.0, top_p=1.0, top_k=50)
         return generation_config
 
+    def _token_stops(self, stops: list[str]) -> dict[int, str] | None:
+        """Stop strings that are each one vocabulary token (e.g. the tiny model's protocol tags), by id.
+
+        Such stops can end generation as extra end-of-sequence ids, which is
+        cheaper than matching strings after every step; None if any stop spans tokens.
+        """
+        ids = {}
+        for stop in stops:
+            encoded = self.tokenizer.encode(stop, add_special_tokens=False) if stop else []
+            if len(encoded) != 1:
+                return None
+            ids[encoded[0]] = stop
+        return ids or None
+
     def _stopping_criteria(self, stops: list[str]):
         """Per-row stop-string criteria, built once per stop set (building scans the whole vocabulary)."""
         from transformers import StoppingCriteriaList, StopStringCriteria
 
         key = tuple(stop for stop in stops if stop)
-        if not key:
+        if not key or self._token_stops(list(key)):
             return None
         if key not in self._stop_criteria:
             self._stop_criteria[key] = StopStringCriteria(self.tokenizer, list(key))
@@ -254,16 +268,24 @@ class TransformersBackend:
         images = [image for _, _, row_images in chunk for image in row_images]
         inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
         inputs = inputs.to(self.device)
+        generation_config = self._generation_config(config)
+        token_stops = self._token_stops(config.stop) or {}
+        if token_stops:
+            generation_config.eos_token_id = sorted(set(self._stop_ids) | set(token_stops))
         with self._torch.inference_mode(), self._seeded(config.seed):
-            output = self.model.generate(**inputs, generation_config=self._generation_config(config),
+            output = self.model.generate(**inputs, generation_config=generation_config,
                                          stopping_criteria=self._stopping_criteria(config.stop))
         prompt_length = inputs["input_ids"].shape[1]
         prompt_counts = inputs["attention_mask"].sum(dim=1).tolist()
-        return [self._decode_row(row.tolist(), int(prompt_tokens), config.stop)
+        return [self._decode_row(row.tolist(), int(prompt_tokens), config.stop, token_stops)
                 for row, prompt_tokens in zip(output[:, prompt_length:], prompt_counts)]
 
-    def _decode_row(self, ids: list[int], prompt_tokens: int, stops: list[str]) -> Generation:
-        end = next((position for position, token in enumerate(ids) if token in self._stop_ids), None)
+    def _decode_row(self, ids: list[int], prompt_tokens: int, stops: list[str],
+                    token_stops: dict[int, str]) -> Generation:
+        end = next((position for position, token in enumerate(ids)
+                    if token in self._stop_ids or token in token_stops), None)
+        if end is not None and ids[end] in token_stops:
+            end += 1  # a stop token is part of the text (the closing tag), unlike end-of-turn
         body = ids if end is None else ids[:end]
         text = self.tokenizer.decode(body, skip_special_tokens=True)
         text, hit_stop = trim_at_stop(text, stops)
