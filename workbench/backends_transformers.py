@@ -189,6 +189,8 @@ class TransformersBackend:
                 results[index] = error_generation(str(exc))
             except Exception as exc:  # template errors (jinja) and the like
                 results[index] = error_generation(f"could not build the prompt: {_short(exc)}")
+        # Rows of similar prompt length share a batch, so left padding wastes little compute.
+        prepared.sort(key=lambda row: len(row[1]))
         with self._lock:
             for start in range(0, len(prepared), self.batch_size):
                 chunk = prepared[start:start + self.batch_size]
