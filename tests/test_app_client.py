@@ -15,7 +15,8 @@ from gradio_client.exceptions import AppError, AuthenticationError
 
 from workbench.store import Store
 from workbench.ui.app import create_app, launch_options
-from workbench.ui.demo_runs import CURVE_RUNS, GROUP_RUN
+from tests.ui_fixtures import CURVE_RUNS, seed_metric_runs
+from workbench.ui.demo_runs import GROUP_RUN
 
 QUESTION = "What is written on the sign?"
 
@@ -28,7 +29,9 @@ def free_port() -> int:
 
 @contextmanager
 def running_app(public_demo: bool, with_auth: bool = False):
-    app, ctx = create_app(public_demo=public_demo, store=Store())
+    store = Store()
+    app, ctx = create_app(public_demo=public_demo, store=store)  # seeds the example runs into the empty store
+    seed_metric_runs(store)
     options = launch_options(ctx.policy)
     if not with_auth:
         options.pop("auth")

@@ -15,7 +15,8 @@ from workbench.trace import ToolCall, Trace, Turn
 from workbench.ui import render, tab_playground, tab_runs, tab_traces
 from workbench.ui.app import create_app
 from workbench.ui.context import UIContext
-from workbench.ui.demo_runs import CURVE_RUNS, EPISODE_RUN, GROUP_RUN, seed_demo_runs
+from tests.ui_fixtures import CURVE_RUNS, seed_metric_runs
+from workbench.ui.demo_runs import EPISODE_RUN, GROUP_RUN, seed_demo_runs
 from workbench.ui.deployment import DeploymentPolicy, PolicyError, Viewer, parse_auth
 from workbench.ui.forms import build_form, form_values
 from workbench.ui.images_view import input_images
@@ -28,7 +29,8 @@ BOB = Viewer(public_demo=True, visitor="bob-session")
 @pytest.fixture
 def store():
     store = Store()
-    seed_demo_runs(store, curve_steps=120)
+    seed_demo_runs(store)
+    seed_metric_runs(store)
     return store
 
 
@@ -318,4 +320,4 @@ def test_public_app_locks_the_model_and_limits_the_queue(monkeypatch):
     assert by_label["Model"].interactive is False and by_label["Model"].choices == [("tiny", "tiny")]
     assert by_label["LoRA adapter folder"].visible is False and by_label["Tools"].choices == [("code", "code")]
     assert app._queue.max_size == ctx.policy.queue_size and app._queue.default_concurrency_limit == 2
-    assert {run["id"] for run in ctx.store.list_runs()} >= {EPISODE_RUN, GROUP_RUN, *CURVE_RUNS}
+    assert {run["id"] for run in ctx.store.list_runs()} >= {EPISODE_RUN, GROUP_RUN}

@@ -47,14 +47,18 @@ class ReplayBackend:
     adapter: str | None = None
     calls: int = field(default=0, init=False)
 
+    def __post_init__(self) -> None:
+        # The runner shows the question stripped, so look keys up the same way.
+        self._keys = {(key[0].strip(), key[1]) if isinstance(key, tuple) else key.strip(): key for key in self.turns}
+
     def _key(self, conversation: list[dict]) -> str | tuple[str, str] | None:
         match = _QUERY.search(_user_text(conversation))
         if not match:
             return None
         question, sha = match.group(1), _first_image_sha(conversation)
         for key in ((question, sha), question):
-            if key in self.turns:
-                return key
+            if key in self._keys:
+                return self._keys[key]
         return None
 
     def _turn_index(self, conversation: list[dict], recorded: list[str]) -> int:

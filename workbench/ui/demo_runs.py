@@ -7,14 +7,11 @@ every public-demo visitor):
 - a scripted GRPO group of four samples on the dark demo label, scored with
   the project's real format check and answer F1, with group-normalised
   advantages as GRPO computes them;
-- two training runs with *synthetic* curves (named so), one whose tool-call
-  rate collapses, to show the Runs tab's charts, tables and warning.
-Nothing here pretends to be a real model's output: names say "scripted" and
+Training curves come only from real runs (the tests make their own metric
+rows in tests/ui_fixtures.py). Nothing here pretends to be a real model's output: names say "scripted" and
 "synthetic".
 """
 
-import math
-import random
 import statistics
 
 from PIL import Image
@@ -28,7 +25,6 @@ from workbench.ui.assets import DEMO_IMAGES, demo_image_path
 
 EPISODE_RUN = "demo-episode"
 GROUP_RUN = "demo-group"
-CURVE_RUNS = ("demo-curves-a", "demo-curves-b")
 ROTATE_CODE = ("```python\nfrom PIL import Image\nimage = Image.open('path_to_input_image.jpg')\n"
                "image.rotate(180).save('path_to_output_image.jpg')\nprint(image.size)\n```")
 
@@ -97,26 +93,7 @@ def _group(store: Store) -> list[Trace]:
     return traces
 
 
-def synthetic_curves(run_id: str, steps: int, collapse: bool, seed: int) -> list[tuple[str, int, str, float]]:
-    """Noisy, plausible GRPO curves (metric rows) for the example training runs."""
-    rng = random.Random(seed)
-    rows = []
-    for step in range(1, steps + 1):
-        progress = 1 - math.exp(-step / (steps / 4))
-        tool_rate = 0.85 - (0.83 * min(1.0, max(0.0, (step - steps * 0.4) / (steps * 0.3))) if collapse else 0.0)
-        values = {
-            "rewards/format/mean": min(1.0, 0.3 + 0.65 * progress + rng.gauss(0, 0.05)),
-            "rewards/accuracy/mean": max(0.0, 0.1 + (0.35 if collapse else 0.5) * progress + rng.gauss(0, 0.07)),
-            "tools/call_frequency": max(0.0, min(1.0, tool_rate + rng.gauss(0, 0.04))),
-            "loss": 0.02 * math.exp(-step / steps) + rng.gauss(0, 0.004),
-            "kl": 0.002 + 0.02 * progress + abs(rng.gauss(0, 0.002)),
-        }
-        values["reward"] = values["rewards/format/mean"] + values["rewards/accuracy/mean"]
-        rows += [(run_id, step, name, value) for name, value in values.items()]
-    return rows
-
-
-def seed_demo_runs(store: Store, curve_steps: int = 400) -> list[str]:
+def seed_demo_runs(store: Store) -> list[str]:
     """Create the example runs that are missing; returns all their run ids."""
     if store.get_run(EPISODE_RUN) is None:
         store.create_run("example: scripted coding episode", "imported", run_id=EPISODE_RUN, status="succeeded",
@@ -126,12 +103,4 @@ def seed_demo_runs(store: Store, curve_steps: int = 400) -> list[str]:
         store.create_run("example: scripted GRPO group", "imported", run_id=GROUP_RUN, status="succeeded",
                          model_id="scripted example", config={"demo": True, "source": "scripted example"})
         store.save_traces(_group(store))
-    for position, run_id in enumerate(CURVE_RUNS):
-        if store.get_run(run_id) is None:
-            collapse = position == 1
-            store.create_run(f"example: synthetic GRPO curves {'B (tool use collapses)' if collapse else 'A'}",
-                             "train", run_id=run_id, status="succeeded", model_id="synthetic",
-                             config={"demo": True, "synthetic": True, "learning_rate": 1e-5 if collapse else 5e-6,
-                                     "beta": 0.0 if collapse else 0.04, "num_generations": 8})
-            store.log_metric_rows(synthetic_curves(run_id, curve_steps, collapse, seed=position))
-    return [EPISODE_RUN, GROUP_RUN, *CURVE_RUNS]
+    return [EPISODE_RUN, GROUP_RUN]
