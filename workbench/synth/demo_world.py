@@ -33,9 +33,8 @@ class World:
     def search(self, split: str) -> Path:
         return self.root / f"search_{split}" / "mat_search_mini.json"
 
-    @property
-    def corpus(self) -> Path:
-        return self.root / "search_train" / "corpus.jsonl"
+    def corpus(self, split: str = "train") -> Path:
+        return self.root / f"search_{split}" / "corpus.jsonl"
 
 
 def build_world(root: str | Path, *, coding_train: int = 600, coding_test: int = 100, search_train: int = 300,
@@ -45,7 +44,9 @@ def build_world(root: str | Path, *, coding_train: int = 600, coding_test: int =
     mat_coding_mini.generate(world.coding("train").parent, coding_train, seed=seed)
     mat_coding_mini.generate(world.coding("test").parent, coding_test, seed=seed + 1000)
     mat_search_mini.generate(world.search("train").parent, search_train, seed=seed)
-    mat_search_mini.generate(world.search("test").parent, search_test, seed=seed, question_seed=seed + 1000)
+    # Held-out search questions come from an unseen world (its own companies and corpus): their answers
+    # cannot be memorised from the training traces, only found by searching.
+    mat_search_mini.generate(world.search("test").parent, search_test, seed=seed + 1000)
     return world
 
 
@@ -87,7 +88,7 @@ def record_expert_traces(world: World, store: Store | None = None, *, seed: int 
     run_id = store.create_run(name, "imported", config={"source": "workbench.synth.expert", "world": str(world.root)})
     coding_items, coding_turns = _coding_episodes(world.coding("train"))
     search_items, search_turns = _search_episodes(world.search("train"), seed)
-    tools = build_tools(("code", "search"), corpus=world.corpus)
+    tools = build_tools(("code", "search"), corpus=world.corpus())
     kept = 0
     for items, turns, tool_names in ((coding_items, coding_turns, ("code",)),
                                      (search_items, search_turns, ("search",))):
