@@ -1,0 +1,167 @@
+"""Training job configs, pre-launch checks and launch commands (no training here)."""
+
+import json
+import sys
+
+import pytest
+
+from trainers.config import ConfigError, GrpoJobConfig, SftJobConfig, config_from_dict, load_config
+from trainers.launch import accelerate_yaml, build_command, format_command
+from trainers.preflight import validate_for_launch
+from workbench.store import Store
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "a.png")
+    rows = [{"type": "pre_answer", "image_path": "a.png", "problem": "What colour is it?", "context": "",
+             "solution": "<think>red</think><answer>red</answer>", "gt": "red"}]
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(rows))
+    return str(path)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"per_device_batch_size": 6, "num_generations": 4}, "not divisible by num_generations=4"),
+    ({"per_device_batch_size": 6, "num_generations": 4}, "use per_device_batch_size=4 or 8"),
+    ({"num_generations": 1}, "use at least 2"),
+    ({"data_files": ["/nope/train.json"]}, "training data file /nope/train.json does not exist"),
+    ({"data_files": []}, "no training data file given"),
+    ({"lora_target": "(unclosed"}, "not a valid regex"),
+    ({"mode": "rollouts"}, "use steps (paper) or episodes"),
+    ({"mode": "episodes", "tools": []}, "episodes mode needs at least one tool"),
+    ({"tools": ["calculator"]}, "tools ['calculator'] are unknown"),
+    ({"protocol": "json"}, "use tags or native"),
+    ({"temperature": 0.0}, "GRPO needs sampling"),
+    ({"learning_rate": 0.0}, "learning_rate=0.0"),
+    ({"finetune": "qlora"}, "finetune='qlora'"),
+    ({"rewards": {"format": 0, "answer_f1": 0, "problem": 0, "search_similarity": 0, "code_constant": 0}},
+     "nothing to learn"),
+    ({"rewards": {"fromat": 1.0}}, "unknown reward setting"),
+    ({"max_pixels": 500}, "raise max_pixels"),
+    ({"use_vllm": True}, "use_vllm needs GPUs"),
+    ({"precision": "bf16"}, "needs a GPU"),
+    ({"max_turns": 0}, "use 1..20"),
+    ({"init_adapter": "/nope/adapter"}, "is not a folder"),
+    ({"deepspeed_stage": 1}, "use 2 or 3"),
+    ({"search_mode": "sometimes"}, "search_mode='sometimes'"),
+])
+def test_grpo_config_refuses_bad_values_with_a_fix(data_file, changes, message):
+    values = {"data_files": [data_file], "per_device_batch_size": 8, "num_generations": 4, **changes}
+    with pytest.raises(ConfigError, match=None) as caught:
+        GrpoJobConfig(**values)
+    assert message in str(caught.value)
+
+
+def test_batch_divisibility_counts_accumulation_and_devices(data_file):
+    config = GrpoJobConfig(data_files=[data_file], per_device_batch_size=2, gradient_accumulation_steps=2,
+                           num_generations=4)
+    assert config.num_generations == 4
+    with pytest.raises(ConfigError, match="2 x 1 x 3|= 6"):
+        GrpoJobConfig(data_files=[data_file], per_device_batch_size=2, gpus=3, num_generations=4)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"trace_runs": [], "trace_files": []}, "no traces given"),
+    ({"trace_files": ["/nope/traces.jsonl"]}, "does not exist"),
+    ({"max_steps": 0, "epochs": 0}, "use epochs > 0"),
+    ({"max_length": 10}, "at least 64"),
+])
+def test_sft_config_refuses_bad_values(changes, message):
+    values = {"trace_runs": ["r1"], **changes}
+    with pytest.raises(ConfigError) as caught:
+        SftJobConfig(**values)
+    assert message in str(caught.value)
+
+
+def test_config_round_trips_through_dict_and_file(data_file, tmp_path):
+    config = GrpoJobConfig(data_files=[data_file], mode="episodes", tools=["code"], rewards={"code_ran": 0.5},
+                           num_generations=4, per_device_batch_size=4)
+    values = config.to_dict()
+    assert values["kind"] == "grpo" and json.loads(json.dumps(values)) == values
+    assert config_from_dict(values) == config
+    path = config.save(tmp_path / "job.json")
+    assert load_config(path) == config
+    with pytest.raises(ConfigError, match="'grpo' config; expected 'sft'"):
+        load_config(path, kind="sft")
+    with pytest.raises(ConfigError, match=r"unknown setting\(s\) \['nmu_generations'\]"):
+        GrpoJobConfig.from_dict({**values, "nmu_generations": 4})
+    assert all(GrpoJobConfig.field_help().values()), "every field needs help text for the UI"
+    assert all(SftJobConfig.field_help().values())
+
+
+def test_preflight_refuses_a_lora_target_that_matches_nothing(data_file):
+    config = GrpoJobConfig(data_files=[data_file], lora_target=r".*language_model.*\.qkv_proj")
+    with pytest.raises(ConfigError) as caught:
+        validate_for_launch(config)
+    assert "matches no module" in str(caught.value) and "q_proj" in str(caught.value)
+
+
+def test_preflight_accepts_the_default_and_keeps_the_vision_tower_out(data_file):
+    from trainers.modeling import module_names, resolve_model_path
+    from trainers.preflight import check_lora_target
+
+    config = GrpoJobConfig(data_files=[data_file])
+    validate_for_launch(config)  # no error
+    chosen = check_lora_target(config, module_names(resolve_model_path("tiny")))
+    assert chosen and all("language_model" in name for name in chosen)
+    assert any(name.endswith("mlp.gate_proj") for name in chosen)
+    assert not any("visual" in name for name in chosen)
+
+
+def test_preflight_checks_the_rows_against_the_mode(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "x.png")
+    items = tmp_path / "mat.json"
+    items.write_text(json.dumps([{"id": 1, "question": "q", "answers": ["a"], "ori_image_path": "x.png",
+                                  "processed_image_path": "x.png", "type": ["dark"], "split": "simple"}]))
+    with pytest.raises(ConfigError, match="benchmark items train in mode=episodes"):
+        validate_for_launch(GrpoJobConfig(data_files=[str(items)], mode="steps"))
+    validate_for_launch(GrpoJobConfig(data_files=[str(items)], mode="episodes", tools=["code"]))
+    missing_image = tmp_path / "rows.json"
+    missing_image.write_text(json.dumps([{"image_path": "gone.png", "problem": "q",
+                                          "solution": "<think>t</think><answer>a</answer>"}]))
+    with pytest.raises(ConfigError, match="gone.png"):
+        validate_for_launch(GrpoJobConfig(data_files=[str(missing_image)]))
+
+
+def test_preflight_refuses_sft_without_matching_traces():
+    store = Store()
+    run_id = store.create_run("empty", "eval")
+    with pytest.raises(ConfigError, match="no trace passes the filters"):
+        validate_for_launch(SftJobConfig(trace_runs=[run_id]))
+    with pytest.raises(ConfigError, match="not in the store"):
+        validate_for_launch(SftJobConfig(trace_runs=["no-such-run"]))
+
+
+def test_cpu_command_is_plain_python(data_file):
+    config = GrpoJobConfig(data_files=[data_file])
+    command = build_command(config, 0, run_id="r1", job_id="j1", resume=True)
+    assert command[:3] == [sys.executable, "-m", "trainers.grpo"]
+    assert command[command.index("--run-id") + 1] == "r1" and "--resume" in command
+    assert load_config(command[command.index("--config") + 1]) == config
+    assert "accelerate" not in format_command(command)
+
+
+def test_multi_gpu_command_uses_accelerate_with_a_deepspeed_zero_config(data_file):
+    config = GrpoJobConfig(data_files=[data_file], per_device_batch_size=4, num_generations=4,
+                           deepspeed_stage=3, use_vllm=True, gpus=1)
+    command = build_command(config, 4)
+    assert command[1:3] == ["-m", "accelerate.commands.launch"]
+    assert command[command.index("--num_processes") + 1] == "4"
+    launched = command[command.index("-m", 3) + 1]
+    assert launched == "trainers.grpo" and "--run-id" in command  # every rank writes to one run
+    yaml_text = open(command[command.index("--config_file") + 1]).read()
+    assert "distributed_type: DEEPSPEED" in yaml_text and "zero_stage: 3" in yaml_text
+    assert "num_processes: 4" in yaml_text and "mixed_precision: 'bf16'" in yaml_text
+    saved = load_config(command[command.index("--config") + 1])
+    assert saved.gpus == 4 and saved.use_vllm
+    assert "distributed_type: MULTI_GPU" in accelerate_yaml(2, 0, "no")
+
+
+def test_sft_command_runs_the_sft_module():
+    command = build_command(SftJobConfig(trace_runs=["r1"]), 0)
+    assert command[1:3] == ["-m", "trainers.sft"]

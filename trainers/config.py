@@ -1,0 +1,332 @@
+"""Training job configs: one dataclass per job kind, validated, JSON round-trippable.
+
+`GrpoJobConfig` (GRPO on Visual-ARFT data: the paper's per-step recipe or
+multi-turn tool episodes) and `SftJobConfig` (cold-start SFT on traces) share
+`TrainJobConfig` (model, LoRA/full fine-tuning, optimiser, checkpoints,
+scale-out). Every field carries metadata={"help": ...} for the UI form and
+`--help`; `__post_init__` refuses bad values with a message that names the
+field and what to change. Checks that need the model or the store (LoRA
+target regex vs the model's modules, traces present) live in
+`trainers.preflight.validate_for_launch`, which the jobs module calls before
+launching. `to_dict`/`from_dict`/`save`/`load_config` move a config between
+the UI, the job row and the CLI (`--config FILE`).
+"""
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from tools.search import BACKENDS as SEARCH_BACKENDS
+from tools.search import MODES as SEARCH_MODES
+from workbench import protocol as proto
+from workbench.rewards import RewardSpec
+
+# Attention + MLP projections of the language model only: the vision tower's MLP reuses the names
+# gate_proj/up_proj/down_proj, so the "language_model" part of the path keeps it out (FIELD-NOTES).
+LANGUAGE_MODEL_LORA_TARGET = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+FINETUNE_MODES = ("lora", "full")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+GRPO_MODES = ("steps", "episodes")
+LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo")
+SCALE_REWARDS = ("group", "batch", "none")
+DEEPSPEED_STAGES = (0, 2, 3)
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the field and what to change."""
+
+
+def _help(text: str, default: Any = None, **kw: Any) -> Any:
+    if "default_factory" in kw:
+        return field(metadata={"help": text}, **kw)
+    return field(default=default, metadata={"help": text}, **kw)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass
+class TrainJobConfig:
+    """Settings every training job shares: model, fine-tuning, optimiser, checkpoints, scale-out."""
+
+    KIND = "train"
+
+    model: str = _help("Model to train: 'tiny' (embedded Qwen2.5-VL-style), 'tiny-qwen3-vl', a local model folder "
+                       "or a Hugging Face hub id such as Qwen/Qwen2.5-VL-3B-Instruct.", "tiny")
+    init_adapter: str | None = _help("LoRA adapter folder to start from (e.g. the checkpoint of a cold-start SFT "
+                                     "run); it keeps training (LoRA) or is merged first (full).", None)
+    finetune: str = _help("lora: train a LoRA adapter (small checkpoints); full: train every weight.", "lora")
+    lora_r: int = _help("LoRA rank.", 8)
+    lora_alpha: int = _help("LoRA scaling (alpha); the update is scaled by alpha / r.", 16)
+    lora_dropout: float = _help("Dropout on the LoRA input.", 0.0)
+    lora_target: str = _help("Regex over module names (full match) choosing LoRA targets; the default takes the "
+                             "language model's attention and MLP and leaves the vision tower alone.",
+                             LANGUAGE_MODEL_LORA_TARGET)
+    learning_rate: float = _help("Peak learning rate (AdamW).", 1e-5)
+    warmup_steps: int = _help("Linear warm-up steps.", 0)
+    weight_decay: float = _help("AdamW weight decay.", 0.0)
+    max_grad_norm: float = _help("Gradient clipping norm.", 1.0)
+    per_device_batch_size: int = _help("Sequences per device per forward pass.", 8)
+    gradient_accumulation_steps: int = _help("Forward passes accumulated into one optimiser step.", 1)
+    max_pixels: int = _help("Largest image area (pixels) fed to the vision tower; 0 keeps the model's own "
+                            "setting (the paper used 401408).", 0)
+    min_pixels: int = _help("Smallest image area (pixels) fed to the vision tower; 0 keeps the model's own.", 0)
+    precision: str = _help("auto: bf16 on GPUs that support it, fp32 on CPU; or force fp32 / bf16 / fp16.", "auto")
+    gradient_checkpointing: bool = _help("Recompute activations in the backward pass: less memory, ~30% slower.",
+                                         False)
+    save_steps: int = _help("Save a checkpoint (and record it) every this many steps; 0 saves only at the end.", 25)
+    save_total_limit: int = _help("Most checkpoints kept on disk (older ones are deleted); 0 keeps all.", 3)
+    seed: int = _help("Random seed (sampling, LoRA init, data order).", 0)
+    gpus: int = _help("GPUs to launch on: 0 runs on CPU, 1 on one GPU, more under accelerate launch.", 0)
+    deepspeed_stage: int = _help("With more than one GPU: DeepSpeed ZeRO stage 2 or 3, or 0 for plain DDP.", 2)
+    run_name: str = _help("Name shown for the run; empty picks one from the model and data.", "")
+
+    def __post_init__(self) -> None:
+        _require(bool(self.model and self.model.strip()), "model is empty: give 'tiny', a model folder or a hub id")
+        _require(self.finetune in FINETUNE_MODES, f"finetune={self.finetune!r}: use one of {FINETUNE_MODES}")
+        _require(self.lora_r >= 1, f"lora_r={self.lora_r}: use a rank of at least 1 (8 or 16 is typical)")
+        _require(self.lora_alpha > 0, f"lora_alpha={self.lora_alpha}: use a positive value (e.g. 2 x lora_r)")
+        _require(0.0 <= self.lora_dropout < 1.0, f"lora_dropout={self.lora_dropout}: use a value in [0, 1)")
+        try:
+            re.compile(self.lora_target)
+        except re.error as exc:
+            raise ConfigError(f"lora_target {self.lora_target!r} is not a valid regex ({exc}); e.g. "
+                              f"{LANGUAGE_MODEL_LORA_TARGET}") from None
+        _require(self.learning_rate > 0, f"learning_rate={self.learning_rate}: use a positive value (1e-5 .. 1e-4)")
+        _require(self.learning_rate < 1, f"learning_rate={self.learning_rate} is far too large; use 1e-6 .. 1e-3")
+        _require(self.warmup_steps >= 0, f"warmup_steps={self.warmup_steps}: use 0 or more")
+        _require(self.weight_decay >= 0, f"weight_decay={self.weight_decay}: use 0 or more")
+        _require(self.max_grad_norm > 0, f"max_grad_norm={self.max_grad_norm}: use a positive value (1.0)")
+        _require(self.per_device_batch_size >= 1, f"per_device_batch_size={self.per_device_batch_size}: use 1 or more")
+        _require(self.gradient_accumulation_steps >= 1,
+                 f"gradient_accumulation_steps={self.gradient_accumulation_steps}: use 1 or more")
+        _require(self.min_pixels == 0 or self.min_pixels >= 28 * 28,
+                 f"min_pixels={self.min_pixels}: use 0 (model default) or at least 784 (28 x 28)")
+        _require(self.max_pixels == 0 or self.max_pixels >= max(self.min_pixels, 28 * 28),
+                 f"max_pixels={self.max_pixels} is below min_pixels={self.min_pixels} (or 784); raise max_pixels "
+                 "or use 0 for the model's own setting")
+        _require(self.precision in PRECISIONS, f"precision={self.precision!r}: use one of {PRECISIONS}")
+        _require(self.save_steps >= 0, f"save_steps={self.save_steps}: use 0 (end only) or a positive interval")
+        _require(self.save_total_limit >= 0, f"save_total_limit={self.save_total_limit}: use 0 (keep all) or more")
+        _require(self.gpus >= 0, f"gpus={self.gpus}: use 0 for CPU or the number of GPUs")
+        _require(self.deepspeed_stage in DEEPSPEED_STAGES,
+                 f"deepspeed_stage={self.deepspeed_stage}: use 2 or 3 (ZeRO), or 0 for plain DDP")
+        _require(not (self.gpus == 0 and self.precision in ("bf16", "fp16")),
+                 f"precision={self.precision} needs a GPU; with gpus=0 use auto or fp32")
+        _require(self.init_adapter is None or Path(self.init_adapter).is_dir(),
+                 f"init_adapter {self.init_adapter} is not a folder; give a LoRA adapter folder (with "
+                 "adapter_config.json) or leave it empty")
+
+    # -- serialisation -------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values (tuples become lists) plus the job kind."""
+        values = json.loads(json.dumps(asdict(self)))
+        return {"kind": self.KIND, **values}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainJobConfig":
+        values = dict(values)
+        kind = values.pop("kind", cls.KIND)
+        _require(kind == cls.KIND, f"this is a {kind!r} config, not a {cls.KIND!r} one")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        _require(not unknown, f"unknown setting(s) {unknown} for a {cls.KIND} job; known: {sorted(known)}")
+        return cls(**values)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1), encoding="utf-8")
+        return path
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+
+    @property
+    def world_size(self) -> int:
+        return max(1, self.gpus)
+
+
+def _check_files(paths: list[str], what: str, hint: str) -> None:
+    _require(bool(paths), f"no {what} given; {hint}")
+    for path in paths:
+        _require(Path(path).is_file(), f"{what} {path} does not exist; {hint}")
+
+
+@dataclass
+class GrpoJobConfig(TrainJobConfig):
+    """GRPO with the Visual-ARFT rewards: per-step samples (paper) or multi-turn tool episodes."""
+
+    KIND = "grpo"
+
+    data_files: list[str] = _help("Training files (JSON list or JSON Lines): Visual-ARFT search "
+                                  "(image_path/problem/solution) or coding (type/image_path/problem/context/"
+                                  "solution/gt) files, or MAT-style benchmark items for episodes.",
+                                  default_factory=list)
+    image_root: str | None = _help("Folder that relative image paths start from; empty means each data file's "
+                                   "own folder.", None)
+    mode: str = _help("steps: the paper's recipe, one completion per trajectory step with the chain so far in "
+                      "the prompt; episodes: whole multi-turn episodes where the tools really run.", "steps")
+    tools: list[str] = _help("Tools the model may call in episodes: code, search.", default_factory=lambda: ["code"])
+    protocol: str = _help("tags: <search>/<code> tags (paper); native: Qwen3-VL <tool_call> JSON.", "tags")
+    max_turns: int = _help("Most model turns per episode (the paper uses 5).", proto.MAX_TURNS)
+    max_steps: int = _help("Optimiser steps to train.", 100)
+    num_generations: int = _help("Completions sampled per prompt (G); the paper used 8.", 8)
+    max_completion_length: int = _help("Most tokens per completion; in episodes this includes tool results "
+                                       "(image tokens too).", 512)
+    temperature: float = _help("Sampling temperature for rollouts.", 1.0)
+    top_p: float = _help("Nucleus sampling mass for rollouts.", 1.0)
+    beta: float = _help("KL penalty weight against the starting model; 0 turns KL off (and its metric).", 0.04)
+    epsilon: float = _help("PPO-style clipping range of the probability ratio.", 0.2)
+    loss_type: str = _help("grpo (paper), dapo, dr_grpo or bnpo loss normalisation.", "grpo")
+    scale_rewards: str = _help("Advantage scaling: group (divide by the group's std, paper), batch or none.",
+                               "group")
+    rewards: dict[str, Any] = _help("Reward weights and options (see RewardSpec); empty uses the paper's: "
+                                    "format 1 + answer F1 / problem / search similarity / code 0.9.",
+                                    default_factory=dict)
+    stop_after_action: bool = _help("End each generation at the closing tag of its action (</search>, </code>, "
+                                    "...), so the model cannot write the tool result itself.", True)
+    max_items: int = _help("Use only the first N training rows (0 = all).", 0)
+    shuffle: bool = _help("Shuffle the training rows.", True)
+    search_backend: str = _help("Search backend for the search tool in episodes: local (BM25 corpus, free) or "
+                                "serpapi (web, paid per call).", "local")
+    search_corpus: str | None = _help("JSONL corpus for the local search backend.", None)
+    search_mode: str = _help("Search cache policy: cache-first, offline (cache only) or live.", "cache-first")
+    use_vllm: bool = _help("Generate rollouts with vLLM colocated on the training GPUs (needs gpus >= 1 and "
+                           "vllm installed).", False)
+    vllm_gpu_memory_utilization: float = _help("Share of GPU memory vLLM may take in colocate mode.", 0.3)
+    log_traces_every: int = _help("Save one sampled group of rollouts (all G samples) every this many steps; "
+                                  "0 saves none.", 1)
+    trace_groups: int = _help("Groups saved at each sampled step.", 1)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.data_files = [str(p) for p in self.data_files]
+        self.tools = list(self.tools)
+        _check_files(self.data_files, "training data file",
+                     "add a Visual-ARFT-format JSON/JSONL file to data_files")
+        _require(self.image_root is None or Path(self.image_root).is_dir(),
+                 f"image_root {self.image_root} is not a folder; give the folder images are relative to, or leave "
+                 "it empty")
+        _require(self.mode in GRPO_MODES, f"mode={self.mode!r}: use steps (paper) or episodes (multi-turn tools)")
+        unknown = [t for t in self.tools if t not in proto.TOOL_ARGUMENT]
+        _require(not unknown, f"tools {unknown} are unknown; choose from {list(proto.TOOL_ARGUMENT)}")
+        _require(self.mode == "steps" or bool(self.tools),
+                 "episodes mode needs at least one tool (code or search); use mode=steps to train without tools")
+        _require(self.protocol in proto.PROTOCOLS, f"protocol={self.protocol!r}: use tags or native")
+        _require(1 <= self.max_turns <= 20, f"max_turns={self.max_turns}: use 1..20 (the paper uses 5)")
+        _require(self.max_steps >= 1, f"max_steps={self.max_steps}: use at least 1")
+        _require(self.num_generations >= 2,
+                 f"num_generations={self.num_generations}: GRPO compares samples within a group; use at least 2")
+        batch = self.per_device_batch_size * self.gradient_accumulation_steps * self.world_size
+        _require(batch % self.num_generations == 0,
+                 f"per_device_batch_size x gradient_accumulation_steps x devices = {batch} is not divisible by "
+                 f"num_generations={self.num_generations}; make the batch a multiple of {self.num_generations}: "
+                 f"use per_device_batch_size={self._suggest_batch()}")
+        _require(self.max_completion_length >= 8,
+                 f"max_completion_length={self.max_completion_length}: use at least 8 tokens")
+        _require(self.temperature > 0, f"temperature={self.temperature}: GRPO needs sampling; use a value > 0")
+        _require(0 < self.top_p <= 1, f"top_p={self.top_p}: use a value in (0, 1]")
+        _require(self.beta >= 0, f"beta={self.beta}: use 0 (no KL) or a positive weight such as 0.04")
+        _require(0 < self.epsilon < 1, f"epsilon={self.epsilon}: use a clipping range in (0, 1), e.g. 0.2")
+        _require(self.loss_type in LOSS_TYPES, f"loss_type={self.loss_type!r}: use one of {LOSS_TYPES}")
+        _require(self.scale_rewards in SCALE_REWARDS, f"scale_rewards={self.scale_rewards!r}: use {SCALE_REWARDS}")
+        try:
+            spec = RewardSpec.from_dict(self.rewards)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"rewards: {exc}") from None
+        _require(any(spec.weights().values()), "rewards: every weight is 0, so there is nothing to learn; set at "
+                                               "least one weight (format and answer_f1 are the paper's)")
+        _require(self.max_items >= 0, f"max_items={self.max_items}: use 0 (all rows) or a positive count")
+        _require(not self.use_vllm or self.gpus >= 1, "use_vllm needs GPUs; set gpus >= 1 or turn use_vllm off")
+        _require(0 < self.vllm_gpu_memory_utilization < 1,
+                 f"vllm_gpu_memory_utilization={self.vllm_gpu_memory_utilization}: use a share in (0, 1)")
+        _require(self.search_backend in SEARCH_BACKENDS,
+                 f"search_backend={self.search_backend!r}: use one of {SEARCH_BACKENDS}")
+        _require(self.search_mode in SEARCH_MODES, f"search_mode={self.search_mode!r}: use one of {SEARCH_MODES}")
+        _require(self.search_corpus is None or Path(self.search_corpus).is_file(),
+                 f"search_corpus {self.search_corpus} does not exist; give a JSONL corpus file or leave it empty")
+        _require(self.log_traces_every >= 0, f"log_traces_every={self.log_traces_every}: use 0 (none) or more")
+        _require(self.trace_groups >= 1, f"trace_groups={self.trace_groups}: use 1 or more")
+
+    def _suggest_batch(self) -> str:
+        """The per-device batch sizes next to the current one whose total is a multiple of num_generations."""
+        per_device_share = self.gradient_accumulation_steps * self.world_size
+        unit = self.num_generations // math.gcd(self.num_generations, per_device_share)
+        lower, upper = (self.per_device_batch_size // unit) * unit, (self.per_device_batch_size // unit + 1) * unit
+        return f"{lower} or {upper}" if lower else str(upper)
+
+    def reward_spec(self) -> RewardSpec:
+        return RewardSpec.from_dict(self.rewards)
+
+    @property
+    def episode_tools(self) -> tuple[str, ...]:
+        """Tools live in rollouts (episodes mode only)."""
+        return tuple(self.tools) if self.mode == "episodes" else ()
+
+
+@dataclass
+class SftJobConfig(TrainJobConfig):
+    """Cold-start SFT on recorded traces, so a model learns the protocol before RL."""
+
+    KIND = "sft"
+
+    trace_runs: list[str] = _help("Run ids in the workbench store whose traces to train on.", default_factory=list)
+    trace_files: list[str] = _help("JSONL trace exports (Trace.to_dict lines with a <file>.images/ folder).",
+                                   default_factory=list)
+    min_reward: float | None = _help("Keep only traces whose total reward is at least this (empty keeps all).",
+                                     None)
+    only_answered: bool = _help("Keep only episodes that ended with an <answer>.", True)
+    tools: list[str] = _help("Tools named in the system prompt, as in the RL run that follows.",
+                             default_factory=lambda: ["code"])
+    protocol: str = _help("Protocol of the traces to keep and of the system prompt: tags or native.", "tags")
+    max_steps: int = _help("Optimiser steps; 0 trains for `epochs` passes over the traces instead.", 0)
+    epochs: float = _help("Passes over the traces when max_steps is 0.", 3.0)
+    max_length: int = _help("Longest tokenised conversation; longer ones are cut at the end.", 2048)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.trace_runs, self.trace_files, self.tools = list(self.trace_runs), list(self.trace_files), list(self.tools)
+        _require(bool(self.trace_runs or self.trace_files),
+                 "no traces given: add run ids to trace_runs or JSONL exports to trace_files")
+        for path in self.trace_files:
+            _require(Path(path).is_file(), f"trace file {path} does not exist; export traces first "
+                                           "(python -m workbench export --run RUN_ID --out FILE)")
+        unknown = [t for t in self.tools if t not in proto.TOOL_ARGUMENT]
+        _require(not unknown, f"tools {unknown} are unknown; choose from {list(proto.TOOL_ARGUMENT)}")
+        _require(self.protocol in proto.PROTOCOLS, f"protocol={self.protocol!r}: use tags or native")
+        _require(self.max_steps >= 0, f"max_steps={self.max_steps}: use 0 (train by epochs) or a positive count")
+        _require(self.max_steps > 0 or self.epochs > 0, f"epochs={self.epochs}: with max_steps=0 use epochs > 0")
+        _require(self.max_length >= 64, f"max_length={self.max_length}: use at least 64 tokens")
+
+
+CONFIG_CLASSES: dict[str, type[TrainJobConfig]] = {"grpo": GrpoJobConfig, "sft": SftJobConfig}
+
+
+def config_from_dict(values: dict[str, Any]) -> TrainJobConfig:
+    """The config of the kind named by values["kind"] (grpo or sft)."""
+    kind = values.get("kind")
+    _require(kind in CONFIG_CLASSES, f"config kind {kind!r} is unknown; use one of {sorted(CONFIG_CLASSES)}")
+    return CONFIG_CLASSES[kind].from_dict(values)
+
+
+def load_config(path: str | Path, kind: str | None = None) -> TrainJobConfig:
+    """Read a config file written by `save` (or by hand); `kind` defaults to the file's own."""
+    path = Path(path)
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"config {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    _require(isinstance(values, dict), f"config {path} must hold a JSON object")
+    if kind is not None:
+        values.setdefault("kind", kind)
+        _require(values["kind"] == kind, f"config {path} is a {values['kind']!r} config; expected {kind!r}")
+    return config_from_dict(values)

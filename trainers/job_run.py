@@ -1,0 +1,110 @@
+"""What a training process does around the trainer: its run row, output folder, resume point, CLI.
+
+Owns `JobContext` (store, run id, job id, output folder), `start_run` (create
+or reopen the run row with the config and reward definition, mark it
+running), `resume_checkpoint` (the last recorded checkpoint of the run whose
+folder still exists, else the newest `checkpoint-N` in the output folder),
+`finish_run` (status and summary), and the shared argument parser of the
+`python -m trainers.grpo|sft` commands. The job id defaults to
+WORKBENCH_JOB_ID, which the jobs supervisor sets.
+"""
+
+import argparse
+import os
+import re
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainers.config import TrainJobConfig
+from workbench import settings
+from workbench.store import Store
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass
+class JobContext:
+    """Where a training process writes: store rows and checkpoint folder."""
+
+    store: Store
+    run_id: str
+    job_id: str | None
+    output_dir: Path
+    started: float
+
+
+def run_output_dir(run_id: str) -> Path:
+    return settings.checkpoints_dir() / run_id
+
+
+def default_run_name(config: TrainJobConfig) -> str:
+    if config.run_name:
+        return config.run_name
+    data = getattr(config, "data_files", None) or getattr(config, "trace_runs", None) or ["traces"]
+    return f"{config.KIND} {config.model} on {Path(str(data[0])).stem}"
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a distributed launch (or a plain process): the one that writes run rows."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def start_run(config: TrainJobConfig, *, run_id: str | None, job_id: str | None, model_id: str,
+              reward_spec: dict | None = None, store: Store | None = None) -> JobContext:
+    """Create the run (or reopen it on resume / when the UI created it first) and mark it running.
+
+    Under a multi-process launch only rank 0 writes; every rank must be given the same run id.
+    """
+    store = store or Store()
+    if not is_main_process():
+        if run_id is None:
+            raise ValueError("a multi-process launch needs --run-id so that every process writes to one run")
+        return JobContext(store, run_id, job_id, run_output_dir(run_id), time.time())
+    if run_id is None or store.get_run(run_id) is None:
+        run_id = store.create_run(default_run_name(config), "train", config=config.to_dict(), model_id=model_id,
+                                  reward_spec=reward_spec, job_id=job_id, run_id=run_id)
+    else:
+        store.update_run(run_id, status="running", config=config.to_dict(), reward_spec=reward_spec)
+    if job_id and store.get_job(job_id) is not None:
+        store.update_job(job_id, run_id=run_id)
+    output_dir = run_output_dir(run_id)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return JobContext(store, run_id, job_id, output_dir, time.time())
+
+
+def resume_checkpoint(context: JobContext) -> str | None:
+    """The checkpoint to resume from: the last one recorded for the run, else the newest on disk."""
+    for row in reversed(context.store.list_checkpoints(context.run_id)):
+        if (Path(row["path"]) / "trainer_state.json").is_file():
+            return row["path"]
+    found = [(int(m.group(1)), p) for p in context.output_dir.glob("checkpoint-*")
+             if (m := _CHECKPOINT.match(p.name)) and (p / "trainer_state.json").is_file()]
+    return str(max(found)[1]) if found else None
+
+
+def finish_run(context: JobContext, status: str, summary: dict[str, Any]) -> None:
+    if not is_main_process():
+        return
+    summary = {**summary, "duration_s": round(time.time() - context.started, 2)}
+    context.store.update_run(context.run_id, status=status, summary=summary)
+
+
+def fail_run(context: JobContext | None, exc: BaseException) -> None:
+    if context is None:
+        return
+    finish_run(context, "failed", {"error": f"{type(exc).__name__}: {exc}",
+                                   "traceback": traceback.format_exc(limit=8)})
+
+
+def argument_parser(kind: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"python -m trainers.{kind}",
+                                     description=f"Run a {kind.upper()} training job of the Visual-ARFT workbench.")
+    parser.add_argument("--config", required=True, help="JSON config file (see trainers/config.py)")
+    parser.add_argument("--run-id", help="run to write to (created if missing); default: a new run")
+    parser.add_argument("--job-id", default=os.environ.get("WORKBENCH_JOB_ID"),
+                        help="job row to report progress to (default: $WORKBENCH_JOB_ID)")
+    parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    return parser

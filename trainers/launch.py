@@ -1,0 +1,117 @@
+"""The exact command that runs a training job, for the jobs module to start and the UI to show.
+
+`build_command(config, gpus)` writes the job's config to a JSON file and
+returns the argv (no shell):
+- CPU (gpus=0) and one GPU: `python -m trainers.grpo --config FILE ...`;
+- several GPUs: `python -m accelerate.commands.launch --config_file
+  <generated yaml> -m trainers.grpo --config FILE ...`, the YAML being a
+  DeepSpeed ZeRO-2/3 config (or plain multi-GPU DDP for deepspeed_stage=0)
+  with one process per GPU and bf16 mixed precision when the config asks for
+  it. vLLM generation (colocated with training) is switched on by the
+  config's `use_vllm`, inside the same processes.
+`format_command` quotes it for display.
+"""
+
+import hashlib
+import json
+import shlex
+import sys
+import uuid
+from pathlib import Path
+
+from trainers.config import TrainJobConfig
+from workbench import settings
+
+MODULES = {"grpo": "trainers.grpo", "sft": "trainers.sft"}
+
+
+def _configs_dir() -> Path:
+    folder = settings.jobs_dir() / "configs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def write_config_file(config: TrainJobConfig) -> Path:
+    """The config as JSON under jobs/configs, named by its content (same config, same file)."""
+    text = json.dumps(config.to_dict(), indent=1, sort_keys=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = _configs_dir() / f"{config.KIND}-{digest}.json"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    return path
+
+
+def accelerate_yaml(gpus: int, deepspeed_stage: int, mixed_precision: str) -> str:
+    """An accelerate config for one machine with `gpus` processes: DeepSpeed ZeRO or plain DDP.
+
+    >>> "zero_stage: 3" in accelerate_yaml(4, 3, "bf16")
+    True
+    """
+    lines = ["compute_environment: LOCAL_MACHINE", "debug: false"]
+    if deepspeed_stage:
+        lines += ["deepspeed_config:", "  deepspeed_multinode_launcher: standard",
+                  "  offload_optimizer_device: none", "  offload_param_device: none",
+                  f"  zero3_init_flag: {'true' if deepspeed_stage == 3 else 'false'}",
+                  f"  zero3_save_16bit_model: {'true' if deepspeed_stage == 3 else 'false'}",
+                  f"  zero_stage: {deepspeed_stage}", "distributed_type: DEEPSPEED"]
+    else:
+        lines += ["distributed_type: MULTI_GPU", "gpu_ids: all"]
+    lines += ["downcast_bf16: 'no'", "machine_rank: 0", "main_training_function: main",
+              f"mixed_precision: '{mixed_precision}'", "num_machines: 1", f"num_processes: {gpus}",
+              "rdzv_backend: static", "same_network: true", "tpu_env: []", "tpu_use_cluster: false",
+              "tpu_use_sudo: false", "use_cpu: false"]
+    return "\n".join(lines) + "\n"
+
+
+def write_accelerate_config(gpus: int, deepspeed_stage: int, mixed_precision: str) -> Path:
+    name = f"accelerate-{'zero' + str(deepspeed_stage) if deepspeed_stage else 'ddp'}-{gpus}gpu-{mixed_precision}.yaml"
+    path = _configs_dir() / name
+    path.write_text(accelerate_yaml(gpus, deepspeed_stage, mixed_precision), encoding="utf-8")
+    return path
+
+
+def _mixed_precision(config: TrainJobConfig) -> str:
+    # auto means bf16 on GPUs (the precision check happens in the job, where the GPUs are)
+    return {"auto": "bf16", "bf16": "bf16", "fp16": "fp16", "fp32": "no"}[config.precision]
+
+
+def build_command(config: TrainJobConfig, gpus: int | None = None, *, run_id: str | None = None,
+                  job_id: str | None = None, resume: bool = False,
+                  config_path: str | Path | None = None) -> list[str]:
+    """The argv that runs `config` on `gpus` GPUs (default: config.gpus); writes the files it names."""
+    gpus = config.gpus if gpus is None else gpus
+    if gpus < 0:
+        raise ValueError(f"gpus={gpus}: use 0 for CPU or the number of GPUs")
+    if gpus > 1 and not run_id:
+        run_id = uuid.uuid4().hex[:12]  # every process of the launch must write to the same run
+    if gpus != config.gpus:  # the job must see the same device count the command was built for
+        values = config.to_dict()
+        values["gpus"] = gpus
+        config = type(config).from_dict(values)
+    path = Path(config_path) if config_path else write_config_file(config)
+    if config_path:
+        config.save(path)
+    module = MODULES[config.KIND]
+    arguments = ["-m", module, "--config", str(path)]
+    if run_id:
+        arguments += ["--run-id", run_id]
+    if job_id:
+        arguments += ["--job-id", job_id]
+    if resume:
+        arguments.append("--resume")
+    if gpus <= 1:
+        return [sys.executable, *arguments]
+    launcher = write_accelerate_config(gpus, config.deepspeed_stage, _mixed_precision(config))
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launcher),
+            "--num_processes", str(gpus), *arguments]
+
+
+def format_command(command: list[str]) -> str:
+    """The command as one shell-quoted line, for display.
+
+    >>> format_command(["python", "-m", "trainers.grpo", "--config", "a b.json"])
+    "python -m trainers.grpo --config 'a b.json'"
+    """
+    return " ".join(shlex.quote(part) for part in command)

@@ -1,0 +1,277 @@
+"""The TRL callback that writes a training job's progress to the workbench store.
+
+Runs inside the job process. Per optimiser step it records every metric TRL
+logged (loss, KL, learning rate, each reward component `rewards/<name>/mean`,
+total `reward`, completion length, TRL's tool frequencies, `step_time`) plus
+its own: the reward's standard deviation within groups (`reward_group_std`),
+the tool-call rate and tool-failure rate of real tool calls (`tools/call_rate`,
+`tools/calls_per_episode`, `tools/failure_rate`) and the wall time of the step
+(`step_wall_time`). Every `log_traces_every` steps it saves whole sampled
+groups (all G rollouts of a prompt) as `Trace`s with per-component rewards,
+advantages, the turns, tool calls and tool output images. Checkpoints are
+recorded as they are saved, and the job's progress (step / max_steps).
+
+The training loop only takes cheap snapshots (references to the trainer's
+own per-sample logs); a single writer thread stores images, builds traces and
+writes rows in batches, so logging costs the step almost nothing. Rows are
+committed as each batch is written: a killed job keeps everything written
+before the kill.
+"""
+
+import math
+import queue
+import random
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from transformers import TrainerCallback
+
+from trainers.trace_builder import RolloutSnapshot, build_trace
+from workbench.store import Store
+
+SKIPPED_LOG_KEYS = {"total_flos"}
+
+
+class BatchWriter:
+    """One background thread applying store writes in order; `flush` waits for all queued work."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._queue: queue.Queue[Callable[[Store], None] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="workbench-store-writer", daemon=True)
+        self._thread.start()
+        self.errors: list[str] = []
+
+    def submit(self, work: Callable[[Store], None]) -> None:
+        self._queue.put(work)
+
+    def _loop(self) -> None:
+        while True:
+            work = self._queue.get()
+            try:
+                if work is None:
+                    return
+                work(self.store)
+            except Exception as exc:  # logging must never stop training; report and go on
+                message = f"{type(exc).__name__}: {exc}"
+                if message not in self.errors:
+                    print(f"[workbench] store write failed: {message}", file=sys.stderr, flush=True)
+                self.errors.append(message)
+            finally:
+                self._queue.task_done()
+
+    def flush(self) -> None:
+        self._queue.join()
+
+    def close(self) -> None:
+        self.flush()
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+
+@dataclass
+class BatchColumns:
+    """Dataset columns of the latest generation batch, kept by the first reward call (for traces)."""
+
+    values: dict[str, list] = field(default_factory=dict)
+
+    def remember(self, kwargs: dict[str, Any]) -> None:
+        self.values = {k: list(kwargs[k]) for k in ("item_id", "gt", "type", "solution", "question")
+                       if isinstance(kwargs.get(k), list)}
+
+    def get(self, name: str, index: int) -> Any:
+        column = self.values.get(name)
+        return column[index] if column is not None and index < len(column) else None
+
+
+def group_std(totals: list[float], group_size: int) -> float | None:
+    """Mean over groups of the (sample) standard deviation of the total reward within each group.
+
+    >>> round(group_std([1.0, 0.0, 2.0, 2.0], 2), 4)
+    0.3536
+    """
+    stds = []
+    for start in range(0, len(totals) - group_size + 1, group_size):
+        values = [v for v in totals[start:start + group_size] if not math.isnan(v)]
+        if len(values) >= 2:
+            mean = sum(values) / len(values)
+            stds.append(math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)))
+    return sum(stds) / len(stds) if stds else None
+
+
+class FinalCheckpointCallback(TrainerCallback):
+    """Saves a checkpoint at the last step even when max_steps is not a multiple of save_steps."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:
+            control.should_save = True
+
+
+class StoreLoggingCallback(TrainerCallback):
+    """Writes metrics, sampled rollout groups, checkpoints and progress of a run to the store."""
+
+    def __init__(self, store: Store, run_id: str, *, job_id: str | None = None, max_steps: int,
+                 num_generations: int = 1, reward_weights: dict[str, float] | None = None,
+                 protocol_name: str = "tags", mode: str = "steps", model_id: str = "",
+                 log_traces_every: int = 1, trace_groups: int = 1, seed: int = 0, max_turns: int = 5,
+                 batch_columns: BatchColumns | None = None):
+        self.store = store
+        self.run_id = run_id
+        self.job_id = job_id
+        self.max_steps = max_steps
+        self.num_generations = num_generations
+        self.reward_weights = reward_weights or {}
+        self.protocol_name = protocol_name
+        self.mode = mode
+        self.model_id = model_id
+        self.log_traces_every = log_traces_every
+        self.trace_groups = trace_groups
+        self.max_turns = max_turns
+        self.batch_columns = batch_columns or BatchColumns()
+        self._rng = random.Random(seed)
+        self._trainer: Any = None
+        self._writer: BatchWriter | None = None
+        self._step_started: float | None = None
+        self._pending: dict[str, float] = {}
+        self.main_thread_seconds = 0.0  # time this callback took from the training loop
+        self.traces_written = 0
+
+    def attach(self, trainer: Any) -> "StoreLoggingCallback":
+        """Give the callback the trainer whose per-sample logs and environments it samples."""
+        self._trainer = trainer
+        trainer.add_callback(self)
+        return self
+
+    # -- lifecycle ---------------------------------------------------------------
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and self._writer is None:
+            self._writer = BatchWriter(self.store)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._step_started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._writer is None:
+            return
+        began = time.perf_counter()
+        if self._step_started is not None:
+            self._pending["step_wall_time"] = began - self._step_started
+        trainer = self._trainer
+        if trainer is not None and hasattr(trainer, "_logs"):
+            self._pending.update(self._sample_metrics(trainer))
+            every = self.log_traces_every
+            if every and state.global_step % every == 0:
+                snapshots = self._snapshots(trainer, state.global_step)
+                if snapshots:
+                    self._writer.submit(lambda store, s=snapshots: self._save_traces(store, s))
+        self.main_thread_seconds += time.perf_counter() - began
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self._writer is None or not logs:
+            return
+        began = time.perf_counter()
+        step = state.global_step
+        values = {k: float(v) for k, v in logs.items()
+                  if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in SKIPPED_LOG_KEYS
+                  and math.isfinite(float(v))}
+        values.update(self._pending)
+        self._pending = {}
+        rows = [(self.run_id, step, name, value) for name, value in values.items()]
+        total = self.max_steps or state.max_steps
+        progress = min(1.0, step / total) if total else None
+        job_id = self.job_id
+
+        def write(store: Store) -> None:
+            store.log_metric_rows(rows)
+            if job_id and progress is not None:
+                store.update_job(job_id, progress=progress)
+
+        self._writer.submit(write)
+        self.main_thread_seconds += time.perf_counter() - began
+
+    def on_save(self, args, state, control, **kwargs):
+        if self._writer is None:
+            return
+        step = state.global_step
+        path = Path(args.output_dir) / f"checkpoint-{step}"
+        self._writer.submit(lambda store: store.record_checkpoint(self.run_id, step, path))
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.close()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    # -- per-step extras -------------------------------------------------------
+    def _sample_metrics(self, trainer: Any) -> dict[str, float]:
+        values: dict[str, float] = {}
+        totals = self._totals(trainer)
+        spread = group_std(totals, self.num_generations)
+        if spread is not None:
+            values["reward_group_std"] = spread
+        environments = getattr(trainer, "environments", None) or []
+        if environments:
+            calls = [env.tool_calls for env in environments]
+            count = sum(len(c) for c in calls)
+            failed = sum(1 for c in calls for record in c if not record.ok)
+            values["tools/call_rate"] = sum(1 for c in calls if c) / len(calls)
+            values["tools/calls_per_episode"] = count / len(calls)
+            values["tools/failure_rate"] = failed / count if count else 0.0
+        return values
+
+    def _totals(self, trainer: Any) -> list[float]:
+        per_reward = trainer._logs["rewards"]
+        count = len(trainer._logs["advantages"])
+        totals = []
+        for i in range(count):
+            total, seen = 0.0, False
+            for name, weight in self.reward_weights.items():
+                column = per_reward.get(name)
+                value = column[i] if column is not None and i < len(column) else float("nan")
+                if not math.isnan(value):
+                    total, seen = total + weight * value, True
+            totals.append(total if seen else float("nan"))
+        return totals
+
+    def _snapshots(self, trainer: Any, step: int) -> list[RolloutSnapshot]:
+        """References to the sampled groups' rollouts; the writer thread turns them into traces."""
+        logs = trainer._logs
+        environments = getattr(trainer, "environments", None) or []
+        local = len(environments) if environments else len(logs["completion"])
+        groups = local // self.num_generations
+        if groups == 0:
+            return []
+        chosen = sorted(self._rng.sample(range(groups), min(self.trace_groups, groups)))
+        prompts, completions, advantages = list(logs["prompt"]), list(logs["completion"]), list(logs["advantages"])
+        per_reward = {name: list(values) for name, values in logs["rewards"].items()}
+        snapshots = []
+        for group in chosen:
+            for sample in range(self.num_generations):
+                i = group * self.num_generations + sample
+                if i >= len(completions):
+                    break
+                rewards = {name: values[i] for name, values in per_reward.items()
+                           if i < len(values) and not math.isnan(values[i])}
+                environment = environments[i] if i < len(environments) else None
+                snapshots.append(RolloutSnapshot(
+                    prompt=prompts[i], completion=completions[i], rewards=rewards,
+                    advantage=advantages[i] if i < len(advantages) else None, step=step, group=group,
+                    sample_index=sample, item_id=self.batch_columns.get("item_id", i),
+                    gold=self.batch_columns.get("gt", i), step_type=self.batch_columns.get("type", i),
+                    solution=self.batch_columns.get("solution", i),
+                    tool_records=list(environment.records) if environment is not None else None))
+        return snapshots
+
+    def _save_traces(self, store: Store, snapshots: list[RolloutSnapshot]) -> None:
+        traces = [build_trace(store, snapshot, run_id=self.run_id, weights=self.reward_weights,
+                              protocol_name=self.protocol_name, mode=self.mode, model_id=self.model_id,
+                              max_turns=self.max_turns)
+                  for snapshot in snapshots]
+        store.save_traces(traces)
+        self.traces_written += len(traces)

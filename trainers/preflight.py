@@ -1,0 +1,110 @@
+"""Checks run before a training job is launched: `validate_for_launch(config)`.
+
+`__post_init__` of the configs catches values that are wrong on their own;
+these checks need the model, the data or the store, and are still cheap:
+the model's config is read and the model is built on the meta device (no
+weights) to match the LoRA target regex against its module names; the
+training files are parsed and their images looked up; the traces for SFT
+are counted; GPUs, DeepSpeed and vLLM are looked for when asked. Each
+failure raises `ConfigError` with what to change.
+"""
+
+import importlib.util
+import re
+from pathlib import Path
+
+from trainers.config import LANGUAGE_MODEL_LORA_TARGET, ConfigError, GrpoJobConfig, SftJobConfig, TrainJobConfig
+
+
+def _model_modules(config: TrainJobConfig) -> tuple[str, list[tuple[str, str]]]:
+    from trainers.modeling import module_names, resolve_model_path
+
+    path = resolve_model_path(config.model)
+    try:
+        return path, module_names(path)
+    except Exception as exc:  # missing folder, unknown hub id, no network, not an image-text model
+        raise ConfigError(f"model {config.model!r} cannot be loaded ({type(exc).__name__}: {exc}); give 'tiny', a "
+                          "model folder with config.json, or a reachable hub id of a Qwen-VL model") from None
+
+
+def check_lora_target(config: TrainJobConfig, modules: list[tuple[str, str]]) -> list[str]:
+    """Names of the Linear modules the LoRA regex selects; refuses a regex that selects none."""
+    pattern = re.compile(config.lora_target)
+    chosen = [name for name, kind in modules if pattern.fullmatch(name)]
+    linear = [name for name, kind in modules if pattern.fullmatch(name) and kind == "Linear"]
+    if not chosen:
+        linear_names = [name for name, kind in modules if kind == "Linear"]
+        examples = ([n for n in linear_names if "language_model" in n] or linear_names)[:2]
+        raise ConfigError(f"lora_target {config.lora_target!r} matches no module of {config.model}; it must match "
+                          f"whole module names such as {', '.join(examples)}; the default "
+                          f"{LANGUAGE_MODEL_LORA_TARGET} takes the language model's attention and MLP")
+    if not linear:
+        raise ConfigError(f"lora_target {config.lora_target!r} matches only non-Linear modules (e.g. {chosen[0]}); "
+                          "target the q_proj/k_proj/v_proj/o_proj/gate_proj/up_proj/down_proj layers")
+    return linear
+
+
+def _check_hardware(config: TrainJobConfig) -> None:
+    if config.gpus == 0:
+        return
+    import torch
+
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if available < config.gpus:
+        raise ConfigError(f"gpus={config.gpus} but {available} CUDA GPU(s) are visible; set gpus to at most "
+                          f"{available} (0 trains on CPU)")
+    if config.gpus > 1 and config.deepspeed_stage and importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError("DeepSpeed is not installed; `pip install deepspeed`, or set deepspeed_stage=0 for "
+                          "plain multi-GPU DDP")
+    if getattr(config, "use_vllm", False) and importlib.util.find_spec("vllm") is None:
+        raise ConfigError("use_vllm is on but vllm is not installed; `pip install vllm` or turn use_vllm off")
+
+
+def _check_grpo_data(config: GrpoJobConfig) -> int:
+    from trainers.data import TrainingDataError, load_episode_items, load_step_samples
+
+    try:
+        if config.mode == "steps":
+            rows = load_step_samples(config.data_files, config.image_root)
+        else:
+            rows = load_episode_items(config.data_files, config.image_root)
+    except (TrainingDataError, ValueError) as exc:
+        raise ConfigError(f"training data: {exc}") from None
+    if config.max_items:
+        rows = rows[:config.max_items]
+    if len(rows) < 1:
+        raise ConfigError("the training files hold no usable rows")
+    if config.mode == "episodes" and "search" in config.tools and config.search_backend == "local" \
+            and not config.search_corpus:
+        raise ConfigError("the search tool with the local backend needs search_corpus (a JSONL corpus); set it, "
+                          "or use search_backend=serpapi, or drop search from tools")
+    return len(rows)
+
+
+def _check_sft_data(config: SftJobConfig) -> int:
+    from trainers.sft_data import collect_traces
+
+    try:
+        traces = collect_traces(config)
+    except ValueError as exc:
+        raise ConfigError(f"traces: {exc}") from None
+    if not traces:
+        raise ConfigError(f"no trace passes the filters (protocol={config.protocol}, only_answered="
+                          f"{config.only_answered}, min_reward={config.min_reward}); record or import traces, or "
+                          "relax the filters")
+    return len(traces)
+
+
+def validate_for_launch(config: TrainJobConfig) -> None:
+    """Refuse a config that cannot train, before any process starts (ConfigError says what to change)."""
+    if config.init_adapter and not (Path(config.init_adapter) / "adapter_config.json").is_file():
+        raise ConfigError(f"init_adapter {config.init_adapter} has no adapter_config.json; give the folder of a "
+                          "LoRA checkpoint (e.g. .../checkpoint-100 of an SFT run)")
+    _check_hardware(config)
+    if isinstance(config, GrpoJobConfig):
+        _check_grpo_data(config)
+    elif isinstance(config, SftJobConfig):
+        _check_sft_data(config)
+    _, modules = _model_modules(config)
+    if config.finetune == "lora" and not config.init_adapter:
+        check_lora_target(config, modules)

@@ -1,0 +1,117 @@
+"""Cold-start SFT job: `python -m trainers.sft --config FILE [--run-id R] [--job-id J] [--resume]`.
+
+Trains a model on recorded traces (trainers.sft_data) with TRL's
+SFTTrainer, loss on the assistant turns only, so it learns the protocol
+(think, act with a tag or tool call, answer) before RL. The chat template is
+the one the multi-turn GRPO run will use (trainers.chat_format), so the
+tokens learned here are the tokens RL samples. LoRA adapters (or the full
+model) are checkpointed and recorded in the store; the last checkpoint is
+what a GRPO config's `init_adapter` (LoRA) or `model` (full) points at.
+Metrics (loss, learning rate, token accuracy, step time) go to the store
+through the same logging callback as GRPO.
+"""
+
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from trl import SFTConfig, SFTTrainer
+
+from trainers import chat_format, modeling
+from trainers.config import SftJobConfig, load_config
+from trainers.job_run import JobContext, argument_parser, fail_run, finish_run, resume_checkpoint, start_run
+from trainers.logging_callback import FinalCheckpointCallback, StoreLoggingCallback
+from trainers.sft_data import build_sft_dataset, collect_traces
+from workbench import protocol
+from workbench.store import Store
+
+
+@dataclass
+class SftSetup:
+    trainer: SFTTrainer
+    logging: StoreLoggingCallback | None
+    traces: int
+
+    def close(self) -> None:
+        if self.logging is not None:
+            self.logging.close()
+
+
+def sft_arguments(config: SftJobConfig, output_dir: Path) -> SFTConfig:
+    steps = {"max_steps": config.max_steps} if config.max_steps else {"num_train_epochs": config.epochs}
+    return SFTConfig(
+        output_dir=str(output_dir), use_cpu=config.gpus == 0, **modeling.precision_flags(config), **steps,
+        per_device_train_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps, learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_steps, weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm,
+        seed=config.seed, max_length=config.max_length, assistant_only_loss=True, remove_unused_columns=False,
+        logging_steps=1, report_to=[], save_strategy="steps", save_steps=config.save_steps or 10 ** 9,
+        save_total_limit=config.save_total_limit or None, activation_checkpointing=config.gradient_checkpointing,
+        dataloader_num_workers=0, disable_tqdm=True)
+
+
+def build_sft_trainer(config: SftJobConfig, output_dir: Path, *, store: Store | None = None,
+                      run_id: str | None = None, job_id: str | None = None, with_logging: bool = True) -> SftSetup:
+    model_path = modeling.resolve_model_path(config.model)
+    processor = modeling.load_processor(model_path, config, padding_side="right")
+    chat_format.prepare_processor(processor, config.protocol, tool_calls=True)
+    system = chat_format.system_prompt_with_tools(
+        processor, protocol.system_prompt(tuple(config.tools), config.protocol), tuple(config.tools),
+        config.protocol)
+    sources = collect_traces(config, store)
+    dataset = build_sft_dataset(sources, system, max_pixels=modeling.effective_max_pixels(processor))
+    model = modeling.load_model(model_path, config)
+    trainer = SFTTrainer(model=model, args=sft_arguments(config, output_dir), train_dataset=dataset,
+                         processing_class=processor, peft_config=modeling.lora_config(config),
+                         callbacks=[FinalCheckpointCallback()])
+    logging = None
+    if with_logging:
+        if store is None or run_id is None:
+            raise ValueError("logging to the store needs a store and a run id")
+        logging = StoreLoggingCallback(store, run_id, job_id=job_id, max_steps=config.max_steps,
+                                       model_id=modeling.model_id_for(config.model), log_traces_every=0,
+                                       protocol_name=config.protocol, seed=config.seed).attach(trainer)
+    return SftSetup(trainer, logging, len(sources))
+
+
+def run_sft(config: SftJobConfig, *, run_id: str | None = None, job_id: str | None = None, resume: bool = False,
+            store: Store | None = None) -> str:
+    """Train on the traces; returns the run id (the run row ends succeeded or failed)."""
+    context: JobContext | None = None
+    setup: SftSetup | None = None
+    try:
+        context = start_run(config, run_id=run_id, job_id=job_id, model_id=modeling.model_id_for(config.model),
+                            store=store)
+        checkpoint = resume_checkpoint(context) if resume else None
+        setup = build_sft_trainer(config, context.output_dir, store=context.store, run_id=context.run_id,
+                                  job_id=context.job_id)
+        result = setup.trainer.train(resume_from_checkpoint=checkpoint)
+        setup.close()
+        finish_run(context, "succeeded", {
+            "steps": setup.trainer.state.global_step, "traces": setup.traces, "train_loss": result.training_loss,
+            "last_metrics": context.store.last_metric_values(context.run_id),
+            "checkpoints": [row["path"] for row in context.store.list_checkpoints(context.run_id)],
+            "resumed_from": checkpoint})
+        return context.run_id
+    except BaseException as exc:
+        if setup is not None:
+            setup.close()
+        fail_run(context, exc)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argument_parser("sft").parse_args(argv)
+    try:
+        config = load_config(args.config, kind="sft")
+        run_id = run_sft(config, run_id=args.run_id, job_id=args.job_id, resume=args.resume)
+    except Exception:
+        traceback.print_exc()
+        return 1
+    print(f"[workbench] run {run_id} finished", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

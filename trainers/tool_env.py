@@ -1,0 +1,202 @@
+"""The multi-turn tool environment that TRL's GRPOTrainer drives through `environment_factory=`.
+
+One `ToolEpisodeEnvironment` instance is one rollout: `reset(**row)` starts
+an episode on a dataset row (question, image file), and its public methods
+are the tools the model may call (TRL exposes every public method as a tool
+and parses calls with the processor's response template, see
+trainers.chat_format). `code` runs the model's Python in the workbench's
+sandboxed code tool on the episode's current image and returns the output
+image plus the tool's text, so the next turn sees the processed image (in
+the generation and in the training forward pass); `search` returns the
+search tool's `<information>` block; `problem` (tag protocol) returns the
+runner's `<tips>` hint. Results are the same texts and images the agent
+runner gives a model at inference (workbench.agent_tools), so RL trains the
+loop the playground and evaluation run.
+
+Every call is recorded (`ToolCallRecord`): the rewards read execution
+results from them (`code_ok`, `output_image`) and the logging callback turns
+them into trace tool calls and the tool-call / tool-failure rates. Tools are
+shared by all instances (one sandbox worker, one search cache) through a
+`ToolBox`, built once per training process.
+"""
+
+import shutil
+import time
+import types
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from PIL import Image
+
+from trainers.chat_format import tool_docstring
+from workbench import protocol, settings
+from workbench.runner import AgentTool, ToolContext, ToolOutcome
+
+REAL_TOOLS = ("code", "search")  # `problem` is an action with a hint, not a tool: it is not counted as one
+
+
+@dataclass
+class ToolCallRecord:
+    """One call made during an episode and what came back."""
+
+    name: str
+    argument: str
+    ok: bool
+    text: str
+    error: str | None = None
+    output_images: list[str] = field(default_factory=list)
+    stdout: str = ""
+    stderr: str = ""
+    latency_s: float = 0.0
+
+
+class ToolBox:
+    """The real tools for rollouts, shared by every environment instance of a training process."""
+
+    def __init__(self, names: tuple[str, ...], *, search_backend: str = "local", search_corpus: str | None = None,
+                 search_mode: str = "cache-first", tools: dict[str, AgentTool] | None = None):
+        if tools is None:
+            from workbench.agent_tools import build_tools
+
+            tools = build_tools(tuple(names), search_backend=search_backend, corpus=search_corpus,
+                                search_mode=search_mode)
+        self.names = tuple(names)
+        self.tools = tools
+        self.scratch = settings.scratch_dir() / f"train-{uuid.uuid4().hex[:8]}"
+
+    def call(self, name: str, argument: str, context: ToolContext) -> tuple[ToolOutcome, float]:
+        started = time.perf_counter()
+        try:
+            outcome = self.tools[name](argument, context)
+        except Exception as exc:  # a tool bug is a failed call for this episode, not a crashed run
+            outcome = ToolOutcome(text=f"<information> tool error: {type(exc).__name__}: {exc} </information>",
+                                  ok=False, error=f"{type(exc).__name__}: {exc}")
+        return outcome, time.perf_counter() - started
+
+    def close(self) -> None:
+        sandbox = getattr(self.tools.get("code"), "sandbox", None)
+        if sandbox is not None:
+            sandbox.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+class ToolEpisodeEnvironment:
+    """State of one rollout; subclasses made by `environment_class` add the tool methods."""
+
+    protocol_name = "tags"
+
+    def __init__(self, toolbox: ToolBox):
+        self.toolbox = toolbox
+        self.records: list[ToolCallRecord] = []
+        self.problem_labels: list[str] | None = None
+        self.question = ""
+        self.original_image: Path | None = None
+        self.current_image: Path | None = None
+        self.workdir: Path | None = None
+
+    def reset(self, **row: Any) -> None:
+        """Start an episode on a dataset row; the prompt already holds the question and image."""
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        self.records = []
+        self.problem_labels = None
+        self.question = row.get("question") or ""
+        image_file = row.get("image_file")
+        self.original_image = self.current_image = Path(image_file) if image_file else None
+        self.workdir = self.toolbox.scratch / uuid.uuid4().hex[:12]
+        return None
+
+    # -- what the rewards and the logging callback read ------------------------
+    @property
+    def tool_calls(self) -> list[ToolCallRecord]:
+        return [r for r in self.records if r.name in REAL_TOOLS]
+
+    @property
+    def code_ok(self) -> bool | None:
+        """Did every code call run and write an image (None: no code was run)."""
+        runs = [r for r in self.records if r.name == "code"]
+        return all(r.ok for r in runs) if runs else None
+
+    @property
+    def last_output_image(self) -> str | None:
+        images = [image for r in self.records if r.name == "code" for image in r.output_images]
+        return images[-1] if images else None
+
+    # -- tool bodies -----------------------------------------------------------
+    def _run_tool(self, name: str, argument: str) -> str | list[dict[str, Any]]:
+        if self.current_image is None and name == "code":
+            record = ToolCallRecord(name, argument, False, "<information> no image in this episode </information>",
+                                    error="no image")
+            self.records.append(record)
+            return record.text
+        context = ToolContext(self.current_image, self.original_image, self.workdir, self.question)
+        outcome, latency = self.toolbox.call(name, argument, context)
+        images = [str(p) for p in outcome.images]
+        self.records.append(ToolCallRecord(name, argument, outcome.ok, outcome.text, outcome.error, images,
+                                           outcome.stdout, outcome.stderr, latency))
+        if not images:
+            return outcome.text
+        self.current_image = Path(images[-1])  # the next code call works on what this one produced
+        with Image.open(images[-1]) as opened:
+            shown = opened.convert("RGB")
+        return [{"type": "image", "image": shown}, {"type": "text", "text": outcome.text}]
+
+    def _problem(self, argument: str) -> str:
+        labels, error = protocol.parse_problem_labels(argument)
+        self.problem_labels = labels
+        text = f"<tips> {error} </tips>" if error else protocol.tips_for(labels)
+        self.records.append(ToolCallRecord("problem", argument, error is None, text, error))
+        return text
+
+
+def _code_tags(self, argument: str):
+    return self._run_tool("code", argument)
+
+
+def _search_tags(self, argument: str):
+    return self._run_tool("search", argument)
+
+
+def _problem_tags(self, argument: str):
+    return self._problem(argument)
+
+
+def _code_native(self, code: str):
+    return self._run_tool("code", code)
+
+
+def _search_native(self, query: str):
+    return self._run_tool("search", query)
+
+
+# The parameter names are part of the schema TRL renders: tags share one argument name (the response
+# template cannot vary it), native calls use the workbench's tool schemas (query / code).
+_TOOL_BODIES = {("tags", "code"): _code_tags, ("tags", "search"): _search_tags, ("tags", "problem"): _problem_tags,
+                ("native", "code"): _code_native, ("native", "search"): _search_native}
+
+
+def _tool_method(name: str, protocol_name: str) -> Callable[..., Any]:
+    """A copy of the tool body named `name`, with the docstring TRL turns into the tool's description."""
+    body = _TOOL_BODIES[(protocol_name, name)]
+    method = types.FunctionType(body.__code__, body.__globals__, name, body.__defaults__, body.__closure__)
+    method.__doc__ = tool_docstring(name, protocol_name)[1]
+    method.__annotations__ = dict(body.__annotations__)
+    return method
+
+
+def environment_class(tool_names: tuple[str, ...], protocol_name: str) -> type[ToolEpisodeEnvironment]:
+    """An environment class exposing exactly `tool_names` (plus `problem` with tags when code is on)."""
+    names = list(tool_names)
+    if protocol_name == "tags" and "code" in names:
+        names.append("problem")
+    methods: dict[str, Any] = {name: _tool_method(name, protocol_name) for name in names}
+    methods["protocol_name"] = protocol_name
+    return type(f"{'And'.join(n.title() for n in names)}Environment", (ToolEpisodeEnvironment,), methods)
+
+
+def environment_factory(toolbox: ToolBox, protocol_name: str) -> Callable[[], ToolEpisodeEnvironment]:
+    """The `environment_factory=` for GRPOTrainer: one fresh environment per rollout slot."""
+    cls = environment_class(toolbox.names, protocol_name)
+    return lambda: cls(toolbox)
