@@ -89,3 +89,20 @@ def test_playground_trace_stepper_and_runs_chart(app_url, page):
     expect(page.locator("#rn-metric-plot .js-plotly-plot")).to_be_visible()
     expect(page.locator("#rn-warning")).to_contain_text("Tool use is collapsing")
     page.screenshot(path=str(ARTIFACTS / "browser-3-runs-chart.png"), full_page=True)
+
+
+def test_train_form_fills_demo_data_and_previews_the_command(app_url, page):
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.goto(app_url)
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#tn-demo").click()
+    command = page.locator("#tn-command")
+    expect(command).to_contain_text("-m trainers.grpo --config", timeout=60_000)
+    page.get_by_label("SFT: cold start on recorded traces").check()
+    expect(command).to_contain_text("-m trainers.sft --config")
+    expect(page.get_by_label("Trace runs")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "browser-4-train-form.png"), full_page=True)
+    page.get_by_role("tab", name="Search cache").click()
+    expect(page.locator("#sc-summary")).to_contain_text("Nothing has been searched yet")

@@ -2,18 +2,24 @@
 
 Tabs are modules `workbench/ui/tab_*.py`, each with `build(ctx)` returning
 the few components other tabs wire to; this module only lays out the tabs,
-connects them (a finished Playground run opens in the Traces stepper; the
-Runs poll timer runs only while its tab is open) and applies the deployment
-policy (queue limits, upload size, optional password, public-demo mode).
+connects them (a finished Playground run opens in the Traces stepper; each
+poll timer -- Runs, Train, Eval -- runs only while its tab is open) and
+applies the deployment policy (queue limits, upload size, optional password,
+public-demo mode). Train, Eval and Search cache start server-side jobs or
+show everyone's searches, so they are not built at all when the policy hides
+training (no hidden endpoints); when built, jobs left queued or dead since
+the last start are settled once at start-up.
 """
 
 import logging
 import os
+from dataclasses import dataclass
 
 import gradio as gr
 
+from workbench import jobs
 from workbench.store import Store
-from workbench.ui import render, tab_playground, tab_runs, tab_traces
+from workbench.ui import render, tab_eval, tab_playground, tab_runs, tab_search, tab_traces, tab_train
 from workbench.ui.context import UIContext
 from workbench.ui.deployment import DeploymentPolicy
 from workbench.ui.demo_runs import seed_demo_runs
@@ -27,6 +33,9 @@ def _intro(policy: DeploymentPolicy) -> str:
     text = (f"## {TITLE}\nVision-language agents that think in turns and call tools (search, Python image code). "
             "Run a question in the **Playground**, step through what happened in **Traces**, compare "
             "training curves in **Runs**.")
+    if policy.show_training:
+        text += (" Launch training in **Train**, benchmarks in **Eval**, and see what searching cost in "
+                 "**Search cache**.")
     if policy.public_demo:
         text += ("\n\n*Public demo:* only the embedded tiny model (random weights, so expect parse errors) runs "
                  "here; you see your own runs and the shipped examples. Run the workbench yourself for more.")
@@ -48,6 +57,7 @@ def create_app(public_demo: bool | None = None, store: Store | None = None) -> t
                 traces = tab_traces.build(ctx)
             with gr.Tab("Runs", id="runs") as runs_tab:
                 runs = tab_runs.build(ctx)
+            job_tabs = _build_job_tabs(ctx) if policy.show_training else None
 
         def open_finished(trace_id, request: gr.Request):
             if not trace_id:
@@ -60,12 +70,56 @@ def create_app(public_demo: bool | None = None, store: Store | None = None) -> t
         traces_tab.select(traces.refresh_fn, traces.refresh_inputs, traces.refresh_outputs,
                           api_visibility="private")
         runs_tab.select(runs.refresh_fn, runs.refresh_inputs, runs.refresh_outputs, api_visibility="private")
-        runs_tab.select(lambda: gr.Timer(active=True), None, runs.timer, api_visibility="private")
-        for other in (playground_tab, traces_tab):
-            other.select(lambda: gr.Timer(active=False), None, runs.timer, api_visibility="private")
+        timers = {runs_tab: runs.timer}
+        if job_tabs is not None:
+            timers.update(job_tabs.wire())
+        _one_timer_per_tab([playground_tab, traces_tab, runs_tab, *(job_tabs.tabs if job_tabs else [])], timers)
         app.load(traces.refresh_fn, traces.refresh_inputs, traces.refresh_outputs, api_visibility="private")
     app.queue(default_concurrency_limit=policy.concurrency_limit, max_size=policy.queue_size)
     return app, ctx
+
+
+@dataclass
+class JobTabs:
+    """The Train, Eval and Search cache tabs (built only when the policy shows training)."""
+
+    train_tab: gr.Tab
+    train: tab_train.TrainTab
+    eval_tab: gr.Tab
+    evaluation: tab_eval.EvalTab
+    search_tab: gr.Tab
+    search: tab_search.SearchTab
+
+    @property
+    def tabs(self) -> list:
+        return [self.train_tab, self.eval_tab, self.search_tab]
+
+    def wire(self) -> dict:
+        """Refresh each tab when it is opened; returns {tab: its poll timer}."""
+        for tab, part in ((self.train_tab, self.train), (self.eval_tab, self.evaluation),
+                          (self.search_tab, self.search)):
+            tab.select(part.refresh_fn, part.refresh_inputs, part.refresh_outputs, api_visibility="private")
+        return {self.train_tab: self.train.timer, self.eval_tab: self.evaluation.timer}
+
+
+def _build_job_tabs(ctx: UIContext) -> JobTabs:
+    jobs.tick(ctx.store)  # reconcile jobs that died while the app was down, start queued ones
+    with gr.Tab("Train", id="train") as train_tab:
+        train = tab_train.build(ctx)
+    with gr.Tab("Eval", id="eval") as eval_tab:
+        evaluation = tab_eval.build(ctx)
+    with gr.Tab("Search cache", id="search") as search_tab:
+        search = tab_search.build(ctx)
+    return JobTabs(train_tab, train, eval_tab, evaluation, search_tab, search)
+
+
+def _one_timer_per_tab(tabs: list, timers: dict) -> None:
+    """Opening a tab turns its own poll timer on and every other tab's off."""
+    ordered = list(timers.values())
+    for tab in tabs:
+        own = timers.get(tab)
+        tab.select(lambda own=own: {timer: gr.Timer(active=timer is own) for timer in ordered}, None, ordered,
+                   api_visibility="private")
 
 
 def build_app(public_demo: bool | None = None) -> gr.Blocks:

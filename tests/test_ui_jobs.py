@@ -1,0 +1,337 @@
+"""Train, Eval and Search-cache tabs: callbacks as plain functions, then real jobs driven through gradio_client.
+
+The plain tests use the real store, job runner, search cache and scoring.
+The app tests launch the app headless and, through its API as a remote user
+would: run an eval job on a generated 2-item MAT-Coding file with the tiny
+model and read its scores, import a result file, refuse a bad training
+config, train one SFT step to the end, cancel a running job, resume it from
+its checkpoint and cancel the resumed job.
+"""
+
+import json
+import socket
+import time
+
+import pytest
+from gradio_client import Client, handle_file
+
+from tools.search import SearchTool
+from tools.search_cache import SearchCache
+from trainers.config import SftJobConfig
+from workbench import jobs, settings
+from workbench.run_charts import MetricSeriesCache
+from workbench.search_service import search_overview
+from workbench.store import Store
+from workbench.synth import mat_coding_mini
+from workbench.training_service import (JobWatch, LaunchError, prepare_demo_training, resume_training,
+                                        settle_ended_runs)
+from workbench.ui import tab_eval, tab_search, tab_train
+from workbench.ui.app import create_app, launch_options
+
+TINY_PIXELS = {"max_pixels": 56 * 56, "min_pixels": 28 * 28}
+ENDED = ("succeeded", "failed", "cancelled")
+
+
+@pytest.fixture
+def store():
+    return Store()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout=120.0, every=0.5):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout:.0f} s")
+
+
+# -- Train tab callbacks ------------------------------------------------------------------------
+def test_train_form_makes_configs_previews_the_command_and_says_what_to_fix(store, tmp_path):
+    demo = prepare_demo_training(store, count=4)
+    assert prepare_demo_training(store)["expert_run"] == demo["expert_run"], "demo data is made once"
+    values = {"data_files": demo["steps_file"] + "\n", "num_generations": 2, "per_device_batch_size": 4,
+              "max_steps": 3, "rewards": '{"format": 1.0, "answer_f1": 1.0}', "tools": ["code"],
+              "trace_runs": "ignored: an SFT field", **TINY_PIXELS}
+    config = tab_train.train_config("grpo", values)
+    assert config.data_files == [demo["steps_file"]] and config.rewards == {"format": 1.0, "answer_f1": 1.0}
+
+    command = tab_train.command_preview("grpo", values)
+    assert "-m trainers.grpo --config" in command and "--run-id NEW_RUN_ID" in command
+    config_file = command.split("--config ")[1].split()[0]
+    assert json.loads(open(config_file, encoding="utf-8").read())["max_steps"] == 3
+
+    refusals = {
+        "divisible by num_generations": {**values, "per_device_batch_size": 3},
+        "does not exist": {**values, "data_files": str(tmp_path / "missing.json")},
+        "Rewards: not valid JSON": {**values, "rewards": "{format: 1"},
+        "Max steps: 2.5 is not a whole number": {**values, "max_steps": 2.5},
+    }
+    for message, bad in refusals.items():
+        with pytest.raises(ValueError, match=message):
+            tab_train.train_config("grpo", bad)
+        assert tab_train.command_preview("grpo", bad).startswith("# not ready to launch:")
+        with pytest.raises(ValueError, match=message):
+            tab_train.launch_from_form(store, "grpo", bad)
+    assert store.list_jobs() == [], "nothing was launched"
+    sft = tab_train.train_config("sft", {"trace_runs": demo["expert_run"], "max_steps": 2})
+    assert isinstance(sft, SftJobConfig) and sft.trace_runs == [demo["expert_run"]]
+
+
+def test_job_watch_reads_changed_rows_only_and_settles_runs_of_cancelled_jobs(store):
+    watch = JobWatch(("sft",))
+    run_id = store.create_run("sft run", "train", status="running")
+    sleeper = jobs.submit("sft", {}, ["sleep", "60"], run_id=run_id, store=store)
+    jobs.submit("eval", {}, ["true"], store=store)
+    first = watch.poll(store)
+    assert [row["id"] for row in first] == [sleeper], "only the watched kind"
+    assert watch.poll(store) == [], "nothing changed since"
+    table, chosen, box = tab_train.poll_jobs(store, JobWatch(("sft",)), "", False)
+    assert chosen == box == sleeper and table["job id"].tolist() == [sleeper], "a new page re-attaches"
+
+    jobs.cancel(sleeper, store)
+    changed = watch.poll(store)
+    assert [row["status"] for row in changed] == ["cancelled"]
+    assert store.get_run(run_id)["status"] == "cancelled", "the run follows its cancelled job"
+    assert watch.poll(store) == [], "nothing changed since"
+    assert settle_ended_runs(store, [store.get_job(sleeper)]) == []
+
+
+def test_job_detail_redraws_log_and_curves_only_when_they_change(store):
+    run_id = store.create_run("grpo run", "train", status="running")
+    job_id = store.create_job("grpo", {"max_steps": 10}, ["python"], log_path=str(settings.jobs_dir() / "j.log"),
+                              run_id=run_id)
+    store.update_job(job_id, status="running", progress=0.2)
+    (settings.jobs_dir() / "j.log").write_text("step 1\nstep 2\n", encoding="utf-8")
+    store.log_metrics(run_id, 1, {"reward": 0.1, "rewards/format/mean": 0.5})
+    store.log_metrics(run_id, 2, {"reward": 0.3, "rewards/format/mean": 0.7})
+    session = tab_train.TrainSession()
+
+    detail = tab_train.job_detail(store, session, job_id)
+    assert "running · 20 %" in detail.progress and "step 2 of 10" in detail.progress
+    assert detail.log == "step 1\nstep 2" and detail.figures is not None
+    assert list(detail.figures[0].data[0].y) == [0.1, 0.3]
+    again = tab_train.job_detail(store, session, job_id)
+    assert again.log is None and again.figures is None, "nothing new: nothing redrawn"
+    store.log_metrics(run_id, 3, {"reward": 0.6})
+    assert list(tab_train.job_detail(store, session, job_id).figures[0].data[0].y) == [0.1, 0.3, 0.6]
+    assert isinstance(session.cache, MetricSeriesCache) and session.cache.last_row_id[run_id] > 0
+    table = tab_train.jobs_table([store.get_job(job_id)])
+    assert table.iloc[0].tolist()[:4] == ["running", "20 %", "grpo", run_id]
+    with pytest.raises(ValueError, match="no job"):
+        tab_train.job_detail(store, session, "nope")
+
+
+def test_resume_makes_a_resume_job_and_refuses_what_cannot_resume(store, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_MAX_JOBS", "0")  # keep submitted jobs queued: nothing really trains here
+    config = SftJobConfig(trace_runs=["expert"], max_steps=4, **TINY_PIXELS)
+    run_id = store.create_run("sft", "train", status="running")
+    job_id = store.create_job("sft", config.to_dict(), ["python"], log_path="", run_id=run_id)
+    store.record_checkpoint(run_id, 4, "/checkpoints/checkpoint-4")
+
+    store.update_job(job_id, status="running")
+    with pytest.raises(LaunchError, match="still running"):
+        resume_training(job_id, store=store)
+    store.update_job(job_id, status="succeeded")
+    with pytest.raises(LaunchError, match="raise max steps above 4"):
+        resume_training(job_id, store=store)
+    eval_job = store.create_job("eval", {}, ["python"], log_path="")
+    with pytest.raises(LaunchError, match="only training jobs resume"):
+        resume_training(eval_job, store=store)
+
+    resumed = resume_training(job_id, max_steps=8, store=store)
+    row = store.get_job(resumed.job_id)
+    assert row["status"] == "queued" and row["run_id"] == run_id and row["config"]["max_steps"] == 8
+    assert row["command"][-3:] == ["--run-id", run_id, "--resume"] and resumed.resumed_from_step == 4
+    with pytest.raises(LaunchError, match=f"already being trained by job {resumed.job_id}"):
+        resume_training(job_id, max_steps=9, store=store)
+
+
+# -- Eval tab callbacks -------------------------------------------------------------------------
+def test_eval_form_command_and_refusals(store, tmp_path):
+    data = mat_coding_mini.generate(tmp_path / "mini", count=2)
+    config, runner = tab_eval.eval_configs({"benchmark": "mat-coding", "data": str(data), "model": "tiny",
+                                            "limit": 1, "tools": ["code"], "max_new_tokens": 8, "images": ""})
+    command = tab_eval.eval_command(config, runner, "run123")
+    assert command[1:4] == ["-m", "workbench", "eval"]
+    for flag, value in (("--data", str(data.resolve())), ("--run-id", "run123"), ("--limit", "1"),
+                        ("--max-new-tokens", "8"), ("--tools", "code")):
+        assert command[command.index(flag) + 1] == value
+    assert "--images" not in command and "--adapter" not in command
+
+    with pytest.raises(ValueError, match="does not exist"):
+        tab_eval.eval_configs({"benchmark": "mat-coding", "data": str(tmp_path / "nope.json")})
+    search_config, search_runner = tab_eval.eval_configs({"benchmark": "mat-coding", "data": str(data),
+                                                          "tools": ["search"]})
+    with pytest.raises(ValueError, match="needs a corpus"):
+        tab_eval.launch_eval(store, search_config, search_runner)
+    assert store.list_jobs() == []
+
+
+def test_import_result_scores_per_split_and_type(store, tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps([{"id": 1, "gt": ["Red"], "pred_answer": "red", "type": ["crop"]},
+                                {"id": 2, "gt": ["blue sky"], "pred_answer": "blue", "type": ["crop", "rotate"]},
+                                {"id": 3, "gt": ["7"], "pred_answer": "8", "type": ["none"]}]), encoding="utf-8")
+    run_id, summary = tab_eval.import_result(store, str(path), "mat-coding", "")
+    assert store.get_run(run_id)["kind"] == "imported" and store.get_run(run_id)["name"] == "imported results"
+    splits = tab_eval.split_table(summary)
+    assert splits.iloc[0].tolist() == ["all (n=3)", summary["all_f1"], summary["all_em"]]
+    assert splits["split"].tolist() == ["all (n=3)", "simple", "hard"]
+    types = {row[0]: row[1:] for row in tab_eval.type_table(summary).values.tolist()}
+    assert types["crop"][0] == 2 and types["crop"][2] == 50.0 and types["none"] == [1, 0.0, 0.0]
+    with pytest.raises(ValueError, match="upload a result file"):
+        tab_eval.import_result(store, None, "mat-coding", "x")
+
+
+# -- Search tab callbacks -----------------------------------------------------------------------
+def test_search_view_shows_queries_hit_rate_and_paid_calls(tmp_path):
+    path = settings.search_cache_path()
+    empty = tab_search.search_view(None, 10)
+    assert "Nothing has been searched yet" in empty.summary and not path.exists(), "viewing creates no file"
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(json.dumps({"id": "k", "title": "Kyoto", "text": "Kyoto was the capital of Japan."}) + "\n",
+                      encoding="utf-8")
+    tool = SearchTool("local", corpus=corpus, cache_path=path)
+    tool.search("capital of Japan")
+    tool.search("capital  of Japan")  # the same query after normalising: a cache hit
+    SearchCache(path).record_call("serpapi", "eiffel tower height", 4, "paid", paid_backend=True)
+    SearchCache(path).record_call("serpapi", "eiffel tower height", 4, "hit", paid_backend=True)
+
+    view = tab_search.search_view(0.02, 10)
+    assert "| Cache hit rate | 50.0 % (2 answered from the cache) |" in view.summary
+    assert "| Paid calls made | 1 · spent $0.02 |" in view.summary
+    assert "| Paid calls saved by the cache | 1 · saved $0.02 |" in view.summary
+    assert [row[2:5] for row in view.recent] == [["eiffel tower height", 4, "hit"], ["eiffel tower height", 4, "paid"],
+                                                 ["capital of Japan", 4, "hit"], ["capital of Japan", 4, "free"]]
+    assert {row[0]: row[-1] for row in view.backends} == {"local": 2, "serpapi": 2}
+    assert search_overview(limit=1).recent[0]["outcome"] == "hit"
+    with pytest.raises(ValueError, match="negative"):
+        tab_search.search_view(-1, 10)
+
+
+# -- the app, driven through its API ------------------------------------------------------------
+class RunningApp:
+    def __init__(self):
+        self.app, self.ctx = create_app(public_demo=False, store=Store())
+        options = launch_options(self.ctx.policy)
+        options.pop("auth")
+        port = free_port()
+        self.app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **options)
+        self.url = f"http://127.0.0.1:{port}/"
+        self.client = Client(self.url, verbose=False)
+        self.endpoints = self.client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+
+    def args(self, endpoint: str, overrides: dict) -> list:
+        """Positional arguments by parameter label; a repeated label is (label, n) for its n-th use (from 0)."""
+        seen: dict[str, int] = {}
+        values = []
+        for parameter in self.endpoints[endpoint]["parameters"]:
+            label = parameter["label"]
+            use = seen[label] = seen.get(label, -1) + 1
+            if (label, use) in overrides:
+                values.append(overrides[(label, use)])
+            elif use == 0 and label in overrides:
+                values.append(overrides[label])
+            else:
+                values.append(parameter["parameter_default"])
+        return values
+
+    def close(self):
+        self.app.close()
+
+
+@pytest.fixture
+def running_app():
+    running = RunningApp()
+    yield running
+    running.close()
+
+
+def test_public_demo_builds_no_job_tabs():
+    app, _ = create_app(public_demo=True, store=Store())
+    names = {dep.api_name for dep in app.fns.values() if dep.api_name}
+    assert not names & {"launch_training", "launch_eval", "search_costs", "cancel_training_job", "import_results"}
+
+
+def test_eval_job_and_import_through_the_app(running_app, tmp_path):
+    client, store = running_app.client, running_app.ctx.store
+    data = mat_coding_mini.generate(tmp_path / "mini", count=2)
+    refused, _ = client.predict(*running_app.args("/launch_eval", {"Data": str(tmp_path / "none.json")}),
+                                api_name="/launch_eval")
+    assert refused.startswith("**Not launched:**") and "does not exist" in refused and store.list_jobs() == []
+
+    message, job_id = client.predict(*running_app.args("/launch_eval", {"Data": str(data), "Max new tokens": 8}),
+                                     api_name="/launch_eval")
+    assert message.startswith("Launched eval job") and job_id
+
+    wait_until(lambda: store.get_job(job_id)["status"] in ENDED, timeout=150)
+    table, shown, status, progress, log, splits, types = client.predict(job_id, api_name="/show_eval_jobs")
+    assert "**succeeded**" in status and "2 of 2 traces" in status and "succeeded · 100 %" in progress
+    assert job_id in [row[-1] for row in table["data"]] and "2/2 items" in log
+    assert splits["data"][0][0] == "all (n=2)" and {row[0] for row in types["data"]} == {"crop", "none"}
+    run = store.get_run(store.get_job(job_id)["run_id"])
+    assert run["kind"] == "eval" and run["summary"]["n"] == 2
+
+    results = tmp_path / "preds.jsonl"
+    results.write_text('{"id": 1, "gt": ["A"], "pred_answer": "a"}\n{"id": 2, "gt": ["B"], "pred_answer": "c"}\n',
+                       encoding="utf-8")
+    imported, import_splits, _ = client.predict(handle_file(str(results)), "mat-coding", "my results",
+                                                api_name="/import_results")
+    assert imported.startswith("Imported as run") and "F1 50.0" in imported
+    assert import_splits["data"][0] == ["all (n=2)", 50.0, 50.0]
+
+
+def test_training_jobs_launch_finish_cancel_and_resume_through_the_app(running_app):
+    client, store = running_app.client, running_app.ctx.store
+    demo = prepare_demo_training(store, count=4)
+    sft = {"Job kind": "sft", ("Trace runs", 0): demo["expert_run"], ("Max steps", 1): 1,
+           "Per device batch size": 2, "Save steps": 1, "Max pixels": TINY_PIXELS["max_pixels"],
+           "Min pixels": TINY_PIXELS["min_pixels"]}
+
+    def launch(changes: dict | None = None):
+        return client.predict(*running_app.args("/launch_training", {**sft, **(changes or {})}),
+                              api_name="/launch_training")
+
+    refused, _ = launch({"Lora target": "no_such_module"})
+    assert refused.startswith("**Not launched:**") and "matches no module" in refused and store.list_jobs() == []
+
+    message, job_id = launch()
+    assert message.startswith("Launched job")
+    command = client.predict(*running_app.args("/preview_training_command", sft), api_name="/preview_training_command")
+    assert f"-m trainers.sft --config {store.get_job(job_id)['command'][4]} --run-id NEW_RUN_ID" in command
+
+    def show(job):
+        return client.predict(job, api_name="/show_training_jobs")
+
+    wait_until(lambda: store.get_job(job_id)["status"] in ENDED, timeout=150)
+    table, _, status, progress, log, curve, _ = show(job_id)
+    assert "**succeeded**" in status and "succeeded · 100 %" in progress and "step 1 of 1" in progress
+    assert "finished" in log and curve["type"] == "plotly" and "loss" in curve["plot"]
+    assert store.get_run(store.get_job(job_id)["run_id"])["summary"]["steps"] == 1
+
+    _, long_job = launch({("Max steps", 1): 200})
+    run_id = store.get_job(long_job)["run_id"]
+    wait_until(lambda: store.list_checkpoints(run_id), timeout=150)  # mid-training, one checkpoint saved
+    reloaded = Client(running_app.url, verbose=False).predict("", api_name="/show_training_jobs")
+    assert reloaded[1] == long_job and "**running**" in reloaded[2], "a new page re-attaches to the running job"
+    assert client.predict(long_job, api_name="/cancel_training_job") == f"Cancelled job {long_job}."
+    _, _, status, progress, *_ = show(long_job)
+    assert "**cancelled**" in status and store.get_run(run_id)["status"] == "cancelled"
+
+    resumed_message, resumed_job = client.predict(long_job, None, api_name="/resume_training_job")
+    step = store.list_checkpoints(run_id)[-1]["step"]
+    assert f"from the checkpoint at step {step}" in resumed_message and resumed_job != long_job
+    resumed = store.get_job(resumed_job)
+    assert resumed["run_id"] == run_id and resumed["command"][-1] == "--resume"
+    client.predict(resumed_job, api_name="/cancel_training_job")
+    assert "**cancelled**" in show(resumed_job)[2]
+    assert [row[0] for row in show(resumed_job)[0]["data"]][:3] == ["cancelled", "cancelled", "succeeded"]

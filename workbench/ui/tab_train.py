@@ -1,0 +1,415 @@
+"""Train tab: a GRPO / SFT form generated from the job configs, the exact command, launch, and live jobs.
+
+The form comes from `GrpoJobConfig` / `SftJobConfig` (help text from field
+metadata): shared fields once, each kind's own fields in a group shown for
+that kind. Plain callbacks (`train_config`, `command_preview`,
+`launch_from_form`, `jobs_table`, `progress_html`, `job_detail`) are tested
+without a browser; `build` wraps them. A gr.Timer (on while the tab is open)
+polls every POLL_SECONDS: `JobWatch.poll` starts queued jobs, reconciles
+dead ones and reads only job rows changed since the last poll; the selected
+job's log tail and reward curves are redrawn only when they changed. Jobs
+are database rows, so a reloaded page re-attaches to running ones.
+The job-list helpers here are shared with the Eval tab.
+"""
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from tools.search import BACKENDS as SEARCH_BACKENDS
+from tools.search import MODES as SEARCH_MODES
+from trainers.config import (CONFIG_CLASSES, DEEPSPEED_STAGES, FINETUNE_MODES, GRPO_MODES, LOSS_TYPES, PRECISIONS,
+                             SCALE_REWARDS, TrainJobConfig)
+from trainers.launch import format_command
+from workbench import jobs, protocol
+from workbench.run_charts import MetricSeriesCache
+from workbench.store import Store
+from workbench.training_service import (TRAIN_KINDS, JobWatch, LaunchedJob, job_age, launch_training,
+                                        prepare_demo_training, preview_command, resume_training)
+from workbench.ui import figures, render
+from workbench.ui.context import UIContext
+from workbench.ui.forms import FieldSpec, build_form, field_label, form_fields, form_values
+
+POLL_SECONDS = 2.0
+LOG_LINES = 150
+KIND_CHOICES = [("GRPO: reinforcement learning with the Visual-ARFT rewards", "grpo"),
+                ("SFT: cold start on recorded traces", "sft")]
+LINE_LIST_FIELDS = ("data_files", "trace_runs", "trace_files")  # lists of paths / run ids: one per line
+JSON_FIELDS = ("rewards",)
+COMMON_MAIN = ("model", "finetune", "run_name")
+OWN_MAIN = {"grpo": ("data_files", "mode", "tools", "protocol", "max_steps", "num_generations",
+                     "max_completion_length"),
+            "sft": ("trace_runs", "trace_files", "tools", "protocol", "max_steps", "epochs")}
+JOB_HEADERS = ["status", "progress", "kind", "run", "created", "error", "job id"]
+STATUS_COLOURS = {"queued": "#64748b", "running": "#2563eb", "succeeded": "#15803d", "failed": "#b91c1c",
+                  "cancelled": "#b45309"}
+SPECS = {
+    "finetune": FieldSpec(choices=list(FINETUNE_MODES)), "precision": FieldSpec(choices=list(PRECISIONS)),
+    "deepspeed_stage": FieldSpec(choices=list(DEEPSPEED_STAGES)), "mode": FieldSpec(choices=list(GRPO_MODES)),
+    "tools": FieldSpec(choices=list(protocol.TOOL_ARGUMENT)), "protocol": FieldSpec(choices=list(protocol.PROTOCOLS)),
+    "loss_type": FieldSpec(choices=list(LOSS_TYPES)), "scale_rewards": FieldSpec(choices=list(SCALE_REWARDS)),
+    "search_backend": FieldSpec(choices=list(SEARCH_BACKENDS)), "search_mode": FieldSpec(choices=list(SEARCH_MODES)),
+}
+
+
+class TrainFormError(ValueError):
+    """A form value that cannot become a config; the message names the field."""
+
+
+# -- the form as plain data -------------------------------------------------------------------
+def common_fields() -> list[str]:
+    return [f.name for f in form_fields(TrainJobConfig)]
+
+
+def own_fields(kind: str) -> list[str]:
+    shared = set(common_fields())
+    return [f.name for f in form_fields(CONFIG_CLASSES[kind]) if f.name not in shared]
+
+
+def parse_lines(text: Any) -> list[str]:
+    """One entry per non-empty line (a list passes through).
+
+    >>> parse_lines(" a.json \\n\\n b.json"), parse_lines(["x"]), parse_lines(None)
+    (['a.json', 'b.json'], ['x'], [])
+    """
+    if isinstance(text, (list, tuple)):
+        return [str(v).strip() for v in text if str(v).strip()]
+    return [line.strip() for line in str(text or "").splitlines() if line.strip()]
+
+
+def parse_json_field(name: str, text: Any) -> dict:
+    if isinstance(text, dict):
+        return text
+    try:
+        value = json.loads(str(text or "").strip() or "{}")
+    except json.JSONDecodeError as exc:
+        raise TrainFormError(f"{field_label(name)}: not valid JSON ({exc.msg}); e.g. {{\"format\": 1.0}}") from None
+    if not isinstance(value, dict):
+        raise TrainFormError(f"{field_label(name)}: give a JSON object such as {{\"format\": 1.0}}")
+    return value
+
+
+def train_config(kind: str, values: dict[str, Any]) -> TrainJobConfig:
+    """The job config of `kind` from form values by field name (text fields still as typed)."""
+    if kind not in CONFIG_CLASSES:
+        raise TrainFormError(f"pick a job kind: {', '.join(TRAIN_KINDS)}")
+    cls = CONFIG_CLASSES[kind]
+    wanted = set(common_fields()) | set(own_fields(kind))
+    raw = {name: value for name, value in values.items() if name in wanted}
+    parsed = {name: parse_lines(raw.pop(name)) for name in LINE_LIST_FIELDS if name in raw}
+    parsed.update({name: parse_json_field(name, raw.pop(name)) for name in JSON_FIELDS if name in raw})
+    names = list(raw)
+    return form_values(cls, names, [raw[n] for n in names], **parsed)
+
+
+def command_preview(kind: str, values: dict[str, Any]) -> str:
+    """The command the form would launch, or what to fix first (as a shell comment)."""
+    try:
+        return preview_command(train_config(kind, values))
+    except ValueError as exc:
+        return f"# not ready to launch: {exc}"
+
+
+def launch_from_form(store: Store, kind: str, values: dict[str, Any]) -> LaunchedJob:
+    """Build, check (preflight) and submit; ValueError says what to change."""
+    return launch_training(train_config(kind, values), store=store)
+
+
+def demo_values(demo: dict[str, str]) -> dict[tuple[str, str], Any]:
+    """Form values (scope, field) for a quick run on the embedded tiny model with the demo data."""
+    return {("common", "model"): "tiny", ("common", "per_device_batch_size"): 4, ("common", "save_steps"): 10,
+            ("common", "learning_rate"): 1e-4, ("common", "max_pixels"): 56 * 56, ("common", "min_pixels"): 28 * 28,
+            ("grpo", "data_files"): demo["steps_file"], ("grpo", "mode"): "steps", ("grpo", "max_steps"): 20,
+            ("grpo", "num_generations"): 2, ("grpo", "max_completion_length"): 64,
+            ("sft", "trace_runs"): demo["expert_run"], ("sft", "max_steps"): 20}
+
+
+# -- job list and detail (shared with the Eval tab) ------------------------------------------
+def jobs_table(rows: list[dict]) -> pd.DataFrame:
+    data = [[row["status"], f"{100 * (row['progress'] or 0.0):.0f} %", row["kind"], row["run_id"] or "",
+             job_age(row), render.clip(row["error"] or "", 80), row["id"]] for row in rows]
+    return pd.DataFrame(data, columns=JOB_HEADERS)
+
+
+def progress_html(job: dict | None, fraction: float | None = None, note: str = "") -> str:
+    """A progress bar coloured by the job's status; `fraction` overrides the job row's progress."""
+    if job is None:
+        return '<p class="wb-muted">Pick a job from the list.</p>'
+    share = (job["progress"] or 0.0) if fraction is None else fraction
+    share = max(0.0, min(1.0, share))
+    colour = STATUS_COLOURS.get(job["status"], "#475569")
+    label = f"{job['status']} · {100 * share:.0f} %" + (f" · {render.esc(note)}" if note else "")
+    return (f'<div class="wb-progress" style="border:1px solid #cbd5e1;border-radius:6px;height:22px;'
+            f'position:relative;background:#f1f5f9"><div style="width:{100 * share:.1f}%;height:100%;'
+            f'background:{colour};border-radius:6px;opacity:0.8"></div><span style="position:absolute;left:8px;'
+            f'top:1px;font-size:0.85em">{label}</span></div>')
+
+
+def job_markdown(job: dict, run: dict | None) -> str:
+    lines = [f"**Job {job['id']}** · {job['kind']} · **{job['status']}** · created {job_age(job)}"]
+    if job["run_id"]:
+        lines.append(f"Run `{job['run_id']}`" + (f" ({run['name']}, {run['status']})" if run else " (not started yet)"))
+    if job["error"]:
+        lines.append(f"Error: {job['error']}")
+    if job["exit_code"] is not None:
+        lines.append(f"Exit code: {job['exit_code']}")
+    lines.append(f"```\n{format_command(job['command'])}\n```")
+    return "\n\n".join(lines)
+
+
+def running_job(rows: list[dict]) -> str | None:
+    """The newest running job of `rows` (newest first): what a reloaded page re-attaches to."""
+    return next((row["id"] for row in rows if row["status"] == "running"), None)
+
+
+def poll_jobs(store: Store, watch: JobWatch, job_value: str | None, force: bool) -> tuple[Any, str | None, Any]:
+    """Poll the watch; returns (job table or skip, job to show, job-id box update or skip).
+
+    On the first poll of a page with no job chosen, the newest running job is chosen.
+    """
+    first = watch.seen_until is None
+    changed = watch.poll(store)
+    listing = jobs_table(watch.listed()) if first or changed or force else gr.skip()
+    chosen = (job_value or "").strip() or (running_job(watch.listed()) if first else None)
+    return listing, chosen, chosen if chosen and chosen != job_value else gr.skip()
+
+
+def tail_lines(text: str, lines: int = LOG_LINES) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class TrainSession:
+    """One viewer's job rows, metric histories of the runs they looked at, and what is on screen."""
+
+    watch: JobWatch = field(default_factory=lambda: JobWatch(TRAIN_KINDS))
+    cache: MetricSeriesCache = field(default_factory=MetricSeriesCache)
+    shown_job: str | None = None
+    shown_log: str | None = None
+
+
+@dataclass
+class JobDetail:
+    """What the tab shows for the selected job; None fields are unchanged since the last poll."""
+
+    status: str
+    progress: str
+    log: str | None = None
+    figures: tuple | None = None
+
+
+def _curve_metric(names: list[str]) -> str | None:
+    for preferred in ("reward", "loss"):
+        if preferred in names:
+            return preferred
+    return names[0] if names else None
+
+
+def _last_step(cache: MetricSeriesCache, run_id: str) -> int:
+    return max((series.steps[-1] for series in cache.series.get(run_id, {}).values() if series.steps), default=0)
+
+
+def job_detail(store: Store, session: TrainSession, job_id: str, force: bool = False) -> JobDetail:
+    """Status, progress bar (step of max steps), and the log / curves when they changed (or `force`)."""
+    job = store.get_job(job_id)
+    if job is None:
+        raise ValueError(f"no job {job_id!r}; pick one from the list")
+    force = force or job_id != session.shown_job
+    session.shown_job = job_id
+    run_id = job["run_id"]
+    run = store.get_run(run_id) if run_id else None
+    changed = session.cache.poll(store, [run_id]) if run_id else set()
+    budget = (job["config"] or {}).get("max_steps") or 0
+    note = f"step {_last_step(session.cache, run_id)} of {budget}" if run_id and budget else ""
+    log = tail_lines(jobs.log_tail(job_id, store))
+    detail = JobDetail(job_markdown(job, run), progress_html(job, note=note))
+    if force or log != session.shown_log:
+        detail.log = session.shown_log = log
+    if force or changed:
+        labels = {run_id: run["name"] if run else run_id} if run_id else {}
+        runs = [run_id] if run_id else []
+        metric = _curve_metric(session.cache.names(runs))
+        detail.figures = (figures.metric_figure(session.cache, runs, labels, metric, 0.0),
+                          figures.rewards_figure(session.cache, runs, labels, 0.0))
+    return detail
+
+
+def cancel_job(store: Store, job_id: str) -> str:
+    job = store.get_job(job_id or "")
+    if job is None:
+        raise ValueError("pick a job to cancel")
+    if job["status"] not in ("queued", "running"):
+        raise ValueError(f"job {job_id} already ended ({job['status']})")
+    jobs.cancel(job_id, store)
+    return f"Cancelled job {job_id}."
+
+
+# -- Gradio ----------------------------------------------------------------------------------
+def _text_field(cls: type, name: str, value: Any, lines: int, note: str) -> gr.Textbox:
+    help_text = next(f.metadata.get("help", "") for f in form_fields(cls) if f.name == name)
+    return gr.Textbox(value=value, label=field_label(name), info=f"{help_text} {note}".strip(), lines=lines)
+
+
+def _own_form(kind: str) -> dict[str, gr.components.Component]:
+    cls = CONFIG_CLASSES[kind]
+    main, rest = OWN_MAIN[kind], [n for n in own_fields(kind) if n not in OWN_MAIN[kind]]
+    controls: dict[str, Any] = {}
+
+    def section(names):
+        for name in names:
+            if name in LINE_LIST_FIELDS:
+                controls[name] = _text_field(cls, name, "", 2, "One per line.")
+            elif name in JSON_FIELDS:
+                controls[name] = _text_field(cls, name, "{}", 2, "JSON object.")
+        plain = tuple(n for n in names if n not in LINE_LIST_FIELDS + JSON_FIELDS)
+        controls.update(build_form(cls, SPECS, only=plain))
+
+    section(main)
+    with gr.Accordion(f"More {kind.upper()} settings", open=False):
+        section(rest)
+    return controls
+
+
+@dataclass
+class TrainTab:
+    timer: gr.Timer
+    refresh_fn: Any
+    refresh_inputs: list
+    refresh_outputs: list
+    form_keys: list[tuple[str, str]]  # (scope, field) of the form inputs after the kind, in order
+
+
+def build(ctx: UIContext) -> TrainTab:
+    store = ctx.store
+    state = gr.State(None, time_to_live=24 * 3600)
+    timer = gr.Timer(POLL_SECONDS, active=False)
+    with gr.Row():
+        kind = gr.Radio(KIND_CHOICES, value="grpo", label="Job kind", scale=4, elem_id="tn-kind")
+        demo = gr.Button("Fill in demo data (tiny model)", scale=1, elem_id="tn-demo")
+    controls: dict[tuple[str, str], Any] = {}
+    with gr.Row():
+        controls.update({("common", n): c for n, c in build_form(TrainJobConfig, SPECS, only=COMMON_MAIN).items()})
+    with gr.Column(visible=True) as grpo_group:
+        controls.update({("grpo", n): c for n, c in _own_form("grpo").items()})
+    with gr.Column(visible=False) as sft_group:
+        controls.update({("sft", n): c for n, c in _own_form("sft").items()})
+    with gr.Accordion("Model, LoRA, optimiser, checkpoints and GPUs", open=False):
+        rest = tuple(n for n in common_fields() if n not in COMMON_MAIN)
+        controls.update({("common", n): c for n, c in build_form(TrainJobConfig, SPECS, only=rest).items()})
+    keys = list(controls)
+    preview = gr.Code(language="shell", label="Exact command (the run id is chosen at launch)", interactive=False,
+                      elem_id="tn-command")
+    with gr.Row():
+        launch = gr.Button("Launch", variant="primary", elem_id="tn-launch")
+        preview_button = gr.Button("Update command", elem_id="tn-preview")
+        refresh = gr.Button("Refresh jobs", elem_id="tn-refresh")
+    message = gr.Markdown(elem_id="tn-message")
+    table = gr.Dataframe(headers=JOB_HEADERS, label="Training jobs (click one)", interactive=False, max_height=260,
+                         elem_id="tn-jobs")
+    with gr.Row():
+        job_id = gr.Textbox(label="Selected job", scale=3, elem_id="tn-job-id")
+        cancel = gr.Button("Cancel job", variant="stop", scale=1, elem_id="tn-cancel")
+        resume_steps = gr.Number(0, label="Resume with max steps (0: same)", precision=0, minimum=0, scale=1)
+        resume = gr.Button("Resume from last checkpoint", scale=1, elem_id="tn-resume")
+    progress = gr.HTML(progress_html(None), elem_id="tn-progress")
+    status = gr.Markdown(elem_id="tn-status")
+    with gr.Row():
+        curve = gr.Plot(label="Reward (or loss) vs step", elem_id="tn-curve")
+        components = gr.Plot(label="Reward components")
+    log = gr.Textbox(label="Log tail", lines=12, max_lines=24, autoscroll=True, interactive=False, elem_id="tn-log")
+
+    def values_of(kind_value, flat):
+        by_key = dict(zip(keys, flat))
+        scopes = ("common", kind_value)
+        return {name: value for (scope, name), value in by_key.items() if scope in scopes}
+
+    def on_preview(kind_value, *flat):
+        return command_preview(kind_value, values_of(kind_value, flat))
+
+    def on_kind(kind_value, *flat):
+        return (gr.Column(visible=kind_value == "grpo"), gr.Column(visible=kind_value == "sft"),
+                on_preview(kind_value, *flat))
+
+    def on_launch(kind_value, *flat):
+        try:
+            launched = launch_from_form(store, kind_value, values_of(kind_value, flat))
+        except (ValueError, OSError) as exc:  # ConfigError / preflight: say what to change
+            gr.Warning(str(exc))
+            return f"**Not launched:** {render.esc(str(exc))}", gr.skip()
+        return f"Launched job `{launched.job_id}` (run `{launched.run_id}`).", launched.job_id
+
+    def on_demo():
+        filled = demo_values(prepare_demo_training(store))
+        return tuple(filled.get(key, gr.skip()) for key in keys)
+
+    detail_outputs = [status, progress, log, curve, components]
+
+    def show(detail: JobDetail) -> tuple:
+        plots = detail.figures or (gr.skip(), gr.skip())
+        return (detail.status, detail.progress, gr.skip() if detail.log is None else detail.log, *plots)
+
+    def poll(job_value, session, force):
+        session = session or TrainSession()
+        listing, chosen, picked = poll_jobs(store, session.watch, job_value, force)
+        if not chosen:
+            return (session, listing, picked, *(gr.skip() for _ in detail_outputs))
+        try:
+            return (session, listing, picked, *show(job_detail(store, session, chosen, force=force)))
+        except ValueError as exc:
+            return (session, listing, picked, str(exc), progress_html(None), gr.skip(), gr.skip(), gr.skip())
+
+    def on_refresh(job_value, session):
+        return poll(job_value, session, True)
+
+    def on_tick(job_value, session):
+        return poll(job_value, session, False)
+
+    def on_select(event: gr.SelectData):
+        row = event.row_value or []
+        return row[-1] if row else gr.skip()
+
+    def on_cancel(job_value):
+        try:
+            return cancel_job(store, job_value)
+        except ValueError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+
+    def on_resume(job_value, steps):
+        try:
+            resumed = resume_training(job_value or "", max_steps=int(steps) if steps else None, store=store)
+        except ValueError as exc:
+            gr.Warning(str(exc))
+            return f"**Not resumed:** {render.esc(str(exc))}", gr.skip()
+        start = (f"from the checkpoint at step {resumed.resumed_from_step}" if resumed.resumed_from_step is not None
+                 else "from step 0 (no checkpoint was saved)")
+        return f"Resumed run `{resumed.run_id}` as job `{resumed.job_id}`, {start}.", resumed.job_id
+
+    form_inputs = [kind, *controls.values()]
+    refresh_outputs = [state, table, job_id, *detail_outputs]
+    kind.change(on_kind, form_inputs, [grpo_group, sft_group, preview], api_visibility="private")
+    for control in controls.values():
+        if isinstance(control, (gr.Textbox, gr.Number)):
+            control.blur(on_preview, form_inputs, preview, api_visibility="private")
+            control.submit(on_preview, form_inputs, preview, api_visibility="private")
+        else:
+            control.input(on_preview, form_inputs, preview, api_visibility="private")
+    preview_button.click(on_preview, form_inputs, preview, api_name="preview_training_command")
+    demo.click(on_demo, None, list(controls.values()), api_name="fill_demo_training").then(
+        on_preview, form_inputs, preview, api_visibility="private")
+    launched = launch.click(on_launch, form_inputs, [message, job_id], api_name="launch_training",
+                            concurrency_limit=1, concurrency_id="train-launch")
+    launched.then(on_refresh, [job_id, state], refresh_outputs, api_visibility="private")
+    refresh.click(on_refresh, [job_id, state], refresh_outputs, api_name="show_training_jobs")
+    job_id.submit(on_refresh, [job_id, state], refresh_outputs, api_visibility="private")
+    table.select(on_select, None, job_id, api_visibility="private").then(
+        on_refresh, [job_id, state], refresh_outputs, api_visibility="private")
+    cancel.click(on_cancel, job_id, message, api_name="cancel_training_job").then(
+        on_refresh, [job_id, state], refresh_outputs, api_visibility="private")
+    resume.click(on_resume, [job_id, resume_steps], [message, job_id], api_name="resume_training_job").then(
+        on_refresh, [job_id, state], refresh_outputs, api_visibility="private")
+    timer.tick(on_tick, [job_id, state], refresh_outputs, api_visibility="private", concurrency_limit=4,
+               concurrency_id="poll")
+    return TrainTab(timer, on_refresh, [job_id, state], refresh_outputs, keys)
