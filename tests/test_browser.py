@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.ui_fixtures import seed_metric_runs
 from workbench.store import Store
 from workbench.ui.app import create_app, launch_options
 
@@ -22,7 +23,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 @pytest.fixture
 def app_url():
-    app, ctx = create_app(public_demo=False, store=Store())
+    store = Store()
+    app, ctx = create_app(public_demo=False, store=store)  # seeds the example runs into the empty store
+    seed_metric_runs(store)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
