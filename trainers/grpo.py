@@ -21,7 +21,6 @@ conversation, as at inference and in SFT.
 
 import os
 import sys
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +28,8 @@ import torch
 from trl import GRPOConfig, GRPOTrainer
 
 from trainers import chat_format, data, modeling
-from trainers.config import GrpoJobConfig, load_config
-from trainers.job_run import JobContext, argument_parser, fail_run, finish_run, resume_checkpoint, start_run
+from trainers.config import GrpoJobConfig
+from trainers.job_run import JobContext, cli_main, fail_run, finish_run, resume_checkpoint, start_run
 from trainers.logging_callback import BatchColumns, FinalCheckpointCallback, StoreLoggingCallback
 from trainers.reward_adapters import SandboxCodeRunner, component_rewards
 from trainers.tool_env import ToolBox, environment_factory
@@ -203,16 +202,8 @@ def run_grpo(config: GrpoJobConfig, *, run_id: str | None = None, job_id: str | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = argument_parser("grpo").parse_args(argv)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # environment_factory is experimental in TRL 1.x
-    try:
-        config = load_config(args.config, kind="grpo")
-        run_id = run_grpo(config, run_id=args.run_id, job_id=args.job_id, resume=args.resume)
-    except Exception:
-        traceback.print_exc()
-        return 1
-    print(f"[workbench] run {run_id} finished", flush=True)
-    return 0
+    return cli_main("grpo", run_grpo, argv)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from trainers.config import TrainJobConfig
+from trainers.config import TrainJobConfig, load_config
 from workbench import settings
 from workbench.store import Store
 
@@ -108,3 +108,16 @@ def argument_parser(kind: str) -> argparse.ArgumentParser:
                         help="job row to report progress to (default: $WORKBENCH_JOB_ID)")
     parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     return parser
+
+
+def cli_main(kind: str, run: Callable[..., str], argv: list[str] | None = None) -> int:
+    """The shared `python -m trainers.<kind>` entry: load the config, run the job, exit 0 or 1."""
+    args = argument_parser(kind).parse_args(argv)
+    try:
+        config = load_config(args.config, kind=kind)
+        run_id = run(config, run_id=args.run_id, job_id=args.job_id, resume=args.resume)
+    except Exception:
+        traceback.print_exc()
+        return 1
+    print(f"[workbench] run {run_id} finished", flush=True)
+    return 0

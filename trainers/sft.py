@@ -12,15 +12,14 @@ through the same logging callback as GRPO.
 """
 
 import sys
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 from trl import SFTConfig, SFTTrainer
 
 from trainers import chat_format, modeling
-from trainers.config import SftJobConfig, load_config
-from trainers.job_run import JobContext, argument_parser, fail_run, finish_run, resume_checkpoint, start_run
+from trainers.config import SftJobConfig
+from trainers.job_run import JobContext, cli_main, fail_run, finish_run, resume_checkpoint, start_run
 from trainers.logging_callback import FinalCheckpointCallback, StoreLoggingCallback
 from trainers.sft_data import build_sft_dataset, collect_traces
 from workbench import protocol
@@ -102,15 +101,7 @@ def run_sft(config: SftJobConfig, *, run_id: str | None = None, job_id: str | No
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = argument_parser("sft").parse_args(argv)
-    try:
-        config = load_config(args.config, kind="sft")
-        run_id = run_sft(config, run_id=args.run_id, job_id=args.job_id, resume=args.resume)
-    except Exception:
-        traceback.print_exc()
-        return 1
-    print(f"[workbench] run {run_id} finished", flush=True)
-    return 0
+    return cli_main("sft", run_sft, argv)
 
 
 if __name__ == "__main__":
