@@ -107,8 +107,7 @@ def run_evaluation(config: EvalConfig, runner_config: RunnerConfig | None = None
         if on_progress:
             on_progress(len(done) + start + len(todo[start:start + config.batch_items]), len(agent_items))
     report = summarize(store, run_id, items, config.benchmark)
-    store.log_metrics(run_id, 0, {key: value for key, value in report.to_json().items() if key != "n"})
-    store.update_run(run_id, status="succeeded", summary=_summary(report))
+    _finish(store, run_id, report)
     return run_id
 
 
@@ -125,10 +124,12 @@ def summarize(store: Store, run_id: str, items: list[BenchmarkItem], benchmark: 
     return score_predictions(predictions, benchmark, reference=items)
 
 
-def _summary(report: ScoreReport) -> dict:
+def _finish(store: Store, run_id: str, report: ScoreReport) -> None:
+    """Record the scores as metrics and summary; only now is the run marked succeeded."""
     summary = dict(report.to_json())
+    store.log_metrics(run_id, 0, {key: value for key, value in summary.items() if key != "n"})
     summary["per_type"] = {name: asdict(group) for name, group in report.per_type.items()}
-    return summary
+    store.update_run(run_id, status="succeeded", summary=summary)
 
 
 def import_predictions(path: str | Path, benchmark: str, name: str, store: Store | None = None) -> tuple[str, ScoreReport]:
@@ -148,6 +149,5 @@ def import_predictions(path: str | Path, benchmark: str, name: str, store: Store
             rewards={"f1": scored.f1, "em": scored.em, "total": scored.f1},
             metadata={"position": scored.position, "split": scored.split, "types": scored.types}))
     store.save_traces(traces)
-    store.log_metrics(run_id, 0, {key: value for key, value in report.to_json().items() if key != "n"})
-    store.update_run(run_id, status="succeeded", summary=_summary(report))
+    _finish(store, run_id, report)
     return run_id, report

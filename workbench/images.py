@@ -111,6 +111,11 @@ def image_path(sha: str) -> Path:
     raise ImageError(f"image {sha[:12]} is not in the image store")
 
 
+def sha_of_path(path: "str | Path") -> str:
+    """The SHA-256 a stored image's file is named after (`<sha>.<ext>`)."""
+    return Path(path).name.split(".")[0]
+
+
 def thumbnail_path(sha: str) -> Path:
     return settings.images_dir() / sha[:2] / f"{sha}.thumb.jpg"
 

@@ -10,9 +10,9 @@ the input image) when several items share a question text (chat layout).
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from workbench.backends import Generation, GenerationConfig
+from workbench.images import sha_of_path
 
 _QUERY = re.compile(r"<query> (.*?) </query>", re.S)
 
@@ -22,7 +22,7 @@ def _first_image_sha(conversation: list[dict]) -> str | None:
         if message["role"] == "user" and isinstance(message["content"], list):
             for block in message["content"]:
                 if block.get("type") == "image":
-                    return Path(str(block["image"])).name.split(".")[0].removeprefix("sha256:")
+                    return sha_of_path(str(block["image"])).removeprefix("sha256:")
     return None
 
 

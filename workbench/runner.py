@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Protocol
 from workbench import protocol as proto
 from workbench import settings
 from workbench.backends import ChatBackend, GenerationConfig
+from workbench.images import image_path, sha_of_path
 from workbench.store import Store
 from workbench.trace import ToolCall, Trace, Turn, image_ref
 
@@ -177,7 +178,7 @@ class AgentRunner:
     # -- one episode ---------------------------------------------------------
     def _start(self, item: AgentItem, position: int, sample: int) -> _Episode:
         shas = [self._put_image(image) for image in item.images]
-        first = self._image_file(shas[0])
+        first = image_path(shas[0])
         group = f"{self.run_id or 'adhoc'}:{item.item_id or position}"
         trace = Trace(
             question=item.question, images=shas, gold=list(item.gold), model_id=self.backend.model_id,
@@ -192,12 +193,6 @@ class AgentRunner:
         if self.store is None:
             self.store = Store()
         return self.store.put_image(image)
-
-    @staticmethod
-    def _image_file(sha: str) -> Path:
-        from workbench.images import image_path
-
-        return image_path(sha)
 
     def _messages(self, episode: _Episode) -> list[dict[str, Any]]:
         image = episode.image if self.config.layout == "single_user" else episode.original_image
@@ -217,7 +212,7 @@ class AgentRunner:
         allowed = self._allowed_actions()
         pending = []
         for episode, generation in zip(live, generations):
-            turn = Turn(index=turn_index, raw=generation.text, image=self._sha_of(episode.image),
+            turn = Turn(index=turn_index, raw=generation.text, image=sha_of_path(episode.image),
                         prompt_tokens=generation.prompt_tokens,
                         completion_tokens=generation.completion_tokens, latency_s=latency)
             episode.trace.turns.append(turn)
@@ -294,7 +289,7 @@ class AgentRunner:
             output_images=shas, ok=ok, error=outcome.error or image_error, stdout=outcome.stdout,
             stderr=outcome.stderr, details=outcome.details, latency_s=latency)
         turn.feedback = outcome.text
-        new_image = self._image_file(shas[-1]) if shas else None
+        new_image = image_path(shas[-1]) if shas else None
         if new_image is not None:
             episode.image = new_image
         episode.steps.append(proto.Step(turn.raw, outcome.text, str(new_image) if new_image else None,
@@ -320,7 +315,7 @@ class AgentRunner:
     def _recorded_messages(self, episode: _Episode) -> list[dict[str, Any]]:
         """The chat form of the whole episode, with images as content references."""
         steps = [proto.Step(s.raw, s.feedback,
-                               image_ref(self._sha_of(Path(s.feedback_image))) if s.feedback_image else None,
+                               image_ref(sha_of_path(s.feedback_image)) if s.feedback_image else None,
                                s.tool_name) for s in episode.steps]
         last = episode.trace.turns[-1] if episode.trace.turns else None
         if last is not None and (not steps or steps[-1].raw != last.raw):
@@ -329,10 +324,6 @@ class AgentRunner:
             episode.item.question, image_ref(episode.trace.images[0]), steps, system=self.system,
             layout="chat", protocol=self.config.protocol)
         return messages
-
-    @staticmethod
-    def _sha_of(path: Path) -> str:
-        return Path(path).name.split(".")[0]
 
     def _save(self, traces: list[Trace]) -> None:
         if traces and self.store is not None:
