@@ -190,6 +190,20 @@ def test_sft_conversation_trains_only_the_assistant_turns(demo, store, tags_proc
     assert trained == expected
 
 
+def test_sft_rows_keep_the_system_prompt_each_trace_was_recorded_with(demo, store):
+    # Training every trace under one tool list and asking with another broke the demo model's second turn.
+    from trainers.sft_data import collect_traces, conversation, recorded_system_prompt
+
+    source = collect_traces(SftJobConfig(trace_runs=[demo.expert_run]), store)[0]
+    recorded = protocol.system_prompt(("code",), "tags")
+    assert recorded_system_prompt(source.trace) == recorded
+    messages, _ = conversation(source, lambda trace: recorded_system_prompt(trace) or "job default")
+    assert messages[0]["content"][0]["text"] == recorded
+    source.trace.messages = source.trace.messages[1:]
+    messages, _ = conversation(source, lambda trace: recorded_system_prompt(trace) or "job default")
+    assert messages[0]["content"][0]["text"] == "job default"
+
+
 def test_native_protocol_parses_tool_calls_and_runs_the_environment_tool(demo, tmp_path):
     from trainers.grpo import build_grpo_trainer
 

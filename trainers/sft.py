@@ -21,7 +21,7 @@ from trainers import chat_format, modeling
 from trainers.config import SftJobConfig
 from trainers.job_run import JobContext, cli_main, fail_run, finish_run, resume_checkpoint, start_run
 from trainers.logging_callback import FinalCheckpointCallback, StoreLoggingCallback
-from trainers.sft_data import build_sft_dataset, collect_traces
+from trainers.sft_data import build_sft_dataset, collect_traces, recorded_system_prompt
 from workbench import protocol
 from workbench.store import Store
 
@@ -55,9 +55,13 @@ def build_sft_trainer(config: SftJobConfig, output_dir: Path, *, store: Store | 
     model_path = modeling.resolve_model_path(config.model)
     processor = modeling.load_processor(model_path, config, padding_side="right")
     chat_format.prepare_processor(processor, config.protocol, tool_calls=True)
-    system = chat_format.system_prompt_with_tools(
-        processor, protocol.system_prompt(tuple(config.tools), config.protocol), tuple(config.tools),
-        config.protocol)
+    tools = tuple(config.tools)
+    default_system = protocol.system_prompt(tools, config.protocol)
+
+    def system(trace) -> str:
+        text = recorded_system_prompt(trace) or default_system
+        return chat_format.system_prompt_with_tools(processor, text, tools, config.protocol)
+
     sources = collect_traces(config, store)
     dataset = build_sft_dataset(sources, system, max_pixels=modeling.effective_max_pixels(processor))
     model = modeling.load_model(model_path, config)

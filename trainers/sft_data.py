@@ -5,7 +5,10 @@ Traces come from the store (by run id) or from JSONL exports (one
 workbench.trace_io writes them), filtered by protocol, outcome and reward.
 
 Each trace becomes the chat layout the multi-turn GRPO rollouts and the
-runner's chat layout use: the system prompt for the job's tools, the user
+runner's chat layout use: the system prompt the trace was recorded with
+(a model trained on one tool list and asked with another falls apart on its
+second turn, so each trace keeps its own; traces without one get the
+job's), the user
 turn with the input image and `<query>`, then per model turn an assistant
 message holding the turn's literal text (tool calls written out as text, the
 FIELD-NOTES way: an empty content plus `tool_calls` renders differently in
@@ -98,11 +101,26 @@ def _feedback_message(text: str, image_count: int, protocol_name: str) -> dict[s
     return {"role": "user", "content": blocks}
 
 
-def conversation(source: TraceSource, system: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """(messages with image placeholders, image files in placeholder order) for one trace."""
+def recorded_system_prompt(trace: Trace) -> str | None:
+    """The system text the trace's model was shown, if the trace kept it."""
+    first = trace.messages[0] if trace.messages else None
+    if not first or first.get("role") != "system":
+        return None
+    content = first.get("content")
+    if isinstance(content, list):
+        content = "".join(block.get("text") or "" for block in content if block.get("type") == "text")
+    return content or None
+
+
+def conversation(source: TraceSource, system: str | Callable[[Trace], str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """(messages with image placeholders, image files in placeholder order) for one trace.
+
+    `system` is the system text, or a function giving it per trace.
+    """
     trace = source.trace
     images = [source.image_file(trace.images[0])]
-    messages = [{"role": "system", "content": [{"type": "text", "text": system}]},
+    system_text = system(trace) if callable(system) else system
+    messages = [{"role": "system", "content": [{"type": "text", "text": system_text}]},
                 {"role": "user", "content": [{"type": "image", "text": None},
                                              {"type": "text", "text": protocol.query_text(trace.question)}]}]
     for position, turn in enumerate(trace.turns):
@@ -119,7 +137,7 @@ def conversation(source: TraceSource, system: str) -> tuple[list[dict[str, Any]]
     return messages, images
 
 
-def build_sft_dataset(sources: list[TraceSource], system: str, *, max_pixels: int):
+def build_sft_dataset(sources: list[TraceSource], system: str | Callable[[Trace], str], *, max_pixels: int):
     """The SFT dataset: `messages` plus lazily loaded `images` in placeholder order."""
     from datasets import Dataset
 
