@@ -2,9 +2,11 @@
 
 `build_world` writes MAT-Coding-mini and MAT-Search-mini train and held-out
 splits plus the corpus. `record_expert_traces` replays the scripted expert's
-turns through the real agent runner (real sandbox, real local search), keeps
-only episodes whose answer is right, and stores them as one run: the
-cold-start SFT data for the demo model.
+turns through the real agent runner (real sandbox, real local search) and
+stores them as one run, each episode scored: the cold-start SFT data for
+the demo model. A quarter of the coding items are also recorded with no
+tools offered (the expert answers at once), so the model knows how to answer
+when asked without tools and the with/without-tools comparison is fair.
 """
 
 import json
@@ -37,7 +39,7 @@ class World:
         return self.root / f"search_{split}" / "corpus.jsonl"
 
 
-def build_world(root: str | Path, *, coding_train: int = 600, coding_test: int = 100, search_train: int = 300,
+def build_world(root: str | Path, *, coding_train: int = 800, coding_test: int = 100, search_train: int = 600,
                 search_test: int = 60, seed: int = 0) -> World:
     """Generate train and held-out splits (different seeds) of both benchmarks and the corpus."""
     world = World(Path(root))
@@ -59,6 +61,16 @@ def _coding_episodes(path: Path) -> tuple[list[AgentItem], dict]:
         items.append(agent_item)
         turns[(item.question, _sha(item.image))] = expert.coding_turns(item.types, item.answers[0], box)
     return items, turns
+
+
+def _direct_episodes(items: list[AgentItem]) -> tuple[list[AgentItem], dict]:
+    """Every fourth coding item again, with no tools: the expert answers from the image as it is."""
+    direct, turns = [], {}
+    for item in items[::4]:
+        direct.append(AgentItem(item.question, item.images, item_id=f"{item.item_id}-direct", gold=item.gold,
+                                metadata={**item.metadata, "tools": "none"}))
+        turns[(item.question, _sha(item.images[0]))] = expert.direct_turns(item.gold[0])
+    return direct, turns
 
 
 def _search_episodes(path: Path, seed: int) -> tuple[list[AgentItem], dict]:
@@ -87,10 +99,11 @@ def record_expert_traces(world: World, store: Store | None = None, *, seed: int 
     store = store or Store()
     run_id = store.create_run(name, "imported", config={"source": "workbench.synth.expert", "world": str(world.root)})
     coding_items, coding_turns = _coding_episodes(world.coding("train"))
+    direct_items, direct_turns = _direct_episodes(coding_items)
     search_items, search_turns = _search_episodes(world.search("train"), seed)
     tools = build_tools(("code", "search"), corpus=world.corpus())
     kept = 0
-    for items, turns, tool_names in ((coding_items, coding_turns, ("code",)),
+    for items, turns, tool_names in ((coding_items, coding_turns, ("code",)), (direct_items, direct_turns, ()),
                                      (search_items, search_turns, ("search",))):
         config = RunnerConfig(tools=tool_names, layout="chat", max_turns=5)
         runner = AgentRunner(ReplayBackend(turns, model_id="expert"), tools, config, store=store, run_id=run_id,
@@ -98,7 +111,8 @@ def record_expert_traces(world: World, store: Store | None = None, *, seed: int 
         for start in range(0, len(items), 64):
             traces = runner.run(items[start:start + 64])
             kept += sum(1 for t in traces if t.rewards.get("em") == 1.0)
-    store.update_run(run_id, status="succeeded", summary={"episodes": len(coding_items) + len(search_items),
+    episodes = len(coding_items) + len(direct_items) + len(search_items)
+    store.update_run(run_id, status="succeeded", summary={"episodes": episodes,
                                                           "correct": kept})
     return run_id
 

@@ -13,13 +13,13 @@ from workbench.synth.mat_search_mini import Company, emblem_query
 REPAIRS = {
     "rotation90": "img = cv2.rotate(img, cv2.ROTATE_90_CLOCKWISE)",
     "rotation180": "img = cv2.rotate(img, cv2.ROTATE_180)",
-    "dark": "img = cv2.convertScaleAbs(img, alpha=4.0, beta=0)",
+    "dark": "img = cv2.convertScaleAbs(img, alpha=4.5, beta=0)",
     "overexposure": "img = np.clip((img.astype(np.float32) - 175) / 0.3, 0, 255).astype(np.uint8)",
     "blur": "img = cv2.addWeighted(img, 2.5, cv2.GaussianBlur(img, (0, 0), 4), -1.5, 0)",
     "noise": "img = cv2.medianBlur(img, 5)",
 }
 THINK_PROBLEM = {
-    "rotation90": "the text runs sideways", "rotation180": "the text is upside down",
+    "rotation90": "the image is turned on its side", "rotation180": "the image is upside down",
     "dark": "the image is very dark", "overexposure": "the image is washed out",
     "blur": "the image is blurry", "noise": "the image is grainy", "crop": "the region is too small to read",
 }
@@ -27,12 +27,14 @@ THINK_PROBLEM = {
 
 def repair_code(labels: list[str], box: list[int] | None = None) -> str:
     """Python that undoes the given degradations (applied in `labels` order) or crops `box`."""
-    lines = ["import cv2", "import numpy as np", 'img = cv2.imread("path_to_input_image.jpg")']
+    lines = ["import cv2", 'img = cv2.imread("path_to_input_image.jpg")']
+    if "overexposure" in labels:
+        lines.insert(1, "import numpy as np")
     if "crop" in labels:
         if box is None:
             raise ValueError("a crop repair needs the question's box")
-        lines += [f"x0, y0, x1, y1 = denormalize_box({list(box)})", "img = img[y0:y1, x0:x1]",
-                  "img = cv2.resize(img, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)"]
+        # enlarged, so the small region fills the model's view instead of a few image tokens
+        lines += [f"x0, y0, x1, y1 = denormalize_box({list(box)})", "img = cv2.resize(img[y0:y1, x0:x1], (224, 224))"]
     for label in reversed(labels):
         if label in REPAIRS:
             lines.append(REPAIRS[label])
@@ -55,6 +57,11 @@ def coding_turns(labels: list[str], answer: str, box: list[int] | None = None) -
         f"<think>I will fix it with code.</think><code>```python\n{repair_code(labels, box)}```</code>",
         f"<think>Now the image is clear.</think><answer>{answer}</answer>",
     ]
+
+
+def direct_turns(answer: str) -> list[str]:
+    """The expert's one turn when no tools are offered: answer from the image as it is."""
+    return [f"<think>I answer from the image as it is.</think><answer>{answer}</answer>"]
 
 
 def search_turns(company: Company, kind: str, answer: str) -> list[str]:

@@ -1,13 +1,20 @@
 """MAT-Coding-mini: procedurally rendered images with the paper's degradations, in MAT-Coding format.
 
-Each item renders a clean image (a word or number in large type on a coloured
-card, with a few shapes), applies one or two degradations (rotation90,
-rotation180, dark, overexposure, blur, noise) or asks about a small region
-given as a 0..1000 box (crop), and writes the clean image as
-`ori_image_path`, the degraded one as `processed_image_path`, the labels as
-`type`, the gold answer and the split. Simple items carry one degradation,
-hard ones a combination or a crop; simple items come first, as in MAT-Coding.
-Everything is seeded, so the same arguments give the same files.
+Each item renders a clean image (a card with a dark band along its top edge,
+so orientation is visible, and one big coloured shape or arrow), applies one
+or two degradations (rotation90, rotation180, dark, overexposure, blur,
+noise) or asks about one of four small shapes given a 0..1000 box (crop),
+and writes the clean image as `ori_image_path`, the degraded one as
+`processed_image_path`, the labels as `type`, the gold answer and the split.
+Simple items carry one degradation, hard ones a combination or a crop;
+simple items come first, as in MAT-Coding.
+
+The questions (a shape's colour, its kind, an arrow's direction) are ones a
+model of a few million parameters can answer from 16 image tokens once the
+image is repaired; reading words would need far more resolution. Rotations
+change an arrow's apparent direction, dark and overexposed images wash out
+colours, and a crop question cannot be answered without finding the box, so
+the tools matter. Everything is seeded: the same arguments give the same files.
 """
 
 import json
@@ -16,17 +23,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageFilter
+
+from workbench.synth.mat_search_mini import COLOURS, draw_shape
 
 SIZE = 224
-WORDS = ["CAT", "SUN", "MAP", "BOX", "KEY", "CUP", "PEN", "SKY", "OWL", "FOX", "BUS", "ICE", "JAM", "TEA",
-         "ZIP", "HAT"]
-COLOURS = {"red": (200, 40, 40), "green": (40, 150, 60), "blue": (40, 70, 200), "orange": (230, 130, 20),
-           "purple": (130, 50, 170), "black": (20, 20, 20)}
+SHAPES = ["circle", "square", "triangle", "star"]
+DIRECTIONS = ["up", "right", "down", "left"]
 CARDS = [(245, 240, 225), (225, 240, 250), (240, 225, 235), (230, 245, 225)]
+BAND = (60, 60, 60)
 SINGLE = ["none", "rotation90", "rotation180", "dark", "overexposure", "blur", "noise"]
 PAIRS = [("rotation90", "dark"), ("rotation180", "blur"), ("rotation90", "noise"), ("rotation180", "dark"),
          ("overexposure", "rotation90"), ("blur", "dark"), ("noise", "overexposure")]
+QUESTIONS = {"colour": "What colour is the shape in the image?", "shape": "What shape is in the image?",
+             "arrow": "Which way does the arrow point?"}
 
 
 @dataclass
@@ -39,42 +49,42 @@ class MiniItem:
     box: list[int] | None = None
 
 
-def _font(size: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.load_default(size=size)
+def draw_arrow(draw: ImageDraw.ImageDraw, direction: str, centre: tuple[int, int], r: int, fill) -> None:
+    """A thick arrow pointing up, right, down or left."""
+    points = [(-0.3, 1.0), (-0.3, -0.1), (-0.75, -0.1), (0.0, -1.0), (0.75, -0.1), (0.3, -0.1), (0.3, 1.0)]
+    turns = DIRECTIONS.index(direction)  # quarter turns clockwise from "up"
+    cx, cy = centre
+    for _ in range(turns):
+        points = [(-y, x) for x, y in points]
+    draw.polygon([(cx + x * r, cy + y * r) for x, y in points], fill=fill)
 
 
-def render_card(text: str, ink: tuple[int, int, int], card: tuple[int, int, int], rng: random.Random) -> Image.Image:
-    """A clean image: big centred text on a card with two decorative shapes."""
-    image = Image.new("RGB", (SIZE, SIZE), card)
+def render_card(kind: str, target: str, colour: str, rng: random.Random) -> Image.Image:
+    """A clean image: a card, a dark band along the top edge, and one big shape or arrow in the middle."""
+    image = Image.new("RGB", (SIZE, SIZE), rng.choice(CARDS))
     draw = ImageDraw.Draw(image)
-    for _ in range(2):
-        x, y = rng.randrange(0, SIZE - 40), rng.choice([rng.randrange(0, 40), rng.randrange(SIZE - 60, SIZE - 20)])
-        shade = tuple(max(0, c - 40) for c in card)
-        draw.ellipse((x, y, x + 30, y + 30), fill=shade)
-    font = _font(72 if len(text) <= 3 else 56)
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    draw.text(((SIZE - (right - left)) / 2 - left, (SIZE - (bottom - top)) / 2 - top), text, font=font, fill=ink)
+    draw.rectangle((0, 0, SIZE, 30), fill=BAND)
+    centre = (SIZE // 2 + rng.randrange(-10, 11), SIZE // 2 + 14 + rng.randrange(-10, 11))
+    if kind == "arrow":
+        draw_arrow(draw, target, centre, 68, COLOURS[colour])
+    else:
+        draw_shape(draw, target, centre, 62, COLOURS[colour])
     return image
 
 
-def render_crop_scene(labels: list[str], rng: random.Random) -> tuple[Image.Image, list[list[int]]]:
-    """A larger card with four small labels in the quadrants; returns the image and each label's 0..1000 box."""
+def render_crop_scene(colours: list[str], rng: random.Random) -> tuple[Image.Image, list[list[int]]]:
+    """A larger card with four small shapes in the quadrants; returns the image and each shape's 0..1000 box."""
     size = SIZE * 2
     image = Image.new("RGB", (size, size), rng.choice(CARDS))
     draw = ImageDraw.Draw(image)
-    font = _font(34)
     boxes = []
-    for index, text in enumerate(labels):
-        cx, cy = (index % 2) * size // 2 + size // 4, (index // 2) * size // 2 + size // 4
-        cx += rng.randrange(-30, 30)
-        cy += rng.randrange(-30, 30)
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        w, h = right - left, bottom - top
-        x0, y0 = cx - w // 2, cy - h // 2
-        draw.text((x0 - left, y0 - top), text, font=font, fill=COLOURS["black"])
-        pad = 14
-        box = [x0 - pad, y0 - pad, x0 + w + pad, y0 + h + pad]
-        boxes.append([round(v * 1000 / size) for v in box])
+    for index, colour in enumerate(colours):
+        cx = (index % 2) * size // 2 + size // 4 + rng.randrange(-30, 30)
+        cy = (index // 2) * size // 2 + size // 4 + rng.randrange(-30, 30)
+        r = 30
+        draw_shape(draw, rng.choice(SHAPES), (cx, cy), r, COLOURS[colour])
+        pad = 12
+        boxes.append([round(v * 1000 / size) for v in (cx - r - pad, cy - r - pad, cx + r + pad, cy + r + pad)])
     return image, boxes
 
 
@@ -99,29 +109,21 @@ def degrade(image: Image.Image, label: str, rng: np.random.Generator) -> Image.I
     raise ValueError(f"unknown degradation {label!r}")
 
 
-def _text_item(item_id: int, labels: list[str], split: str, rng: random.Random) -> tuple[MiniItem, Image.Image]:
-    if rng.random() < 0.5:
-        answer = rng.choice(WORDS)
-        question = "What word is written in the image?"
-    else:
-        answer = str(rng.randrange(10, 100))
-        question = "What number is written in the image?"
-    ink_name = rng.choice(list(COLOURS))
-    if rng.random() < 0.25:
-        question, answer_out = "What colour is the text in the image?", ink_name
-    else:
-        answer_out = answer
-    image = render_card(answer, COLOURS[ink_name], rng.choice(CARDS), rng)
-    return MiniItem(item_id, question, [answer_out], labels, split), image
+def _card_item(item_id: int, labels: list[str], split: str, rng: random.Random) -> tuple[MiniItem, Image.Image]:
+    kind = rng.choices(list(QUESTIONS), weights=[0.35, 0.25, 0.4])[0]
+    colour = rng.choice(list(COLOURS))
+    target = rng.choice(DIRECTIONS if kind == "arrow" else SHAPES)
+    answer = colour if kind == "colour" else target
+    return MiniItem(item_id, QUESTIONS[kind], [answer], labels, split), render_card(kind, target, colour, rng)
 
 
 def _crop_item(item_id: int, rng: random.Random) -> tuple[MiniItem, Image.Image]:
-    labels = rng.sample(WORDS, 4)
-    image, boxes = render_crop_scene(labels, rng)
+    colours = rng.sample(list(COLOURS), 4)
+    image, boxes = render_crop_scene(colours, rng)
     target = rng.randrange(4)
     box = boxes[target]
-    question = f"What word is written within the {box} of the image?"
-    return MiniItem(item_id, question, [labels[target]], ["crop"], "hard", box), image
+    question = f"What colour is the shape within the {box} of the image?"
+    return MiniItem(item_id, question, [colours[target]], ["crop"], "hard", box), image
 
 
 def generate(out_dir: str | Path, count: int = 200, seed: int = 0, simple_fraction: float = 0.35) -> Path:
@@ -134,12 +136,12 @@ def generate(out_dir: str | Path, count: int = 200, seed: int = 0, simple_fracti
     records = []
     for item_id in range(count):
         if item_id < simple:
-            item, clean = _text_item(item_id, [SINGLE[item_id % len(SINGLE)]], "simple", rng)
+            item, clean = _card_item(item_id, [SINGLE[item_id % len(SINGLE)]], "simple", rng)
         elif rng.random() < 0.3:
             item, clean = _crop_item(item_id, rng)
         else:
             pair = list(PAIRS[rng.randrange(len(PAIRS))])
-            item, clean = _text_item(item_id, pair, "hard", rng)
+            item, clean = _card_item(item_id, pair, "hard", rng)
         processed = clean
         if item.types != ["crop"]:
             for label in item.types:

@@ -63,25 +63,31 @@ def build_world(seed: int = 0) -> list[Company]:
     return companies
 
 
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, centre: tuple[int, int], r: int, fill) -> None:
+    """One filled shape of "radius" r; shared with MAT-Coding-mini."""
+    cx, cy = centre
+    if shape == "circle":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    elif shape == "square":
+        draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    elif shape == "triangle":
+        draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
+    elif shape == "diamond":
+        draw.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=fill)
+    elif shape == "star":
+        draw.regular_polygon((cx, cy, r), 5, fill=fill)
+        draw.regular_polygon((cx, cy, r), 5, rotation=36, fill=fill)
+    elif shape == "cross":
+        arm = max(2, r * 22 // 70)
+        draw.rectangle((cx - r, cy - arm, cx + r, cy + arm), fill=fill)
+        draw.rectangle((cx - arm, cy - r, cx + arm, cy + r), fill=fill)
+    else:
+        raise ValueError(f"unknown shape {shape!r}")
+
+
 def draw_emblem(company: Company, rng: random.Random) -> Image.Image:
     image = Image.new("RGB", (SIZE, SIZE), (rng.randrange(235, 256),) * 3)
-    draw = ImageDraw.Draw(image)
-    fill = COLOURS[company.colour]
-    c, r = SIZE // 2, 70
-    if company.shape == "circle":
-        draw.ellipse((c - r, c - r, c + r, c + r), fill=fill)
-    elif company.shape == "square":
-        draw.rectangle((c - r, c - r, c + r, c + r), fill=fill)
-    elif company.shape == "triangle":
-        draw.polygon([(c, c - r), (c - r, c + r), (c + r, c + r)], fill=fill)
-    elif company.shape == "diamond":
-        draw.polygon([(c, c - r), (c + r, c), (c, c + r), (c - r, c)], fill=fill)
-    elif company.shape == "star":
-        draw.regular_polygon((c, c, r), 5, fill=fill)
-        draw.regular_polygon((c, c, r), 5, rotation=36, fill=fill)
-    else:
-        draw.rectangle((c - r, c - 22, c + r, c + 22), fill=fill)
-        draw.rectangle((c - 22, c - r, c + 22, c + r), fill=fill)
+    draw_shape(ImageDraw.Draw(image), company.shape, (SIZE // 2, SIZE // 2), 70, COLOURS[company.colour])
     return image
 
 

@@ -1,0 +1,95 @@
+"""The offline demo world: seeded generators, expert repairs that really repair, correct expert traces."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from workbench import protocol
+from workbench.benchmarks import load_benchmark
+from workbench.store import Store
+from workbench.synth import expert, mat_coding_mini, mat_search_mini
+from workbench.synth.demo_world import build_world, record_expert_traces
+
+
+def _model_view(image: Image.Image) -> np.ndarray:
+    """Roughly what the tiny model sees: the image at 112 x 112."""
+    return np.asarray(image.convert("RGB").resize((112, 112)), dtype=np.float32)
+
+
+def test_coding_generator_is_seeded_and_loads_as_mat_coding(tmp_path):
+    first = mat_coding_mini.generate(tmp_path / "a", count=30, seed=5)
+    second = mat_coding_mini.generate(tmp_path / "b", count=30, seed=5)
+    assert first.read_text() == second.read_text()
+    records = json.loads(first.read_text())
+    assert all((tmp_path / "a" / r["processed_image_path"]).read_bytes()
+               == (tmp_path / "b" / r["processed_image_path"]).read_bytes() for r in records)
+    items = load_benchmark("mat-coding", first)
+    assert len(items) == 30 and {i.split for i in items} == {"simple", "hard"}
+    kinds = {r["question"] for r in records}
+    assert any("within the [" in q for q in kinds) and mat_coding_mini.QUESTIONS["arrow"] in kinds
+    for item in items:
+        if item.types == ["crop"]:
+            assert protocol.find_box(item.question) is not None
+
+
+@pytest.mark.parametrize("labels", [["rotation90"], ["rotation180"], ["dark"], ["overexposure"], ["noise"],
+                                    ["rotation90", "dark"], ["noise", "overexposure"], ["blur", "dark"]])
+def test_expert_code_undoes_the_degradation_in_the_real_sandbox(labels, tmp_path):
+    from tools.code_sandbox import run_code
+
+    rng, noise = random.Random(1), np.random.default_rng(1)
+    clean = mat_coding_mini.render_card("arrow", "left", "green", rng)
+    degraded = clean
+    for label in labels:
+        degraded = mat_coding_mini.degrade(degraded, label, noise)
+    degraded.save(tmp_path / "in.png")
+    result = run_code(expert.repair_code(labels), tmp_path / "in.png")
+    assert result.ok, result.error
+    before = np.abs(_model_view(degraded) - _model_view(clean)).mean()
+    after = np.abs(_model_view(Image.open(result.output_images[0])) - _model_view(clean)).mean()
+    assert after < before / 2, (before, after)
+
+
+def test_expert_crop_code_shows_the_asked_shape(tmp_path):
+    from tools.code_sandbox import run_code
+
+    folder = tmp_path / "mini"
+    records = json.loads(mat_coding_mini.generate(folder, count=40, seed=2).read_text())
+    crops = [r for r in records if r["type"] == ["crop"]][:3]
+    assert crops
+    for record in crops:
+        box = protocol.find_box(record["question"])
+        result = run_code(expert.repair_code(["crop"], [round(v) for v in box]), folder / record["ori_image_path"],
+                          crop_box=box)
+        assert result.ok, result.error
+        pixels = np.asarray(Image.open(result.output_images[0]).convert("RGB"), dtype=np.float32).reshape(-1, 3)
+        distances = {name: np.linalg.norm(pixels - np.array(rgb), axis=1)
+                     for name, rgb in mat_search_mini.COLOURS.items()}
+        counts = {name: int((d < 40).sum()) for name, d in distances.items()}
+        assert max(counts, key=counts.get) == record["answers"][0]
+
+
+def test_held_out_search_world_shares_no_company_or_city_with_the_train_world():
+    train, held_out = mat_search_mini.build_world(0), mat_search_mini.build_world(1000)
+    assert not {c.name for c in train} & {c.name for c in held_out}
+    assert not {c.city for c in train} & {c.city for c in held_out}
+    assert len({c.emblem for c in train}) == len(train)  # an emblem names one company
+
+
+def test_expert_traces_are_all_correct_and_direct_ones_offer_no_tools(tmp_path):
+    world = build_world(tmp_path / "world", coding_train=16, coding_test=4, search_train=8, search_test=4)
+    store = Store()
+    run_id = record_expert_traces(world, store)
+    summary = store.get_run(run_id)["summary"]
+    assert summary == {"episodes": 16 + 4 + 8, "correct": 28}
+    traces = [store.get_trace(t["id"]) for t in store.list_traces(run_id=run_id, limit=100)]
+    direct = [t for t in traces if len(t.turns) == 1 and t.turns[0].action == "answer"
+              and t.messages[0]["content"] == protocol.system_prompt(())]
+    assert len(direct) == 4
+    coded = [t for t in traces if any(turn.tool_call and turn.tool_call.name == "code" for turn in t.turns)]
+    assert coded and all(turn.tool_call.ok for t in coded for turn in t.turns if turn.tool_call)
+    searched = [t for t in traces if any(turn.action == "search" for turn in t.turns)]
+    assert len(searched) == 8 and all("<information> 1. Content:" in (t.turns[0].feedback or "") for t in searched)
