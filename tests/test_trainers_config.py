@@ -47,6 +47,9 @@ def data_file(tmp_path):
     ({"init_adapter": "/nope/adapter"}, "is not a folder"),
     ({"deepspeed_stage": 1}, "use 2 or 3"),
     ({"search_mode": "sometimes"}, "search_mode='sometimes'"),
+    ({"eval_steps": 5}, "no held-out data file given"),
+    ({"eval_steps": 5, "eval_data_files": ["/nope/test.json"]}, "held-out data file /nope/test.json does not exist"),
+    ({"eval_steps": -1}, "eval_steps=-1"),
 ])
 def test_grpo_config_refuses_bad_values_with_a_fix(data_file, changes, message):
     values = {"data_files": [data_file], "per_device_batch_size": 8, "num_generations": 4, **changes}

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from trainers.config import GrpoJobConfig, SftJobConfig
-from trainers.demo_data import demo_grpo_config, demo_sft_config, prepare_demo_data
+from trainers.demo_data import demo_grpo_config, prepare_demo_data
 from trainers.grpo import run_grpo
 from trainers.sft import run_sft
 from workbench.store import Store
@@ -82,18 +82,26 @@ def test_sft_on_traces_from_the_store_and_from_an_export(demo, store, tmp_path):
 
 
 @pytest.mark.slow
-def test_multi_turn_tool_grpo_runs_the_code_tool_after_a_cold_start(demo, store):
-    sft_run = run_sft(demo_sft_config(demo, steps=100), store=store)
-    sft_model = store.list_checkpoints(sft_run)[-1]["path"]
-    # two groups per step: more chances to see a tool call
-    config = dataclasses.replace(demo_grpo_config(demo, sft_model, steps=2), per_device_batch_size=8)
+def test_multi_turn_tool_grpo_from_the_demo_model_runs_the_code_tool(demo, store):
+    # the demo model is the SFT cold start (trainers.demo_model); its own image size (16 tokens per image)
+    config = dataclasses.replace(demo_grpo_config(demo, "demo", steps=2), per_device_batch_size=8, max_pixels=0,
+                                 min_pixels=0, max_completion_length=384)
     run_id = run_grpo(config, store=store)
     steps = _steps_by_metric(store, run_id)
     for name in ("tools/call_rate", "tools/calls_per_episode", "tools/failure_rate", "tools/call_frequency"):
         assert steps.get(name) == {1, 2}, name
     traces = [store.get_trace(row["id"]) for row in store.list_traces(run_id=run_id, limit=100)]
     calls = [turn.tool_call for trace in traces for turn in trace.turns if turn.tool_call is not None]
-    assert calls, "the cold-started model should call the code tool"
+    assert calls, "the demo model should call the code tool"
     assert all(call.name == "code" and call.latency_s > 0 for call in calls)
     assert any(call.ok and call.output_images for call in calls) or all(call.error for call in calls)
     assert any(trace.layout == "chat" and len(trace.turns) > 1 for trace in traces)
+
+
+def test_held_out_reward_is_logged_before_training_and_every_eval_steps(demo, store):
+    config = dataclasses.replace(demo_grpo_config(demo, "tiny", steps=2), eval_data_files=[str(demo.items_file)],
+                                 eval_steps=2, max_eval_items=1, max_completion_length=48, log_traces_every=0)
+    run_id = run_grpo(config, store=store)
+    steps = _steps_by_metric(store, run_id)
+    assert steps.get("eval_reward") == {0, 2}
+    assert steps.get("reward") == {1, 2}  # training rewards stay separate from the held-out ones

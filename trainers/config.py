@@ -56,8 +56,9 @@ class TrainJobConfig:
 
     KIND = "train"
 
-    model: str = _help("Model to train: 'tiny' (embedded Qwen2.5-VL-style), 'tiny-qwen3-vl', a local model folder "
-                       "or a Hugging Face hub id such as Qwen/Qwen2.5-VL-3B-Instruct.", "tiny")
+    model: str = _help("Model to train: 'demo' (the shipped demo model), 'tiny' (untrained, Qwen2.5-VL-style), "
+                       "'tiny-qwen3-vl', a local model folder or a Hugging Face hub id such as "
+                       "Qwen/Qwen2.5-VL-3B-Instruct.", "demo")
     init_adapter: str | None = _help("LoRA adapter folder to start from (e.g. the checkpoint of a cold-start SFT "
                                      "run); it keeps training (LoRA) or is merged first (full).", None)
     finetune: str = _help("lora: train a LoRA adapter (small checkpoints); full: train every weight.", "lora")
@@ -193,6 +194,12 @@ class GrpoJobConfig(TrainJobConfig):
     stop_after_action: bool = _help("End each generation at the closing tag of its action (</search>, </code>, "
                                     "...), so the model cannot write the tool result itself.", True)
     max_items: int = _help("Use only the first N training rows (0 = all).", 0)
+    eval_data_files: list[str] = _help("Held-out files in the same format as data_files; their mean reward is "
+                                       "logged as eval_reward (before training and every eval_steps).",
+                                       default_factory=list)
+    eval_steps: int = _help("Measure the held-out reward every this many steps (0 = never).", 0)
+    max_eval_items: int = _help("Use only the first N held-out rows (0 = all); each is sampled num_generations "
+                                "times per evaluation.", 0)
     shuffle: bool = _help("Shuffle the training rows.", True)
     search_backend: str = _help("Search backend for the search tool in episodes: local (BM25 corpus, free) or "
                                 "serpapi (web, paid per call).", "local")
@@ -244,6 +251,12 @@ class GrpoJobConfig(TrainJobConfig):
         _require(any(spec.weights().values()), "rewards: every weight is 0, so there is nothing to learn; set at "
                                                "least one weight (format and answer_f1 are the paper's)")
         _require(self.max_items >= 0, f"max_items={self.max_items}: use 0 (all rows) or a positive count")
+        self.eval_data_files = [str(p) for p in self.eval_data_files]
+        _require(self.eval_steps >= 0, f"eval_steps={self.eval_steps}: use 0 (no held-out reward) or more")
+        _require(self.max_eval_items >= 0, f"max_eval_items={self.max_eval_items}: use 0 (all rows) or more")
+        if self.eval_steps:
+            _check_files(self.eval_data_files, "held-out data file",
+                         "add held-out items to eval_data_files or set eval_steps=0")
         _require(not self.use_vllm or self.gpus >= 1, "use_vllm needs GPUs; set gpus >= 1 or turn use_vllm off")
         _require(0 < self.vllm_gpu_memory_utilization < 1,
                  f"vllm_gpu_memory_utilization={self.vllm_gpu_memory_utilization}: use a share in (0, 1)")

@@ -104,16 +104,26 @@ def grpo_arguments(config: GrpoJobConfig, output_dir: Path, reward_weights: list
         save_strategy="steps", save_steps=config.save_steps or config.max_steps,
         save_total_limit=config.save_total_limit or None, activation_checkpointing=config.gradient_checkpointing,
         max_tool_calling_iterations=config.max_turns - 1 if config.mode == "episodes" else None,
+        **_eval_arguments(config),
         use_vllm=config.use_vllm, vllm_mode="colocate", vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
         dataloader_num_workers=0, disable_tqdm=True)
 
 
-def _load_rows(config: GrpoJobConfig) -> list:
+def _eval_arguments(config: GrpoJobConfig) -> dict:
+    if not config.eval_steps:
+        return {}
+    return {"eval_strategy": "steps", "eval_steps": config.eval_steps, "eval_on_start": True,
+            "per_device_eval_batch_size": config.per_device_batch_size}
+
+
+def _load_rows(config: GrpoJobConfig, files: list[str] | None = None, limit: int | None = None) -> list:
+    files = config.data_files if files is None else files
+    limit = config.max_items if limit is None else limit
     if config.mode == "steps":
-        rows = data.load_step_samples(config.data_files, config.image_root)
+        rows = data.load_step_samples(files, config.image_root)
     else:
-        rows = data.load_episode_items(config.data_files, config.image_root)
-    return rows[:config.max_items] if config.max_items else rows
+        rows = data.load_episode_items(files, config.image_root)
+    return rows[:limit] if limit else rows
 
 
 def build_grpo_trainer(config: GrpoJobConfig, output_dir: Path, *, store: Store | None = None,
@@ -138,7 +148,12 @@ def build_grpo_trainer(config: GrpoJobConfig, output_dir: Path, *, store: Store 
                           search_mode=config.search_mode)
         factory = environment_factory(toolbox, config.protocol)
         system = protocol.system_prompt(tools, config.protocol)
-    dataset = data.build_dataset(rows, max_pixels=modeling.effective_max_pixels(processor), system=system)
+    max_pixels = modeling.effective_max_pixels(processor)
+    dataset = data.build_dataset(rows, max_pixels=max_pixels, system=system)
+    eval_dataset = None
+    if config.eval_steps:
+        eval_rows = _load_rows(config, config.eval_data_files, config.max_eval_items)
+        eval_dataset = data.build_dataset(eval_rows, max_pixels=max_pixels, system=system)
 
     spec = config.reward_spec()
     batch_columns = BatchColumns()
@@ -148,7 +163,8 @@ def build_grpo_trainer(config: GrpoJobConfig, output_dir: Path, *, store: Store 
                                               code_runner=code_runner, on_batch=batch_columns.remember)
     trainer = VisualArftGRPOTrainer(
         model=model, reward_funcs=reward_funcs, args=grpo_arguments(config, output_dir, weights),
-        train_dataset=dataset, processing_class=processor, peft_config=modeling.lora_config(config),
+        train_dataset=dataset, eval_dataset=eval_dataset, processing_class=processor,
+        peft_config=modeling.lora_config(config),
         environment_factory=factory, callbacks=[FinalCheckpointCallback()])
     if tools and config.protocol == "tags" and stop_ids:
         trainer.close_turn_token_id = processor.tokenizer.eos_token_id

@@ -64,14 +64,16 @@ def poll_runs(store: Store, session: RunsSession | None, run_ids: list[str]) -> 
 
 
 def pick_metric(names: list[str], current: str | None) -> str | None:
-    """Keep the current metric if it exists, else prefer the overall reward.
+    """Keep the current metric if it exists, else prefer the held-out reward, then the training reward.
 
     >>> pick_metric(["loss", "reward"], None), pick_metric(["loss"], "reward"), pick_metric([], "x")
     ('reward', 'loss', None)
+    >>> pick_metric(["eval_reward", "loss", "reward"], None)
+    'eval_reward'
     """
     if current in names:
         return current
-    for preferred in ("reward", "train/reward"):
+    for preferred in ("eval_reward", "reward", "train/reward"):
         if preferred in names:
             return preferred
     return names[0] if names else None
