@@ -8,7 +8,7 @@ from PIL import Image
 from workbench.trace_io import import_chains
 from workbench.store import Store
 from workbench.trace import ToolCall, Trace, Turn
-from workbench.trace_io import export_run, import_traces, trace_from_chain
+from workbench.trace_io import export_run, export_run_bundle, import_run_bundle, import_traces, trace_from_chain
 
 CHAIN = ("<query>Is this painting in the same museum as The Night Watch?</query>"
          "<think>It looks like The Milkmaid.</think><search>The Milkmaid Vermeer museum</search>"
@@ -40,6 +40,29 @@ def test_export_then_import_into_a_fresh_home_is_identical(tmp_path, monkeypatch
     (trace_id,) = import_traces(fresh, path)
     assert fresh.get_trace(trace_id).to_dict() == original.to_dict()
     assert fresh.get_image(original.images[0])["width"] == 50
+
+
+def test_run_bundle_moves_the_run_its_metrics_and_traces_to_a_fresh_home(tmp_path, monkeypatch):
+    store = Store()
+    run = store.create_run("grpo demo", "train", model_id="m", config={"lr": 1e-5}, reward_spec={"format": 1.0},
+                           status="succeeded")
+    store.update_run(run, summary={"steps": 2})
+    store.log_metrics(run, 0, {"eval_reward": 0.5})
+    store.log_metrics(run, 1, {"reward": 1.0, "loss": 0.25})
+    original = stored_trace(store, run)
+    export_run_bundle(store, run, tmp_path / "bundle")
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "other-home"))
+    fresh = Store()
+    copy = import_run_bundle(fresh, tmp_path / "bundle", run_id="shipped", config={"demo": True})
+    row = fresh.get_run(copy)
+    assert (row["name"], row["kind"], row["status"], row["model_id"]) == ("grpo demo", "train", "succeeded", "m")
+    assert row["config"] == {"lr": 1e-5, "demo": True} and row["summary"] == {"steps": 2}
+    assert row["reward_spec"] == {"format": 1.0}
+    assert {(m["step"], m["name"], m["value"]) for m in fresh.metrics_since(copy)} == {
+        (0, "eval_reward", 0.5), (1, "reward", 1.0), (1, "loss", 0.25)}
+    (trace,) = [fresh.get_trace(t["id"]) for t in fresh.list_traces(run_id=copy)]
+    assert trace.turns[0].tool_call.output_images == original.turns[0].tool_call.output_images
 
 
 def test_import_refuses_bad_lines_and_missing_images(tmp_path):

@@ -5,6 +5,9 @@ into `<file>.images/<sha>.<ext>`, so a file moves between machines intact.
 Import validates each line and re-stores the images (same bytes, same SHA).
 Raw reasoning chains from the original Visual-ARFT code
 (`<query>..<think>..<search>..<information>..<answer>`) import as traces too.
+A whole run (its row, every metric and its traces) moves as a folder with
+`export_run_bundle` / `import_run_bundle`: how the shipped demo GRPO run
+reaches a fresh workbench.
 """
 
 import json
@@ -41,6 +44,39 @@ def export_traces(store: Store, traces: Iterable[Trace], path: str | Path) -> in
 def export_run(store: Store, run_id: str, path: str | Path) -> int:
     ids = [row["id"] for row in store.list_traces(run_id=run_id, limit=10**9)]
     return export_traces(store, (store.get_trace(i) for i in ids), path)
+
+
+def export_run_bundle(store: Store, run_id: str, folder: str | Path) -> Path:
+    """Write run.json (the run row and all its metrics) and traces.jsonl (+ images) into `folder`."""
+    run = store.get_run(run_id)
+    if run is None:
+        raise ValueError(f"no run {run_id!r}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    metrics = [[row["step"], row["name"], row["value"]] for row in store.metrics_since(run_id)]
+    record = {key: run.get(key) for key in ("name", "kind", "status", "model_id", "benchmark", "config", "summary",
+                                            "reward_spec")}
+    (folder / "run.json").write_text(json.dumps({**record, "metrics": metrics}, indent=0), encoding="utf-8")
+    export_run(store, run_id, folder / "traces.jsonl")
+    return folder
+
+
+def import_run_bundle(store: Store, folder: str | Path, run_id: str | None = None,
+                      config: dict | None = None) -> str:
+    """Create a run from an `export_run_bundle` folder (extra `config` keys merged in); returns its id."""
+    folder = Path(folder)
+    record = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    run_id = store.create_run(record["name"], record["kind"], run_id=run_id, status=record["status"],
+                              model_id=record.get("model_id"), benchmark=record.get("benchmark"),
+                              reward_spec=record.get("reward_spec"),
+                              config={**(record.get("config") or {}), **(config or {})})
+    if record.get("summary"):
+        store.update_run(run_id, summary=record["summary"])
+    store.log_metric_rows((run_id, int(step), name, float(value)) for step, name, value in record["metrics"])
+    traces = folder / "traces.jsonl"
+    if traces.is_file():
+        import_traces(store, traces, run_id)
+    return run_id
 
 
 def import_traces(store: Store, path: str | Path, run_id: str | None = None) -> list[str]:
