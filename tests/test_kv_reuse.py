@@ -135,6 +135,27 @@ def test_the_cache_stays_within_its_byte_budget(pair):
     assert len(small._kv.cache) == 0 and small._kv.cache.nbytes == 0
 
 
+def test_a_conversation_keeps_one_entry_as_it_grows(pair):
+    """Each turn's entry replaces the previous turn's, in both layouts the runner builds."""
+    kv, _ = pair
+    kv.clear_kv_cache()
+    config = GenerationConfig(max_new_tokens=12)
+    chat = _conversations()[:2]
+    single = [[{"role": "system", "content": SYSTEM},
+               {"role": "user", "content": [{"type": "image", "image": _image(200 + index)},
+                                            {"type": "text", "text": f"question {index}"}]}] for index in range(2)]
+    counts = []
+    for turn in range(4):
+        for conversation, generation in zip(chat + single, kv.generate(chat + single, config)):
+            if conversation in chat:
+                conversation += [{"role": "assistant", "content": generation.text},
+                                 {"role": "user", "content": [{"type": "text", "text": f"result {turn}"}]}]
+            else:  # single_user: the reply and the result are appended to the one user message
+                conversation[1]["content"][1]["text"] += f"\n{generation.text} result {turn}"
+        counts.append(len(kv._kv.cache))
+    assert counts == [4] * 4, counts
+
+
 def test_reuse_can_be_turned_off(pair):
     _, full = pair
     assert full._kv is None and "reuse_kv_cache=False" in full.kv_reuse_off_reason
@@ -146,7 +167,7 @@ def _row(ids, spans=(), fingerprints=()):
 
 
 def _entry(ids, spans=(), fingerprints=()):
-    return Entry(np.array(ids), list(spans), list(fingerprints), [(torch.zeros(1, len(ids), 1),) * 2])
+    return Entry(np.array(ids), list(spans), list(fingerprints), [(torch.zeros(1, len(ids), 1),) * 2], len(ids))
 
 
 def test_usable_prefix_is_token_exact_keeps_images_whole_and_leaves_a_token():

@@ -8,8 +8,10 @@ is new. It owns:
 
 - `PrefixCache`: the store, an LRU bounded by bytes of key/values. An entry is
   token ids (prompt + generated) with the fingerprints of the images among
-  them and one (keys, values) pair per layer. Entries of finished episodes
-  age out first because live episodes touch theirs every turn.
+  them and one (keys, values) pair per layer. A row's new entry replaces its
+  previous turn's, so there is about one entry per conversation; those of
+  finished episodes age out first because live ones are used every turn
+  (and meanwhile serve the next sample of the same question).
 - `KVReuse.generate`: one batch in two phases.
   1. Prefill, row by row: take the longest usable cached prefix of the row's
      token ids (checked token by token; an image counts only if its pixels
@@ -39,6 +41,10 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+# Tokens at the end of a prompt that the next turn's prompt may rewrite: end of turn + generation prompt
+# ("<|im_end|>\n<|im_start|>assistant\n") and a token merged differently at the boundary, with margin.
+PROMPT_CLOSING_TOKENS = 12
+
 @dataclass
 class Row:
     """One prompt ready for the model: token ids, rope positions and its images."""
@@ -63,6 +69,7 @@ class Entry:
     spans: list[tuple[int, int]]
     fingerprints: list[bytes]
     layers: list[tuple[torch.Tensor, torch.Tensor]]
+    prompt_tokens: int  # how many of `ids` were prompt (the rest were generated)
     nbytes: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -186,7 +193,11 @@ class KVReuse:
             if fresh is not None:
                 self.cache.put(fresh)  # later rows with the same prompt start from here
             pasts.append(past)
-            used.append((source if source is not None and length == len(source.ids) else None, fresh))
+            # the row's entry replaces its source if the source was this conversation's last turn:
+            # all of that prompt but its closing came back (a sibling sharing only the question would
+            # still need its own entry next turn)
+            previous_turn = source is not None and length >= source.prompt_tokens - PROMPT_CLOSING_TOKENS
+            used.append((source if previous_turn else None, fresh))
         room = generate_kwargs["generation_config"].max_new_tokens
         cache, input_ids, attention_mask, position_ids = _left_padded(rows, pasts, pad_id, self.device, room)
         sequences = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
@@ -211,11 +222,16 @@ class KVReuse:
                    cache=cache, use_cache=True, logits_to_keep=1, **extra)
         past = [(layer.keys[0], layer.values[0]) for layer in cache.layers]
         spans = [span for span in row.spans if span[1] <= end]
-        return past, Entry(row.ids_np[:end].copy(), spans, row.fingerprints[:len(spans)], past)
+        return past, Entry(row.ids_np[:end].copy(), spans, row.fingerprints[:len(spans)], past, len(row.ids))
 
     def _store(self, rows: list[Row], sequences: torch.Tensor, cache: Any, stop_ids: set[int],
                used: list[tuple[Entry | None, Entry | None]]) -> None:
-        """Keep each row's prompt + generated key/values; drop the entries they extend."""
+        """Keep each row's prompt + generated key/values in place of the entries it supersedes.
+
+        The new entry holds all that the row reused of its previous turn's entry;
+        the rest of that (the old generation prompt and maybe the reply, which the
+        single_user layout rewrites) would only serve a replay of the previous turn.
+        """
         prompt_length = max(len(row.ids) for row in rows)
         total = cache.get_seq_length()  # the last generated token was never fed back, so has no key/values
         for index, (row, (source, fresh)) in enumerate(zip(rows, used)):
@@ -228,7 +244,7 @@ class KVReuse:
                        layer.values[index, :, start:prompt_length + kept].clone()) for layer in cache.layers]
             self.cache.discard(source)
             self.cache.discard(fresh)
-            self.cache.put(Entry(ids, row.spans, row.fingerprints, layers))
+            self.cache.put(Entry(ids, row.spans, row.fingerprints, layers, len(row.ids)))
 
 
 def _left_padded(rows: list[Row], pasts: list[list], pad_id: int, device: str, room: int):
