@@ -99,15 +99,21 @@ def test_sampling_with_reuse_is_seeded_and_matches_full_prefill(pair):
     assert [g.text for g in other_seed] != [g.text for g in full.generate(conversations, sampled)]
 
 
-def test_runner_episodes_are_the_same_with_and_without_reuse(pair, tmp_path):
-    """Realistic prompts: the runner's growing single_user message with retry tips, batched episodes."""
+@pytest.mark.parametrize("samples, temperature, batch_size", [(1, 0.0, 16), (3, 1.0, 4)])
+def test_runner_episodes_are_the_same_with_and_without_reuse(pair, tmp_path, monkeypatch, samples, temperature,
+                                                             batch_size):
+    """Realistic prompts: the runner's growing single_user message with retry tips, batched episodes
+    (with samples, siblings share their question's prefix, across several batches)."""
     kv, full = pair
+    for backend in pair:
+        monkeypatch.setattr(backend, "batch_size", batch_size)
     items = []
     for index in range(3):
         _image(index, (112, 84 + 28 * index)).save(tmp_path / f"{index}.png")
         items.append(AgentItem(f"What is written in image {index}?", [tmp_path / f"{index}.png"], item_id=str(index)))
     tools = {"code": lambda argument, context: ToolOutcome(text="ran")}
-    config = RunnerConfig(tools=("code",), max_turns=3, max_new_tokens=24, retry_parse_errors=True)
+    config = RunnerConfig(tools=("code",), max_turns=3, max_new_tokens=24, retry_parse_errors=True,
+                          samples=samples, temperature=temperature)
     before = kv._kv.reused_tokens
     traces = {name: AgentRunner(backend, tools, config).run(items) for name, backend in (("kv", kv), ("full", full))}
     assert [[t.raw for t in trace.turns] for trace in traces["kv"]] == [
