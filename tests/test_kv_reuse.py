@@ -67,6 +67,21 @@ def test_multi_turn_batch_with_new_images_matches_full_prefill(pair):
             conversation.append({"role": "user", "content": blocks})
 
 
+def test_decode_cache_that_outgrows_its_room_gives_the_same_tokens(pair, monkeypatch):
+    from workbench import kv_reuse
+
+    monkeypatch.setattr(kv_reuse, "DECODE_ROOM", 3)  # the cache buffer grows several times per call
+    kv, full = pair
+    conversations = _conversations()[1:3]
+    config = GenerationConfig(max_new_tokens=20)
+    for _ in range(2):
+        reused, reference = kv.generate(conversations, config), full.generate(conversations, config)
+        _assert_same(reused, reference)
+        for conversation, generation in zip(conversations, reference):
+            conversation += [{"role": "assistant", "content": generation.text},
+                             {"role": "user", "content": [{"type": "text", "text": "more"}]}]
+
+
 def test_a_different_image_with_the_same_tokens_is_prefilled_again(pair):
     """The single_user layout swaps the image in place: same token ids, other pixels."""
     kv, full = pair

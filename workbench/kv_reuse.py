@@ -44,6 +44,9 @@ from transformers.cache_utils import DynamicLayer
 # Tokens at the end of a prompt that the next turn's prompt may rewrite: end of turn + generation prompt
 # ("<|im_end|>\n<|im_start|>assistant\n") and a token merged differently at the boundary, with margin.
 PROMPT_CLOSING_TOKENS = 12
+# Cache slots set aside per row for generated tokens before the buffer has to grow (by doubling).
+DECODE_ROOM = 256
+
 
 @dataclass
 class Row:
@@ -157,6 +160,7 @@ class KVReuse:
         self.device = device
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model
         self._rope_index: Callable = inner.model.get_rope_index
+        self.image_token_id = model.config.image_token_id
         self.cache = PrefixCache(max_bytes)
         self.reused_tokens = 0  # counters, for tests and benchmarks
         self.prefilled_tokens = 0
@@ -165,7 +169,8 @@ class KVReuse:
     def prepare(self, text: str, images: list) -> Row:
         inputs = self.processor(text=[text], images=images or None, return_tensors="pt").to(self.device)
         ids = inputs["input_ids"][0]
-        kinds = inputs["mm_token_type_ids"][0]
+        kinds = inputs.get("mm_token_type_ids")  # 1 for image tokens; older processors leave it out
+        kinds = (ids == self.image_token_id).long() if kinds is None else kinds[0]
         grids = inputs.get("image_grid_thw")
         pixel_values = inputs.get("pixel_values")
         spans = _runs(kinds.tolist())
@@ -198,7 +203,7 @@ class KVReuse:
             # still need its own entry next turn)
             previous_turn = source is not None and length >= source.prompt_tokens - PROMPT_CLOSING_TOKENS
             used.append((source if previous_turn else None, fresh))
-        room = generate_kwargs["generation_config"].max_new_tokens
+        room = min(generate_kwargs["generation_config"].max_new_tokens, DECODE_ROOM)
         cache, input_ids, attention_mask, position_ids = _left_padded(rows, pasts, pad_id, self.device, room)
         sequences = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
                                         position_ids=position_ids, cache=cache, **generate_kwargs)
