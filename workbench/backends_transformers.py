@@ -15,9 +15,10 @@ prefix (token-level match, images compared by pixels; see
 workbench.kv_reuse). Greedy outputs are the same tokens as with reuse off.
 `kv_cache_bytes` bounds the kept key/values (LRU, default 1 GiB; size it to
 at least live rows x tokens per row x bytes per token, or a large batch
-evicts what its next turn needs). Pass `reuse_kv_cache=False` to prefill
-every prompt in full; models without Qwen-VL rope indexing always do
-(`kv_reuse_off_reason` says why).
+evicts what its next turn needs). The kept key/values belong to the current
+weights: call `clear_kv_cache()` after changing them in place. Pass
+`reuse_kv_cache=False` to prefill every prompt in full; models without
+Qwen-VL rope indexing always do (`kv_reuse_off_reason` says why).
 """
 
 import copy
@@ -165,10 +166,12 @@ class TransformersBackend:
         self.kv_reuse_off_reason = None if reuse_kv_cache else "turned off (reuse_kv_cache=False)"
         if reuse_kv_cache:
             self.kv_reuse_off_reason = unsupported_reason(self.model)
-        self._kv = None if self.kv_reuse_off_reason else KVReuse(self.model, self.processor, kv_cache_bytes, self.device)
+        self._kv = None
+        if self.kv_reuse_off_reason is None:
+            self._kv = KVReuse(self.model, self.processor, kv_cache_bytes, self.device)
 
     def clear_kv_cache(self) -> None:
-        """Drop every kept key/value (e.g. before leaving the backend idle)."""
+        """Drop every kept key/value: after changing the weights, or to free memory while idle."""
         if self._kv is not None:
             with self._lock:
                 self._kv.cache.clear()
