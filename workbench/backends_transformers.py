@@ -7,6 +7,18 @@ generates one assistant turn for a whole batch of conversations in one
 A model source that is not a model gets a ValueError saying what to pass
 instead of a traceback from the hub. torch/transformers import lazily, so
 importing this module stays cheap for OpenAI-only use.
+
+Prefix KV-cache reuse (`reuse_kv_cache=True`, the default): agent turns only
+append to a conversation, so the backend keeps each row's key/values after
+generating and, next turn, prefills only the tokens after the longest cached
+prefix (token-level match, images compared by pixels; see
+workbench.kv_reuse). Greedy outputs are the same tokens as with reuse off.
+`kv_cache_bytes` bounds the kept key/values (LRU, default 1 GiB; size it to
+at least live rows x tokens per row x bytes per token, or a large batch
+evicts what its next turn needs). The kept key/values belong to the current
+weights: call `clear_kv_cache()` after changing them in place. Pass
+`reuse_kv_cache=False` to prefill every prompt in full; models without
+Qwen-VL rope indexing always do (`kv_reuse_off_reason` says why).
 """
 
 import copy
@@ -25,6 +37,8 @@ MODEL_HINT = ("Pass 'tiny' for the embedded tiny model, a folder saved with save
 ADAPTER_HINT = "Pass a LoRA adapter folder saved with peft (it holds adapter_config.json) or its hub id."
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[\w.-]{1,96})?")
 IMAGE_PLACEHOLDER = "<|image_pad|>"
+# The tiny model keeps 4 KiB of key/values per token, a 3B Qwen-VL in bf16 ~36 KiB.
+DEFAULT_KV_CACHE_BYTES = 1 << 30
 
 
 def _source(spec: str, *, marker: str, what: str, hint: str) -> tuple[str, bool]:
@@ -101,9 +115,12 @@ class TransformersBackend:
     """A local Qwen-VL model (plus optional LoRA adapter) generating batches of chat turns."""
 
     def __init__(self, model: str, adapter: str | None = None, *, device: str = "auto", dtype: Any = "auto",
-                 max_pixels: int | None = None, min_pixels: int | None = None, batch_size: int = 16):
+                 max_pixels: int | None = None, min_pixels: int | None = None, batch_size: int = 16,
+                 reuse_kv_cache: bool = True, kv_cache_bytes: int = DEFAULT_KV_CACHE_BYTES):
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        from workbench.kv_reuse import KVReuse, unsupported_reason  # imports transformers
 
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -146,6 +163,18 @@ class TransformersBackend:
         self._stop_criteria: dict[tuple[str, ...], Any] = {}
         self._lock = threading.Lock()  # one generate at a time: seeding and the model are shared
         self._torch = torch
+        self.kv_reuse_off_reason = None if reuse_kv_cache else "turned off (reuse_kv_cache=False)"
+        if reuse_kv_cache:
+            self.kv_reuse_off_reason = unsupported_reason(self.model)
+        self._kv = None
+        if self.kv_reuse_off_reason is None:
+            self._kv = KVReuse(self.model, self.processor, kv_cache_bytes, self.device)
+
+    def clear_kv_cache(self) -> None:
+        """Drop every kept key/value: after changing the weights, or to free memory while idle."""
+        if self._kv is not None:
+            with self._lock:
+                self._kv.cache.clear()
 
     def _set_pixel_range(self, min_pixels: int | None, max_pixels: int | None) -> None:
         if min_pixels is None and max_pixels is None:
@@ -266,19 +295,28 @@ class TransformersBackend:
             yield
 
     def _generate_batch(self, chunk: list[tuple[int, str, list]], config: GenerationConfig) -> list[Generation]:
-        texts = [text for _, text, _ in chunk]
-        images = [image for _, _, row_images in chunk for image in row_images]
-        inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
-        inputs = inputs.to(self.device)
         generation_config = self._generation_config(config)
         token_stops = self._token_stops(config.stop) or {}
         if token_stops:
             generation_config.eos_token_id = sorted(set(self._stop_ids) | set(token_stops))
-        with self._torch.inference_mode(), self._seeded(config.seed):
-            output = self.model.generate(**inputs, generation_config=generation_config,
-                                         stopping_criteria=self._stopping_criteria(config.stop))
-        prompt_length = inputs["input_ids"].shape[1]
-        prompt_counts = inputs["attention_mask"].sum(dim=1).tolist()
+        settings = dict(generation_config=generation_config, stopping_criteria=self._stopping_criteria(config.stop))
+        if self._kv is not None:
+            with self._torch.inference_mode():
+                rows = [self._kv.prepare(text, row_images) for _, text, row_images in chunk]
+                with self._seeded(config.seed):
+                    output = self._kv.generate(rows, set(self._stop_ids) | set(token_stops),
+                                               self.tokenizer.pad_token_id, **settings)
+            prompt_length = max(len(row.ids) for row in rows)
+            prompt_counts = [len(row.ids) for row in rows]
+        else:
+            texts = [text for _, text, _ in chunk]
+            images = [image for _, _, row_images in chunk for image in row_images]
+            inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+            inputs = inputs.to(self.device)
+            with self._torch.inference_mode(), self._seeded(config.seed):
+                output = self.model.generate(**inputs, **settings)
+            prompt_length = inputs["input_ids"].shape[1]
+            prompt_counts = inputs["attention_mask"].sum(dim=1).tolist()
         return [self._decode_row(row.tolist(), int(prompt_tokens), config.stop, token_stops)
                 for row, prompt_tokens in zip(output[:, prompt_length:], prompt_counts)]
 
