@@ -72,15 +72,25 @@ def test_expert_crop_code_shows_the_asked_shape(tmp_path):
         assert max(counts, key=counts.get) == record["answers"][0]
 
 
-def test_held_out_search_world_shares_no_company_or_city_with_the_train_world():
-    train, held_out = mat_search_mini.build_world(0), mat_search_mini.build_world(1000)
-    assert not {c.name for c in train} & {c.name for c in held_out}
-    assert not {c.city for c in train} & {c.city for c in held_out}
-    assert len({c.emblem for c in train}) == len(train)  # an emblem names one company
+def test_held_out_search_world_shares_no_company_with_the_train_worlds(tmp_path):
+    questions, _ = mat_search_mini.generate(tmp_path / "train", count=12, seed=0, worlds=3)
+    records = json.loads(questions.read_text())
+    assert {r["corpus"] for r in records} == {"corpus_0.jsonl", "corpus_1.jsonl", "corpus_2.jsonl"}
+    train = [c for seed in (0, 1, 2) for c in mat_search_mini.build_world(seed)]
+    held_out = mat_search_mini.build_world(1000)
+    # names come from shared syllables, so one may recur by chance, but never with the same facts
+    assert not {(c.name, c.city, c.founded, c.founder) for c in train} & {
+        (c.name, c.city, c.founded, c.founder) for c in held_out}
+    assert {r["world_seed"] for r in records} == {0, 1, 2}
+    for record in records:  # each question's company is described in its own world's corpus
+        corpus = (tmp_path / "train" / record["corpus"]).read_text()
+        assert f'"{record["company"]}-emblem"' in corpus
+    assert len({c.emblem for c in held_out}) == len(held_out)  # an emblem names one company
 
 
 def test_expert_traces_are_all_correct_and_direct_ones_offer_no_tools(tmp_path):
-    world = build_world(tmp_path / "world", coding_train=16, coding_test=4, search_train=8, search_test=4)
+    world = build_world(tmp_path / "world", coding_train=16, coding_test=4, search_train=8, search_test=4,
+                        search_worlds=4)
     store = Store()
     run_id = record_expert_traces(world, store)
     summary = store.get_run(run_id)["summary"]

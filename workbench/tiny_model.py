@@ -210,8 +210,8 @@ The quick brown fox jumps over the lazy dog. 0 1 2 3 4 5 6 7 8 9 10 100 1000 202
 """
 
 
-def _train_tokenizer():
-    """Byte-level BPE trained on the built-in text, wrapped as Qwen2Tokenizer."""
+def _train_tokenizer(extra_text: str = "", vocab_size: int = TOKENIZER_VOCAB_SIZE):
+    """Byte-level BPE trained on the built-in text (plus `extra_text`), wrapped as Qwen2Tokenizer."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import AddedToken, Qwen2Tokenizer
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
@@ -223,9 +223,9 @@ def _train_tokenizer():
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=TOKENIZER_VOCAB_SIZE, show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator(_TRAINING_TEXT.splitlines(keepends=True), trainer)
+    bpe.train_from_iterator((_TRAINING_TEXT + extra_text).splitlines(keepends=True), trainer)
     model_state = json.loads(bpe.to_str())["model"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model_state["merges"]]
     tokenizer = Qwen2Tokenizer(vocab=model_state["vocab"], merges=merges, unk_token=None,
@@ -283,15 +283,21 @@ def _processor(arch: str, tokenizer):
                             chat_template=QWEN3_VL_CHAT_TEMPLATE)
 
 
-def build_tiny_model(out_dir: Path, *, arch: str = "qwen2_5_vl", seed: int = 0) -> Path:
-    """Build and save a tiny random-weight Qwen-VL of `arch` into `out_dir`; same seed, same bytes."""
+def build_tiny_model(out_dir: Path, *, arch: str = "qwen2_5_vl", seed: int = 0, tokenizer_text: str = "",
+                     vocab_size: int = TOKENIZER_VOCAB_SIZE) -> Path:
+    """Build and save a tiny random-weight Qwen-VL of `arch` into `out_dir`; same arguments, same bytes.
+
+    `tokenizer_text` is extra text for the tokenizer to learn (with a larger
+    `vocab_size`, the words of a domain become few tokens: the demo model's
+    tokenizer learns the demo world this way, so copying a name is a few tokens).
+    """
     import torch
     from transformers import AutoModelForImageTextToText, GenerationConfig
 
     if arch not in ARCHES:
         raise ValueError(f"unknown tiny-model arch {arch!r}; use one of {', '.join(ARCHES)}")
     out_dir = Path(out_dir)
-    tokenizer = _train_tokenizer()
+    tokenizer = _train_tokenizer(tokenizer_text, vocab_size)
     config = _configs(arch, tokenizer)
     with torch.random.fork_rng(devices=[]):  # seed locally; leave the caller's RNG alone
         torch.manual_seed(seed)

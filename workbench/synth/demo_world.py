@@ -38,14 +38,22 @@ class World:
     def corpus(self, split: str = "train") -> Path:
         return self.root / f"search_{split}" / "corpus.jsonl"
 
+    def search_drill(self) -> Path:
+        return self.root / "search_drill" / "mat_search_mini.json"
+
 
 def build_world(root: str | Path, *, coding_train: int = 800, coding_test: int = 100, search_train: int = 600,
-                search_test: int = 60, seed: int = 0) -> World:
-    """Generate train and held-out splits (different seeds) of both benchmarks and the corpus."""
+                search_test: int = 60, search_worlds: int = 100, seed: int = 0) -> World:
+    """Generate train and held-out splits (different seeds) of both benchmarks and the corpora.
+
+    Train search questions come from `search_worlds` small worlds (each with
+    its own corpus), so the expert traces can only be imitated by reading the
+    search results, not by memorising companies.
+    """
     world = World(Path(root))
     mat_coding_mini.generate(world.coding("train").parent, coding_train, seed=seed)
     mat_coding_mini.generate(world.coding("test").parent, coding_test, seed=seed + 1000)
-    mat_search_mini.generate(world.search("train").parent, search_train, seed=seed)
+    mat_search_mini.generate(world.search("train").parent, search_train, seed=seed, worlds=search_worlds)
     # Held-out search questions come from an unseen world (its own companies and corpus): their answers
     # cannot be memorised from the training traces, only found by searching.
     mat_search_mini.generate(world.search("test").parent, search_test, seed=seed + 1000)
@@ -73,18 +81,22 @@ def _direct_episodes(items: list[AgentItem]) -> tuple[list[AgentItem], dict]:
     return direct, turns
 
 
-def _search_episodes(path: Path, seed: int) -> tuple[list[AgentItem], dict]:
-    companies = {c.name: c for c in mat_search_mini.build_world(seed)}
+def _search_episodes(path: Path) -> dict[str, tuple[list[AgentItem], dict]]:
+    """Expert search episodes grouped by the corpus each question's world lives in."""
     records = {str(r["id"]): r for r in json.loads(path.read_text(encoding="utf-8"))}
-    items, turns = [], {}
+    worlds: dict[int, dict[str, mat_search_mini.Company]] = {}
+    by_corpus: dict[str, tuple[list[AgentItem], dict]] = {}
     for item in load_benchmark("mat-search", path):
         record = records[item.id]
-        agent_item = AgentItem(item.question, [item.image], item_id=f"search-{item.id}", gold=item.answers,
-                               metadata={"split": item.split, "benchmark": "mat-search"})
-        items.append(agent_item)
+        seed = record["world_seed"]
+        if seed not in worlds:
+            worlds[seed] = {c.name: c for c in mat_search_mini.build_world(seed)}
+        items, turns = by_corpus.setdefault(record["corpus"], ([], {}))
+        items.append(AgentItem(item.question, [item.image], item_id=f"search-{item.id}", gold=item.answers,
+                               metadata={"split": item.split, "benchmark": "mat-search"}))
         turns[(item.question, _sha(item.image))] = expert.search_turns(
-            companies[record["company"]], record["kind"], item.answers[0])
-    return items, turns
+            worlds[seed][record["company"]], record["kind"], item.answers[0])
+    return by_corpus
 
 
 def _sha(path: Path) -> str:
@@ -93,25 +105,36 @@ def _sha(path: Path) -> str:
     return put_image(path).sha
 
 
-def record_expert_traces(world: World, store: Store | None = None, *, seed: int = 0,
-                         name: str = "expert traces (SFT data)") -> str:
-    """Run the expert through the real tools on the train splits; store the correct episodes as a run."""
+def build_search_drill(world: World, count: int = 2400, worlds: int = 400, seed: int = 5000) -> Path:
+    """Extra search questions from many more small worlds: the data of the second (search) SFT stage."""
+    questions, _ = mat_search_mini.generate(world.search_drill().parent, count, seed=seed, worlds=worlds)
+    return questions
+
+
+def record_expert_traces(world: World, store: Store | None = None, *, coding: bool = True,
+                         search_file: Path | None = None, name: str = "expert traces (SFT data)") -> str:
+    """Run the expert through the real tools (coding train split unless coding=False, and the search
+    questions of `search_file`, default the search train split); store the episodes, scored, as a run."""
     store = store or Store()
-    run_id = store.create_run(name, "imported", config={"source": "workbench.synth.expert", "world": str(world.root)})
-    coding_items, coding_turns = _coding_episodes(world.coding("train"))
-    direct_items, direct_turns = _direct_episodes(coding_items)
-    search_items, search_turns = _search_episodes(world.search("train"), seed)
-    tools = build_tools(("code", "search"), corpus=world.corpus())
-    kept = 0
-    for items, turns, tool_names in ((coding_items, coding_turns, ("code",)), (direct_items, direct_turns, ()),
-                                     (search_items, search_turns, ("search",))):
-        config = RunnerConfig(tools=tool_names, layout="chat", max_turns=5)
+    search_file = search_file or world.search("train")
+    run_id = store.create_run(name, "imported", config={"source": "workbench.synth.expert", "world": str(world.root),
+                                                         "search": str(search_file)})
+    jobs = []
+    if coding:
+        coding_items, coding_turns = _coding_episodes(world.coding("train"))
+        direct_items, direct_turns = _direct_episodes(coding_items)
+        jobs += [(coding_items, coding_turns, build_tools(("code",))), (direct_items, direct_turns, {})]
+    for corpus, (items, turns) in sorted(_search_episodes(search_file).items()):
+        jobs.append((items, turns, build_tools(("search",), corpus=search_file.parent / corpus)))
+    kept = episodes = 0
+    for items, turns, tools in jobs:
+        config = RunnerConfig(tools=tuple(tools), layout="chat", max_turns=5)
         runner = AgentRunner(ReplayBackend(turns, model_id="expert"), tools, config, store=store, run_id=run_id,
                              score=_score)
         for start in range(0, len(items), 64):
             traces = runner.run(items[start:start + 64])
             kept += sum(1 for t in traces if t.rewards.get("em") == 1.0)
-    episodes = len(coding_items) + len(direct_items) + len(search_items)
+        episodes += len(items)
     store.update_run(run_id, status="succeeded", summary={"episodes": episodes,
                                                           "correct": kept})
     return run_id

@@ -117,21 +117,27 @@ def emblem_query(company: Company) -> str:
     return f"company with a {company.emblem} emblem"
 
 
-def generate(out_dir: str | Path, count: int = 150, seed: int = 0,
-             question_seed: int | None = None) -> tuple[Path, Path]:
+def generate(out_dir: str | Path, count: int = 150, seed: int = 0, question_seed: int | None = None,
+             worlds: int = 1) -> tuple[Path, Path]:
     """Write images, mat_search_mini.json and corpus.jsonl into out_dir; returns (questions, corpus).
 
     `seed` fixes the world (companies, corpus); `question_seed` (default: seed)
     draws the questions, so held-out questions can share the train world.
+    With `worlds` > 1, question i comes from world `seed + i % worlds`, whose
+    corpus is corpus_<k>.jsonl (named in the record's "corpus"); corpus.jsonl
+    is the first world's. Many small worlds are how training data teaches
+    reading the search results: no company recurs often enough to be memorised.
     """
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     rng = random.Random((seed if question_seed is None else question_seed) + 1)
-    companies = build_world(seed)
+    all_companies = [build_world(seed + k) for k in range(worlds)]
+    corpora = ["corpus.jsonl"] if worlds == 1 else [f"corpus_{k}.jsonl" for k in range(worlds)]
     simple = count // 2
     records = []
     for item_id in range(count):
-        company = rng.choice(companies)
+        world = item_id % worlds
+        company = rng.choice(all_companies[world])
         image_name = f"images/emblem_{item_id}.png"
         draw_emblem(company, rng).save(out / image_name)
         kind = rng.choice(["city", "founded"] if item_id < simple else ["country", "founder"])
@@ -139,9 +145,13 @@ def generate(out_dir: str | Path, count: int = 150, seed: int = 0,
         answer = str(getattr(company, answer))
         split = "simple" if item_id < simple else "hard"
         records.append({"id": item_id, "question": question, "answer": [answer], "image_path": image_name,
-                        "split": split, "company": company.name, "kind": kind})
+                        "split": split, "company": company.name, "kind": kind, "world_seed": seed + world,
+                        "corpus": corpora[world]})
     questions = out / "mat_search_mini.json"
     questions.write_text(json.dumps(records, indent=1), encoding="utf-8")
-    corpus = out / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps(doc) + "\n" for doc in corpus_documents(companies)), encoding="utf-8")
-    return questions, corpus
+    for companies, name in zip(all_companies, corpora):
+        (out / name).write_text("".join(json.dumps(doc) + "\n" for doc in corpus_documents(companies)),
+                                encoding="utf-8")
+    if worlds > 1:
+        (out / "corpus.jsonl").write_text((out / corpora[0]).read_text(encoding="utf-8"), encoding="utf-8")
+    return questions, out / "corpus.jsonl"
