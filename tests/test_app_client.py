@@ -1,7 +1,7 @@
 """The app launched headless in-process and driven through gradio_client, as a remote user would.
 
-Covers the main actions: run the playground with the embedded tiny model on a
-demo image, list traces, open a trace and step through it, view a GRPO
+Covers the main actions: run the playground with the demo model on a demo
+item (it names the problem, runs code, answers), list traces, open a trace and step through it, view a GRPO
 group, load a runs chart and export its data; and, in public-demo mode,
 that a visitor cannot load another model or see another visitor's run.
 """
@@ -16,9 +16,12 @@ from gradio_client.exceptions import AppError, AuthenticationError
 from workbench.store import Store
 from workbench.ui.app import create_app, launch_options
 from tests.ui_fixtures import CURVE_RUNS, seed_metric_runs
-from workbench.ui.demo_runs import GROUP_RUN
+from workbench.ui.assets import demo_image, demo_names
+from workbench.ui.demo_runs import GRPO_RUN, TRACES_RUN
 
-QUESTION = "What is written on the sign?"
+UPSIDE_DOWN = next(name for name in demo_names() if name.startswith("rotation180:"))
+DARK = next(name for name in demo_names() if name.startswith("dark:"))
+QUESTION = demo_image(UPSIDE_DOWN).question
 
 
 def free_port() -> int:
@@ -52,12 +55,15 @@ def playground_args(client: Client, **overrides) -> list:
 def test_playground_traces_and_runs_through_the_api():
     with running_app(public_demo=False) as (url, ctx):
         client = Client(url, verbose=False)
-        args = playground_args(client, **{"Demo image": "upside-down sign", "Question": QUESTION,
-                                          "Max new tokens": 16, "Max turns": 2})
+        args = playground_args(client, **{"Demo image": UPSIDE_DOWN, "Question": QUESTION,
+                                          "Max new tokens": 256, "Max turns": 4})
         status, transcript, run_id, trace_id = client.predict(*args, api_name="/run_playground")
         assert status.startswith("done") and trace_id and run_id
         assert "Sample 0" in transcript and "Turn 1 of" in transcript
-        assert ctx.store.get_trace(trace_id).question == QUESTION
+        trace = ctx.store.get_trace(trace_id)
+        assert trace.question == QUESTION and trace.model_id == "demo-tiny-qwen2.5-vl"
+        assert [turn.action for turn in trace.turns] == ["problem", "code", "answer"]
+        assert trace.turns[1].tool_call.ok and trace.turns[1].tool_call.output_images
 
         _, table = client.predict("all", "", "all", "", "", api_name="/list_traces")
         assert trace_id in [row[-1] for row in table["data"]]
@@ -66,9 +72,9 @@ def test_playground_traces_and_runs_through_the_api():
         assert opened[0] == trace_id and "turn 1 of" in opened[2] and QUESTION in opened[3]
         assert opened[5], "the gallery shows the input image"
 
-        group_rows = [row for row in table["data"] if row[7] == GROUP_RUN]
+        group_rows = [row for row in table["data"] if row[7] == GRPO_RUN]
         group = client.predict(group_rows[0][-1], api_name="/group_view")
-        assert group.count('class="wb-card"') == 4
+        assert group.count('class="wb-card"') == 4  # the shipped GRPO run samples 4 completions per prompt
 
         run_list = client.predict([], api_name="/list_runs")  # also what the Runs tab does when opened
         assert set(CURVE_RUNS) <= {value for _, value in run_list["choices"]}
@@ -76,6 +82,8 @@ def test_playground_traces_and_runs_through_the_api():
         metric_update, metric_plot = chart[0], chart[1]
         assert metric_update["value"] == "reward" and metric_plot["type"] == "plotly"
         assert "collapsing" in chart[4]
+        shipped = client.predict([GRPO_RUN], None, 0.0, api_name="/load_runs_chart")
+        assert shipped[0]["value"] == "eval_reward" and shipped[1]["type"] == "plotly"
         exported = client.predict(list(CURVE_RUNS), 0.6, api_name="/export_chart_csv")
         with open(exported, encoding="utf-8") as handle:
             assert handle.readline().strip() == "run,run_id,metric,step,value,smoothed"
@@ -88,9 +96,9 @@ def test_public_demo_refuses_other_models_and_isolates_visitors():
         # Gradio's dropdown validation refuses it first; the policy check behind it is tested directly
         # in test_ui_callbacks.py.
         with pytest.raises(AppError, match="only the embedded model|not in the list of choices"):
-            alice.predict(*playground_args(alice, **{"Demo image": "dark label", "Question": "Which exit?",
+            alice.predict(*playground_args(alice, **{"Demo image": DARK, "Question": "Which colour?",
                                                       "Model": "/models/any"}), api_name="/run_playground")
-        args = playground_args(alice, **{"Demo image": "dark label", "Question": "Which exit?",
+        args = playground_args(alice, **{"Demo image": DARK, "Question": "Which colour?",
                                          "Max new tokens": 16, "Max turns": 1})
         _, _, run_id, trace_id = alice.predict(*args, api_name="/run_playground")
         assert ctx.store.get_run(run_id)["config"]["visitor"] == alice.session_hash
@@ -98,7 +106,8 @@ def test_public_demo_refuses_other_models_and_isolates_visitors():
         alice_rows = alice.predict("all", "", "all", "", "", api_name="/list_traces")[1]["data"]
         bob_rows = bob.predict("all", "", "all", "", "", api_name="/list_traces")[1]["data"]
         assert trace_id in [row[-1] for row in alice_rows]
-        assert trace_id not in [row[-1] for row in bob_rows] and len(bob_rows) == 5  # the shipped examples
+        shipped = ctx.store.count_traces(TRACES_RUN) + ctx.store.count_traces(GRPO_RUN)
+        assert trace_id not in [row[-1] for row in bob_rows] and len(bob_rows) == min(shipped, 200)
         with pytest.raises(AppError, match="no trace"):
             bob.predict(trace_id, api_name="/open_trace")
 

@@ -12,6 +12,8 @@ import pytest
 from tests.ui_fixtures import seed_metric_runs
 from workbench.store import Store
 from workbench.ui.app import create_app, launch_options
+from workbench.ui.assets import demo_image, demo_names
+from workbench.ui.demo_runs import GRPO_RUN
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -19,6 +21,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+UPSIDE_DOWN = next(name for name in demo_names() if name.startswith("rotation180:"))
 
 
 @pytest.fixture
@@ -60,25 +63,21 @@ def test_playground_trace_stepper_and_runs_chart(app_url, page):
     ARTIFACTS.mkdir(exist_ok=True)
     page.goto(app_url)
 
-    # Playground: a demo image fills the question and shows its preview; the run streams, then opens in Traces.
-    pick(page, "pg-demo", "upside-down sign")
-    expect(page.locator("#pg-question textarea")).to_have_value("What is written on the sign?")
+    # Playground: a demo item fills the question and shows its preview; the demo model names the problem,
+    # writes code the sandbox runs and answers; the trace opens in Traces, where we step to the code turn.
+    pick(page, "pg-demo", UPSIDE_DOWN)
+    expect(page.locator("#pg-question textarea")).to_have_value(demo_image(UPSIDE_DOWN).question)
     expect(page.locator("#pg-preview img").first).to_be_visible()
     page.locator("#pg-run").click()
     expect(page.get_by_role("tab", name="Traces", selected=True)).to_be_visible(timeout=120_000)
-    expect(page.locator("#tr-position")).to_contain_text("turn 1 of")
-    expect(page.locator("#tr-header")).to_contain_text("What is written on the sign?")
+    expect(page.locator("#tr-position")).to_contain_text("turn 1 of 3")
+    expect(page.locator("#tr-header")).to_contain_text(demo_image(UPSIDE_DOWN).question)
+    expect(page.locator("#tr-turn-html")).to_contain_text("<problem>")
     expect(page.locator("#tr-gallery img").first).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "browser-1-playground-trace.png"), full_page=True)
-
-    # Traces: open the scripted coding episode and step to its code turn.
-    page.locator("#tr-refresh").click()
-    page.locator("#tr-table").get_by_text("demo-episode").last.click()
-    expect(page.locator("#tr-position")).to_contain_text("turn 1 of 3")
-    expect(page.locator("#tr-turn-html")).to_contain_text("<problem>")
     page.locator("#tr-next").click()
     expect(page.locator("#tr-position")).to_contain_text("turn 2 of 3")
-    expect(page.locator("#tr-code")).to_contain_text("rotate(180)")
+    expect(page.locator("#tr-code")).to_contain_text("cv2.rotate")
     expect(page.locator("#tr-gallery")).to_contain_text("after: tool output 1")
     page.screenshot(path=str(ARTIFACTS / "browser-2-trace-code-turn.png"), full_page=True)
     page.locator("#tr-prev").click()
@@ -109,3 +108,16 @@ def test_train_form_fills_demo_data_and_previews_the_command(app_url, page):
     page.screenshot(path=str(ARTIFACTS / "browser-4-train-form.png"), full_page=True)
     page.get_by_role("tab", name="Search cache").click()
     expect(page.locator("#sc-summary")).to_contain_text("Nothing has been searched yet")
+
+
+def test_runs_chart_shows_the_shipped_grpo_runs_held_out_reward(app_url, page):
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.goto(app_url)
+    page.get_by_role("tab", name="Runs").click()
+    pick(page, "rn-runs", GRPO_RUN)
+    page.keyboard.press("Escape")
+    expect(page.locator("#rn-metric input")).to_have_value("eval_reward")
+    expect(page.locator("#rn-metric-plot .js-plotly-plot")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "browser-5-demo-grpo-held-out-reward.png"), full_page=True)

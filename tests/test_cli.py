@@ -38,7 +38,7 @@ def test_run_prints_and_stores_a_trace_as_json(image):
                        "--max-new-tokens", "16", "--max-turns", "2", "--json")
     assert result.returncode == 0, result.stderr
     trace = json.loads(result.stdout)
-    assert trace["question"] == "What colour is the card?" and trace["model_id"] == "tiny-qwen2.5-vl"
+    assert trace["question"] == "What colour is the card?" and trace["model_id"] == "demo-tiny-qwen2.5-vl"
     assert trace["stop_reason"] in ("answered", "max_turns", "parse_error", "tool_error")
     assert 1 <= len(trace["turns"]) <= 2 and trace["turns"][0]["completion_tokens"] > 0
     stored = Store().get_trace(trace["id"])

@@ -102,9 +102,9 @@ def demo_sft_config(data: DemoData, steps: int = 60) -> SftJobConfig:
     """Cold start for the tiny model: full fine-tuning on the expert traces until it speaks the protocol."""
     if data.expert_run is None:
         raise ValueError("record the expert traces first (record_expert_traces)")
-    return SftJobConfig(trace_runs=[data.expert_run], finetune="full", max_steps=steps, per_device_batch_size=4,
-                        learning_rate=1e-3, save_steps=0, run_name="cold start (tiny, expert traces)",
-                        **TINY_PIXELS)
+    return SftJobConfig(model="tiny", trace_runs=[data.expert_run], finetune="full", max_steps=steps,
+                        per_device_batch_size=4, learning_rate=1e-3, save_steps=0,
+                        run_name="cold start (tiny, expert traces)", **TINY_PIXELS)
 
 
 def demo_grpo_config(data: DemoData, model: str, steps: int = 50) -> GrpoJobConfig:

@@ -16,8 +16,12 @@ from trainers.config import TrainJobConfig
 
 def resolve_model_path(spec: str) -> str:
     """A folder or hub id for `from_pretrained`; builds the embedded tiny model on first use."""
-    from workbench.backends import TINY_MODELS
+    from workbench.backends import DEMO_MODEL, TINY_MODELS
 
+    if spec == DEMO_MODEL:
+        from workbench.synth.demo_assets import demo_model_dir
+
+        return str(demo_model_dir())
     if spec in TINY_MODELS:
         from workbench.tiny_model import ensure_tiny_model
 
@@ -27,8 +31,12 @@ def resolve_model_path(spec: str) -> str:
 
 def model_id_for(spec: str) -> str:
     """The id recorded in traces: the tiny model's name, a folder's name, or the hub id."""
-    from workbench.backends import TINY_MODELS
+    from workbench.backends import DEMO_MODEL, TINY_MODELS
 
+    if spec == DEMO_MODEL:
+        from workbench.synth.demo_assets import MODEL_ID
+
+        return MODEL_ID
     if spec in TINY_MODELS:
         return {"qwen2_5_vl": "tiny-qwen2.5-vl", "qwen3_vl": "tiny-qwen3-vl"}[TINY_MODELS[spec]]
     return Path(spec).name if Path(spec).is_dir() else spec

@@ -27,7 +27,7 @@ def get_backend(model: str, adapter: str | None = None) -> ChatBackend:
         return _backends[key]
 
 
-def stream_question(question: str, images: list[str | Path], *, model: str = "tiny", adapter: str | None = None,
+def stream_question(question: str, images: list[str | Path], *, model: str = "demo", adapter: str | None = None,
                     config: RunnerConfig | None = None, store: Store | None = None, run_id: str | None = None,
                     search_backend: str = "local", corpus: str | Path | None = None,
                     search_mode: str = "cache-first") -> Iterator[TurnEvent]:

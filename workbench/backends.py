@@ -2,7 +2,9 @@
 
 Owns `resolve_model`, which turns a model spec string into a `ChatBackend`:
 
-- "tiny", "tiny-qwen2.5-vl", "tiny-qwen3-vl": the embedded tiny model
+- "demo": the shipped demo model (the tiny model trained on the demo world,
+  in workbench/demo/model; see workbench.synth.demo_assets), the default;
+- "tiny", "tiny-qwen2.5-vl", "tiny-qwen3-vl": the embedded untrained tiny model
   (built on first use into settings.models_dir(), see workbench.tiny_model);
 - a local model folder or a Hugging Face Hub id: `TransformersBackend`;
 - "openai:<model>@<base_url>": `OpenAIBackend` on any OpenAI-compatible
@@ -23,8 +25,9 @@ from workbench.backends_openai import OpenAIBackend
 from workbench.backends_transformers import TransformersBackend
 
 __all__ = ["ChatBackend", "Generation", "GenerationConfig", "OpenAIBackend", "TransformersBackend",
-           "TINY_MODELS", "resolve_model", "trim_at_stop"]
+           "DEMO_MODEL", "TINY_MODELS", "resolve_model", "trim_at_stop"]
 
+DEMO_MODEL = "demo"
 # Spec → tiny-model architecture; the first name of each arch is the id recorded in traces.
 TINY_MODELS = {"tiny": "qwen2_5_vl", "tiny-qwen2.5-vl": "qwen2_5_vl", "tiny-qwen3-vl": "qwen3_vl"}
 _TINY_IDS = {"qwen2_5_vl": "tiny-qwen2.5-vl", "qwen3_vl": "tiny-qwen3-vl"}
@@ -42,7 +45,7 @@ def resolve_model(spec: str, adapter: str | None = None, **kw: Any) -> ChatBacke
     """
     spec = (spec or "").strip()
     if not spec:
-        raise ValueError("no model given: pass 'tiny', a model folder, a hub id or 'openai:<model>@<base_url>'")
+        raise ValueError("no model given: pass 'demo', 'tiny', a model folder, a hub id or 'openai:<model>@<base_url>'")
     if spec.startswith("openai:"):
         match = _OPENAI_SPEC.fullmatch(spec)
         if not match:
@@ -55,6 +58,12 @@ def resolve_model(spec: str, adapter: str | None = None, **kw: Any) -> ChatBacke
         if unknown:
             raise ValueError(f"OpenAI-compatible backends take {sorted(OPENAI_KEYS)}, not {sorted(unknown)}")
         return OpenAIBackend(match.group("url") or OPENAI_DEFAULT_URL, match.group("model"), **kw)
+    if spec == DEMO_MODEL:
+        from workbench.synth.demo_assets import MODEL_ID, demo_model_dir
+
+        backend = TransformersBackend(str(demo_model_dir()), adapter, **kw)
+        backend.model_id = MODEL_ID
+        return backend
     if spec in TINY_MODELS:
         from workbench.tiny_model import ensure_tiny_model
 

@@ -33,7 +33,8 @@ class EvalConfig:
     data: str = _help("The benchmark JSON/JSONL file.", default="")
     images: str | None = _help("Folder the item image paths are relative to (default: the file's folder).",
                                default=None)
-    model: str = _help("Model: 'tiny', a folder, a hub id, or openai:<model>@<base_url>.", default="tiny")
+    model: str = _help("Model: 'demo' (shipped demo model), 'tiny' (untrained), a folder, a hub id, or "
+                       "openai:<model>@<base_url>.", default="demo")
     adapter: str | None = _help("LoRA adapter folder to load on the model.", default=None)
     limit: int | None = _help("Evaluate only the first N items.", default=None)
     batch_items: int = _help("Items rolled out together per batch.", default=8)

@@ -182,13 +182,14 @@ def job_age(row: dict, now: float | None = None) -> str:
     return f"{seconds // 3600}h {seconds % 3600 // 60}m ago"
 
 
-def prepare_demo_training(store: Store | None = None, count: int = 8) -> dict[str, Any]:
-    """MAT-Coding-mini items, scripted-expert traces and a Visual-ARFT steps file (made once, then reused).
+def prepare_demo_training(store: Store | None = None, count: int = 64) -> dict[str, Any]:
+    """MAT-Coding-mini items, held-out items, scripted-expert traces and a steps file (made once, then reused).
 
-    Returns {"items_file", "steps_file", "expert_run"}: what a GRPO (steps or
-    episodes) or a cold-start SFT job on the embedded tiny model trains on.
+    Returns {"items_file", "eval_file", "steps_file", "expert_run"}: what a GRPO
+    (steps or episodes, held-out reward on eval_file) or a cold-start SFT job trains on.
     """
     from trainers.demo_data import DemoData, prepare_demo_data, write_steps_file
+    from workbench.synth import mat_coding_mini
 
     store = store or Store()
     folder = settings.jobs_dir() / DEMO_FOLDER
@@ -202,4 +203,8 @@ def prepare_demo_training(store: Store | None = None, count: int = 8) -> dict[st
             break
     else:
         data = prepare_demo_data(folder, store, count=count)
-    return {"items_file": str(data.items_file), "steps_file": str(data.steps_file), "expert_run": data.expert_run}
+    eval_file = folder / "held_out" / "mat_coding_mini.json"
+    if not eval_file.is_file():  # other seed: items the training never sees
+        mat_coding_mini.generate(eval_file.parent, count=16, seed=1000)
+    return {"items_file": str(data.items_file), "eval_file": str(eval_file), "steps_file": str(data.steps_file),
+            "expert_run": data.expert_run}

@@ -37,8 +37,8 @@ def _intro(policy: DeploymentPolicy) -> str:
         text += (" Launch training in **Train**, benchmarks in **Eval**, and see what searching cost in "
                  "**Search cache**.")
     if policy.public_demo:
-        text += ("\n\n*Public demo:* only the embedded tiny model (random weights, so expect parse errors) runs "
-                 "here; you see your own runs and the shipped examples. Run the workbench yourself for more.")
+        text += ("\n\n*Public demo:* only the shipped demo model (a tiny model trained on the demo world; "
+                 "see its model card) runs here; you see your own runs and the shipped examples. Run the workbench yourself for more.")
     return text
 
 
@@ -148,5 +148,5 @@ def main() -> None:
     host = os.environ.get("GRADIO_SERVER_NAME") or DEFAULT_HOST
     port = int(os.environ.get("GRADIO_SERVER_PORT") or DEFAULT_PORT)
     app.launch(server_name=host, server_port=port, prevent_thread_lock=True, **launch_options(ctx.policy))
-    ctx.warmup.start()  # build/load the tiny model once the UI is up, so start-up does not wait for it
+    ctx.warmup.start()  # load the demo model once the UI is up, so start-up does not wait for it
     app.block_thread()

@@ -1,91 +1,69 @@
-"""Demo images for the Playground, drawn in code (no binary files in the repository).
+"""Demo images for the Playground: the shipped held-out demo items (workbench/demo/items).
 
-Each demo is a small picture with a question of the kind Visual-ARFT handles:
-an upside-down sign (rotation), a dark label (exposure), and a crop question
-whose box uses the protocol's 0..1000 scale. Files are written once into
-`settings.home()/demo/` and reused.
+One MAT-Coding-mini item per kind of problem (each degradation, a pair, a
+crop box on the protocol's 0..1000 scale) and one MAT-Search-mini item per
+kind of question; each comes with its question and the tool it needs. The
+shipped search corpus (the held-out world's) backs the search tool when no
+other corpus is given. See workbench.synth.demo_assets for how they are made.
 """
 
+import json
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import Callable
 
-from PIL import Image, ImageDraw, ImageEnhance, ImageFont
-
-from workbench import settings
+from workbench.synth import demo_assets
 
 
 @dataclass(frozen=True)
 class DemoImage:
-    """A demo picture, how to draw it, and a question to ask about it."""
+    """A demo picture, the question to ask about it, and the tool that question needs."""
 
     name: str
     question: str
-    draw: Callable[[], Image.Image]
+    path: Path
+    tool: str
+    answer: str
 
 
-def _font(size: int) -> ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)
+def _load(path: Path, tool: str) -> list[DemoImage]:
+    if not path.is_file():
+        return []
+    demos = []
+    for record in json.loads(path.read_text(encoding="utf-8")):
+        if tool == "code":
+            # crop questions are asked on the original image (MAT-Coding's rule); the others on the degraded one
+            image = record["ori_image_path"] if record["type"] == ["crop"] else record["processed_image_path"]
+            name = f"{' + '.join(record['type'])}: {record['question']}"
+            answer = record["answers"][0]
+        else:
+            image, name, answer = record["image_path"], f"search: {record['question']}", record["answer"][0]
+        demos.append(DemoImage(name, record["question"], path.parent / image, tool, answer))
+    return demos
 
 
-def _sign(text: str, size: tuple[int, int] = (480, 320), background=(250, 204, 21)) -> Image.Image:
-    image = Image.new("RGB", size, (71, 85, 105))
-    draw = ImageDraw.Draw(image)
-    margin = 40
-    draw.rounded_rectangle((margin, margin, size[0] - margin, size[1] - margin), radius=18, fill=background,
-                           outline=(30, 41, 59), width=6)
-    font = _font(56)
-    box = draw.textbbox((0, 0), text, font=font)
-    x = (size[0] - (box[2] - box[0])) / 2
-    y = (size[1] - (box[3] - box[1])) / 2 - box[1]
-    draw.text((x, y), text, fill=(17, 24, 39), font=font)
-    return image
-
-
-def _upside_down_sign() -> Image.Image:
-    return _sign("OPEN 24H").rotate(180)
-
-
-def _dark_label() -> Image.Image:
-    return ImageEnhance.Brightness(_sign("EXIT 7", background=(134, 239, 172))).enhance(0.22)
-
-
-def _shelf_with_tag() -> Image.Image:
-    image = Image.new("RGB", (640, 400), (226, 232, 240))
-    draw = ImageDraw.Draw(image)
-    for row, y in enumerate((60, 190, 320)):
-        draw.rectangle((20, y + 50, 620, y + 62), fill=(120, 113, 108))
-        for column in range(6):
-            x = 40 + column * 98
-            draw.rectangle((x, y - 10, x + 70, y + 50), fill=((column * 40) % 255, 120 + row * 40, 200 - column * 25))
-    # The small price tag the crop question points at: x 560..620 of 640, y 262..292 of 400.
-    draw.rectangle((560, 262, 620, 292), fill=(255, 255, 255), outline=(15, 23, 42), width=2)
-    draw.text((566, 266), "$4.99", fill=(15, 23, 42), font=_font(18))
-    return image
-
-
-DEMO_IMAGES: dict[str, DemoImage] = {
-    demo.name: demo for demo in (
-        DemoImage("upside-down sign", "What is written on the sign?", _upside_down_sign),
-        DemoImage("dark label", "What does the label say?", _dark_label),
-        DemoImage("shelf price tag", "What is the text within the [875, 655, 969, 730] of the image?", _shelf_with_tag),
-    )
-}
+@cache
+def demo_images() -> dict[str, DemoImage]:
+    return {demo.name: demo for demo in _load(demo_assets.CODING_ITEMS, "code") + _load(demo_assets.SEARCH_ITEMS,
+                                                                                        "search")}
 
 
 def demo_names() -> list[str]:
-    return list(DEMO_IMAGES)
+    return list(demo_images())
+
+
+def demo_image(name: str) -> DemoImage:
+    demos = demo_images()
+    if name not in demos:
+        raise KeyError(f"no demo image {name!r}; choose one of {', '.join(demos)}")
+    return demos[name]
 
 
 def demo_image_path(name: str) -> Path:
-    """The demo picture's PNG file, drawn on first use."""
-    if name not in DEMO_IMAGES:
-        raise KeyError(f"no demo image {name!r}; choose one of {', '.join(DEMO_IMAGES)}")
-    folder = settings.home() / "demo"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / (name.replace(" ", "-") + ".png")
-    if not path.exists():
-        tmp = path.with_suffix(".tmp.png")
-        DEMO_IMAGES[name].draw().save(tmp, format="PNG")
-        tmp.replace(path)
-    return path
+    """The demo picture's file."""
+    return demo_image(name).path
+
+
+def demo_corpus() -> Path:
+    """The search corpus the demo search questions are answered from."""
+    return demo_assets.CORPUS

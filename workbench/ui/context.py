@@ -18,32 +18,30 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ModelWarmup:
-    """Builds and loads the embedded tiny model in the background, so the UI starts at once."""
+    """Loads the demo model in the background, so the UI starts at once."""
 
     status: str = "not started"
     error: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self._run, name="tiny-model-warmup", daemon=True)
+        thread = threading.Thread(target=self._run, name="demo-model-warmup", daemon=True)
         thread.start()
         return thread
 
     def _run(self) -> None:
-        self.status = "building the embedded tiny model"
+        self.status = "starting"
         try:
             from workbench.agent_service import get_backend
-            from workbench.tiny_model import ensure_tiny_model
 
-            ensure_tiny_model()
-            self.status = "loading the embedded tiny model"
-            get_backend("tiny")
+            self.status = "loading the demo model"
+            get_backend("demo")
             self.status = "ready"
-            log.info("embedded tiny model ready")
+            log.info("demo model ready")
         except Exception as exc:  # the playground reports it; the rest of the app still works
             self.error = f"{type(exc).__name__}: {exc}"
             self.status = "failed"
-            log.exception("tiny model warm-up failed")
+            log.exception("demo model warm-up failed")
         finally:
             self.done.set()
 

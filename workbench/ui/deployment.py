@@ -1,7 +1,7 @@
 """Deployment policy: the public-demo restrictions and who may see which runs.
 
 Protects a public deployment (WORKBENCH_PUBLIC_DEMO=1, e.g. a Space) against:
-visitors loading arbitrary model paths or adapters (only the embedded tiny
+visitors loading arbitrary model paths or adapters (only the shipped demo
 model runs), oversized generation settings that would hog the CPU, one
 visitor seeing another's uploads and playground runs, and unbounded
 concurrency (queue limits). It does not protect against a visitor who learns
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from workbench.runner import RunnerConfig
 
-PUBLIC_MODELS = ("tiny",)
+PUBLIC_MODELS = ("demo",)
 TRUE_WORDS = {"1", "true", "yes", "on"}
 
 

@@ -19,13 +19,13 @@ from workbench.images import ImageError, image_path, load_image
 from workbench.runner import RunnerConfig
 from workbench.trace import Trace
 from workbench.ui import render
-from workbench.ui.assets import DEMO_IMAGES, demo_image_path, demo_names
+from workbench.ui.assets import demo_corpus, demo_image, demo_images, demo_image_path, demo_names
 from workbench.ui.context import UIContext
 from workbench.ui.deployment import DeploymentPolicy, PolicyError, Viewer
 from workbench.ui.forms import FieldSpec, build_form, form_fields, form_values
 from workbench.ui.images_view import preview_files
 
-MODEL_CHOICES = ["tiny", "tiny-qwen3-vl"]
+MODEL_CHOICES = ["demo", "tiny", "tiny-qwen3-vl"]
 NO_DEMO = "(none: use my uploads)"
 # The playground shows a few fields up front; the rest sit in an accordion.
 MAIN_FIELDS = ("tools", "protocol", "max_turns", "max_new_tokens")
@@ -81,16 +81,24 @@ def accept_images(store, files: Any, demo_name: str | None) -> tuple[list[Path],
 
 
 def demo_question(demo_name: str | None, current: str) -> str:
-    """The demo's question when a demo image is picked and no question was typed."""
-    if demo_name in DEMO_IMAGES and not (current or "").strip():
-        return DEMO_IMAGES[demo_name].question
+    """The demo's question when a demo image is picked and the box is empty or holds another demo's question."""
+    demos = demo_images()
+    typed = (current or "").strip()
+    if demo_name in demos and (not typed or typed in {d.question for d in demos.values()}):
+        return demos[demo_name].question
+    return current
+
+
+def demo_tools(demo_name: str | None, current: list[str]) -> list[str]:
+    """The tool the demo's question needs (code or search), or the current choice for uploads."""
+    if demo_name in demo_images():
+        return [demo_image(demo_name).tool]
     return current
 
 
 def config_specs(policy: DeploymentPolicy) -> dict[str, FieldSpec]:
     return {
-        # search needs a corpus path, which a public demo does not take
-        "tools": FieldSpec(choices=["code"] if policy.public_demo else list(protocol.TOOL_ARGUMENT)),
+        "tools": FieldSpec(choices=list(protocol.TOOL_ARGUMENT)),
         "protocol": FieldSpec(choices=list(protocol.PROTOCOLS)),
         "layout": FieldSpec(choices=list(protocol.LAYOUTS)),
         "max_turns": FieldSpec(minimum=1, maximum=policy.max_turns, step=1),
@@ -103,7 +111,7 @@ def config_specs(policy: DeploymentPolicy) -> dict[str, FieldSpec]:
     }
 
 
-PLAYGROUND_DEFAULTS = {"tools": ("code",), "max_new_tokens": 128}
+PLAYGROUND_DEFAULTS = {"tools": ("code",), "max_new_tokens": 192, "layout": "chat"}  # what the demo model knows
 
 
 def config_names() -> list[str]:
@@ -151,6 +159,7 @@ def run_playground(ctx: UIContext, viewer: Viewer, files: Any, demo_name: str | 
         raise PlaygroundError("; ".join(problems) or "no image: upload one or pick a demo image")
     if corpus and ctx.policy.public_demo:
         raise PlaygroundError("this public demo does not take a search corpus path")
+    corpus = corpus or str(demo_corpus())  # the shipped demo world answers the demo search questions
     yield PlaygroundUpdate("loading the model …", render.transcript_html([]), warnings=problems)
     try:
         backend = agent_service.get_backend(model, adapter or None)
@@ -164,7 +173,7 @@ def run_playground(ctx: UIContext, viewer: Viewer, files: Any, demo_name: str | 
     try:
         events = agent_service.stream_question(question, images, model=model, adapter=adapter or None,
                                                config=config, store=ctx.store, run_id=run_id,
-                                               corpus=corpus or None, search_mode=search_mode)
+                                               corpus=corpus, search_mode=search_mode)
         for event in events:
             live[event.trace.id] = event.trace
             traces = sorted(live.values(), key=lambda t: t.sample_index)
@@ -200,18 +209,19 @@ def build(ctx: UIContext) -> PlaygroundTab:
             uploads = gr.File(label="Images", file_count="multiple", file_types=["image"],
                               elem_id="pg-uploads")
             demo = gr.Dropdown([NO_DEMO] + demo_names(), value=NO_DEMO, label="Demo image",
-                               info="A picture drawn by the workbench, with a question to match.", elem_id="pg-demo")
+                               info="A held-out item of the demo world, with its question and tool.",
+                               elem_id="pg-demo")
             preview = gr.Gallery(label="What the model will see (crop box in red)", columns=2, height=300,
                                  interactive=False, object_fit="contain", preview=False, fit_columns=False, elem_id="pg-preview")
         with gr.Column(scale=6):
             question = gr.Textbox(label="Question", lines=2, elem_id="pg-question",
-                                  placeholder="What is written on the sign?")
+                                  placeholder="Which way does the arrow point?")
             with gr.Row():
-                model = gr.Dropdown(MODEL_CHOICES[:1] if policy.public_demo else MODEL_CHOICES, value="tiny",
+                model = gr.Dropdown(MODEL_CHOICES[:1] if policy.public_demo else MODEL_CHOICES, value="demo",
                                     label="Model", allow_custom_value=not policy.public_demo,
                                     interactive=not policy.public_demo,
-                                    info="tiny = embedded random-weight model; or a folder, hub id, "
-                                         "openai:<model>@<url>")
+                                    info="demo = the shipped demo model; tiny = untrained; or a folder, "
+                                         "hub id, openai:<model>@<url>")
                 adapter = gr.Textbox(label="LoRA adapter folder", visible=not policy.public_demo)
             specs = config_specs(policy)
             controls = {}
@@ -219,7 +229,8 @@ def build(ctx: UIContext) -> PlaygroundTab:
                 with gr.Row():
                     controls.update(build_form(RunnerConfig, specs, PLAYGROUND_DEFAULTS, only=row_fields))
             with gr.Accordion("More rollout settings", open=False):
-                corpus = gr.Textbox(label="Search corpus (JSONL file or folder)", visible=not policy.public_demo)
+                corpus = gr.Textbox(label="Search corpus (JSONL file or folder)", visible=not policy.public_demo,
+                                    info="Empty: the demo world's corpus.")
                 search_mode = gr.Radio(["cache-first", "live", "offline"], value="cache-first", label="Search mode")
                 controls.update(build_form(RunnerConfig, specs, PLAYGROUND_DEFAULTS, exclude=MAIN_FIELDS))
             run = gr.Button("Run", variant="primary", elem_id="pg-run")
@@ -236,8 +247,8 @@ def build(ctx: UIContext) -> PlaygroundTab:
             gr.Warning(problem)
         return gallery
 
-    def on_demo(demo_name, text):
-        return demo_question(demo_name, text)
+    def on_demo(demo_name, text, tools):
+        return demo_question(demo_name, text), demo_tools(demo_name, tools)
 
     def on_run(request: gr.Request, files, demo_name, text, model_spec, adapter_dir, corpus_path, mode,
                *values):  # the request comes first: Gradio cannot inject a keyword after *values
@@ -255,7 +266,8 @@ def build(ctx: UIContext) -> PlaygroundTab:
 
     for trigger in (uploads.change, demo.change, question.blur):
         trigger(on_preview, [uploads, demo, question], preview, api_visibility="private")
-    demo.change(on_demo, [demo, question], question, api_visibility="private")
+    demo.change(on_demo, [demo, question, controls["tools"]], [question, controls["tools"]],
+                api_visibility="private")
     run_event = run.click(on_run, [uploads, demo, question, model, adapter, corpus, search_mode,
                                    *[controls[n] for n in names]],
                           [status, transcript, run_id, trace_id], api_name="run_playground",

@@ -37,7 +37,7 @@ POLL_SECONDS = 2.0
 LOG_LINES = 150
 KIND_CHOICES = [("GRPO: reinforcement learning with the Visual-ARFT rewards", "grpo"),
                 ("SFT: cold start on recorded traces", "sft")]
-LINE_LIST_FIELDS = ("data_files", "trace_runs", "trace_files")  # lists of paths / run ids: one per line
+LINE_LIST_FIELDS = ("data_files", "eval_data_files", "trace_runs", "trace_files")  # lists of paths / run ids: one per line
 JSON_FIELDS = ("rewards",)
 COMMON_MAIN = ("model", "finetune", "run_name")
 OWN_MAIN = {"grpo": ("data_files", "mode", "tools", "protocol", "max_steps", "num_generations",
@@ -119,12 +119,16 @@ def launch_from_form(store: Store, kind: str, values: dict[str, Any]) -> Launche
 
 
 def demo_values(demo: dict[str, str]) -> dict[tuple[str, str], Any]:
-    """Form values (scope, field) for a quick run on the embedded tiny model with the demo data."""
-    return {("common", "model"): "tiny", ("common", "per_device_batch_size"): 4, ("common", "save_steps"): 10,
-            ("common", "learning_rate"): 1e-4, ("common", "max_pixels"): 56 * 56, ("common", "min_pixels"): 28 * 28,
-            ("grpo", "data_files"): demo["steps_file"], ("grpo", "mode"): "steps", ("grpo", "max_steps"): 20,
-            ("grpo", "num_generations"): 2, ("grpo", "max_completion_length"): 64,
-            ("sft", "trace_runs"): demo["expert_run"], ("sft", "max_steps"): 20}
+    """Form values (scope, field) for a click-to-train run: multi-turn GRPO with the live code tool from the
+    demo model, its held-out reward measured every 12 steps (the settings of trainers.demo_model.grpo_config,
+    about 5 minutes on 2 CPU cores)."""
+    return {("common", "model"): "demo", ("common", "finetune"): "full", ("common", "per_device_batch_size"): 8,
+            ("common", "save_steps"): 12, ("common", "learning_rate"): 1e-4, ("common", "max_pixels"): 0,
+            ("common", "min_pixels"): 0, ("grpo", "data_files"): demo["items_file"], ("grpo", "mode"): "episodes",
+            ("grpo", "tools"): ["code"], ("grpo", "max_steps"): 48, ("grpo", "num_generations"): 4,
+            ("grpo", "max_completion_length"): 384, ("grpo", "max_turns"): 4, ("grpo", "temperature"): 1.0,
+            ("grpo", "beta"): 0.0, ("grpo", "eval_data_files"): demo["eval_file"], ("grpo", "eval_steps"): 12,
+            ("grpo", "max_eval_items"): 16, ("sft", "trace_runs"): demo["expert_run"], ("sft", "max_steps"): 20}
 
 
 # -- job list and detail (shared with the Eval tab) ------------------------------------------
@@ -288,7 +292,7 @@ def build(ctx: UIContext) -> TrainTab:
     timer = gr.Timer(POLL_SECONDS, active=False)
     with gr.Row():
         kind = gr.Radio(KIND_CHOICES, value="grpo", label="Job kind", scale=4, elem_id="tn-kind")
-        demo = gr.Button("Fill in demo data (tiny model)", scale=1, elem_id="tn-demo")
+        demo = gr.Button("Fill in a demo run (GRPO from the demo model)", scale=1, elem_id="tn-demo")
     controls: dict[tuple[str, str], Any] = {}
     with gr.Row():
         controls.update({("common", n): c for n, c in build_form(TrainJobConfig, SPECS, only=COMMON_MAIN).items()})

@@ -1,0 +1,77 @@
+"""The shipped demo model and demo assets: present, small, documented, and really using its tools."""
+
+import json
+
+import pytest
+
+from workbench.agent_tools import build_tools
+from workbench.backends import resolve_model
+from workbench.benchmarks import load_benchmark
+from workbench.runner import AgentItem, AgentRunner, RunnerConfig
+from workbench.scoring import f1_em
+from workbench.store import Store
+from workbench.synth import demo_assets
+from workbench.ui.demo_runs import GRPO_RUN, TRACES_RUN, seed_demo_runs
+
+
+@pytest.fixture(scope="module")
+def demo_backend():
+    return resolve_model("demo")
+
+
+def _run(backend, benchmark: str, path, tool: str):
+    items = [AgentItem(i.question, [i.image], item_id=i.id, gold=i.answers) for i in load_benchmark(benchmark, path)]
+    runner = AgentRunner(backend, build_tools((tool,), corpus=demo_assets.CORPUS),
+                         RunnerConfig(tools=(tool,), layout="chat", max_new_tokens=256))
+    traces = runner.run(items)
+    return traces, [f1_em(t.final_answer, item.gold, benchmark)[0] for t, item in zip(traces, items)]
+
+
+def test_demo_model_is_shipped_small_and_its_card_matches_its_figures():
+    folder = demo_assets.demo_model_dir()
+    assert sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) <= 25 * 1024 ** 2
+    figures = json.loads((folder / "figures.json").read_text())
+    results = figures["results"]
+    card = (folder / "README.md").read_text()
+    assert "## How it was made" in card and "## What it cannot do" in card
+    for benchmark in ("mat-coding", "mat-search"):
+        with_tools = results["demo model, with tools"][benchmark]["f1"]
+        assert with_tools > results["demo model, without tools"][benchmark]["f1"], f"tools must help on {benchmark}"
+        assert with_tools > results["untrained tiny model, with tools"][benchmark]["f1"]
+        assert f"| {with_tools:.1f} / " in card
+    assert figures["grpo"]["minutes"] <= 10 and len(figures["grpo"]["eval_reward"]) >= 2
+
+
+def test_demo_model_names_the_problem_runs_code_and_answers_on_the_demo_items(demo_backend):
+    traces, f1s = _run(demo_backend, "mat-coding", demo_assets.CODING_ITEMS, "code")
+    assert sum(t.stop_reason == "answered" for t in traces) >= len(traces) - 1
+    assert all(t.turns[0].action == "problem" for t in traces)
+    calls = [turn.tool_call for t in traces for turn in t.turns if turn.tool_call]
+    assert len(calls) >= len(traces) - 2 and all(call.ok and call.output_images for call in calls)
+    assert sum(f1s) >= len(traces) / 2, f"F1 per item: {f1s}"
+
+
+def test_demo_model_searches_for_the_emblem_it_sees_and_answers(demo_backend):
+    # Its queries are sensible; copying the answer out of the results is what it has not learned (model card).
+    from workbench.synth.mat_search_mini import COLOURS, SHAPES
+
+    traces, _ = _run(demo_backend, "mat-search", demo_assets.SEARCH_ITEMS, "search")
+    for trace in traces:
+        query = trace.turns[0].argument
+        assert trace.turns[0].action == "search" and "emblem" in query
+        assert any(c in query for c in COLOURS) and any(s in query for s in SHAPES), query
+        assert "<information> 1. Content:" in trace.turns[0].feedback
+        assert trace.stop_reason == "answered" and trace.final_answer
+
+
+def test_a_fresh_workbench_gets_the_demo_models_traces_and_the_grpo_run():
+    store = Store()
+    assert seed_demo_runs(store) == [TRACES_RUN, GRPO_RUN]
+    assert seed_demo_runs(store) == [TRACES_RUN, GRPO_RUN], "imported once"
+    traces = [store.get_trace(row["id"]) for row in store.list_traces(run_id=TRACES_RUN, limit=100)]
+    assert len(traces) == len(demo_assets.CODING_KINDS) + len(demo_assets.SEARCH_KINDS)
+    assert {t.model_id for t in traces} == {demo_assets.MODEL_ID}
+    held_out = [row["value"] for row in store.metrics_since(GRPO_RUN, names=["eval_reward"])]
+    assert len(held_out) >= 2 and store.get_run(GRPO_RUN)["config"]["demo"] is True
+    groups = {row["group_id"] for row in store.list_traces(run_id=GRPO_RUN, limit=1000)}
+    assert groups, "the GRPO run ships its sampled rollout groups"
