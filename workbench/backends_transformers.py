@@ -304,8 +304,7 @@ class TransformersBackend:
             with self._torch.inference_mode():
                 rows = [self._kv.prepare(text, row_images) for _, text, row_images in chunk]
                 with self._seeded(config.seed):
-                    output = self._kv.generate(rows, set(self._stop_ids) | set(token_stops),
-                                               self.tokenizer.pad_token_id, **settings)
+                    output = self._kv.generate(rows, self.tokenizer.pad_token_id, **settings)
             prompt_length = max(len(row.ids) for row in rows)
             prompt_counts = [len(row.ids) for row in rows]
         else:
