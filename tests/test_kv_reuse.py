@@ -73,13 +73,13 @@ def rows_leaving(monkeypatch):
     from workbench.kv_decode import RoomyLayer
 
     calls = []
-    select_rows = RoomyLayer.select_rows
+    move_rows = RoomyLayer.move_rows
 
-    def counted(layer, kept):
-        calls.append(len(kept))
-        return select_rows(layer, kept)
+    def counted(layer, sources, targets, count):
+        calls.append(count)
+        return move_rows(layer, sources, targets, count)
 
-    monkeypatch.setattr(RoomyLayer, "select_rows", counted)
+    monkeypatch.setattr(RoomyLayer, "move_rows", counted)
     return calls
 
 

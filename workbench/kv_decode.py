@@ -5,7 +5,8 @@ tokens) until the batch's longest row ends: with agent turns of very
 different lengths that was a fifth of all decode work. `Decoder` owns a
 decode loop that drops a row from the batch as soon as it ends: its
 key/values are handed back (for the next turn's prefix) and the cache rows,
-attention mask and positions of the rows still going are index-selected.
+attention mask and positions of the rows still going are reordered (the last
+live rows move into the holes, so leaving costs a copy of one row each).
 
 Token choice is `generate`'s own: its logits processors (built by the
 model's `_get_logits_processor` from the same generation config: temperature,
@@ -22,7 +23,7 @@ token with `generate` without reuse), so bit-identity across batch sizes is
 expected, not guaranteed.
 
 `RoomyLayer` is the cache layer the loop appends into: spare room instead of
-DynamicLayer's concatenation per token, and rows selected in place.
+DynamicLayer's concatenation per token, and rows moved within the buffer.
 """
 
 import copy
@@ -87,10 +88,15 @@ class Decoder:
             keep = unfinished[rows]
             if not keep.all():
                 self._hand_back(cache, rows, ~keep, sequences, prompt_length, on_finished)
-                kept = keep.nonzero().squeeze(1)
+                # fill the holes with the last live rows: copies one row per leaver, not the whole cache
+                count = int(keep.sum())
+                holes = (~keep[:count]).nonzero().squeeze(1)
+                movers = keep[count:].nonzero().squeeze(1) + count
                 for layer in cache.layers:
-                    layer.select_rows(kept)
-                rows, mask, positions = rows[kept], mask[kept], positions[:, kept]
+                    layer.move_rows(movers, holes, count)
+                order = torch.arange(count, device=device)
+                order[holes] = movers
+                rows, mask, positions = rows[order], mask[order], positions[:, order]
             step_ids = tokens[rows][:, None]
             positions = positions + 1
             mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=-1)
@@ -114,7 +120,7 @@ class RoomyLayer(DynamicLayer):
     DynamicLayer copies the whole cache into a new tensor at every decoded
     token; for a batch of long prompts that copying took a third of decode
     time. Here `keys`/`values` are views of a larger buffer that grows by
-    doubling when full, and rows leave by moving the rest down in place.
+    doubling when full, and rows leave by having others moved into their place.
     """
 
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int):
@@ -133,11 +139,11 @@ class RoomyLayer(DynamicLayer):
         self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
         return self.keys, self.values
 
-    def select_rows(self, kept: torch.Tensor) -> None:
-        """Keep only cache rows `kept` (ascending), moved to the front of the same buffer."""
-        length, count = self.keys.shape[-2], len(kept)
-        self._keys[:count, :, :length] = self._keys[kept, :, :length]  # the gather copies first: no overlap
-        self._values[:count, :, :length] = self._values[kept, :, :length]
+    def move_rows(self, sources: torch.Tensor, targets: torch.Tensor, count: int) -> None:
+        """Copy rows `sources` over rows `targets`, then keep the first `count` rows (in the same buffer)."""
+        length = self.keys.shape[-2]
+        self._keys[targets, :, :length] = self._keys[sources, :, :length]
+        self._values[targets, :, :length] = self._values[sources, :, :length]
         self._keys, self._values = self._keys[:count], self._values[:count]
         self.keys, self.values = self._keys[:, :, :length], self._values[:, :, :length]
 
