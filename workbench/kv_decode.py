@@ -58,6 +58,8 @@ class Decoder:
         per layer its (keys, values) of [heads, tokens, dim] without left padding.
         """
         config, device = self.config, self.input_ids.device
+        if config.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
         eos, pad = self.config._eos_token_tensor, self.config._pad_token_tensor
         batch, prompt_length = self.input_ids.shape
         sequences = self.input_ids
@@ -105,7 +107,7 @@ class Decoder:
 
     def _hand_back(self, cache: Any, rows: torch.Tensor, leaving: torch.Tensor, sequences: torch.Tensor,
                    prompt_length: int, on_finished: Callable) -> None:
-        length = cache.get_seq_length()  # the prompt + the generated tokens fed back so far
+        length = cache.get_seq_length()  # key/values so far: the prompt, then the tokens fed back
         for cache_row in leaving.nonzero().squeeze(1).tolist():
             row = int(rows[cache_row])
             padding = int((self.attention_mask[row] == 0).sum())
