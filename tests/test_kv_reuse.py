@@ -107,7 +107,7 @@ def test_rows_ending_at_different_lengths_leave_the_batch_with_the_same_tokens(p
     """Over turns with new images, rows that stop early leave the decode batch; every row's tokens, and
     so the prompts of later turns, stay those of generate without reuse."""
     kv, full = pair
-    conversations = _conversations() + _conversations()[:2]
+    conversations = _conversations() + _conversations()[:2]  # the last two: siblings of the first two
     lengths = set()
     for turn in range(3):
         config = GenerationConfig(max_new_tokens=24, temperature=temperature, seed=7 + turn)
@@ -126,19 +126,21 @@ def test_rows_ending_at_different_lengths_leave_the_batch_with_the_same_tokens(p
     assert rows_leaving  # ...and left the batch while others went on
 
 
-def test_decode_cache_that_outgrows_its_room_gives_the_same_tokens(pair, monkeypatch):
+def test_decode_cache_that_outgrows_its_room_gives_the_same_tokens(pair, monkeypatch, rows_leaving):
     from workbench import kv_reuse
 
     monkeypatch.setattr(kv_reuse, "DECODE_ROOM", 3)  # the cache buffer grows several times per call
     kv, full = pair
-    conversations = _conversations()[1:3]
-    config = GenerationConfig(max_new_tokens=20)
+    conversations = _conversations()
     for _ in range(2):
+        config = GenerationConfig(max_new_tokens=20, temperature=1.0, seed=3)
+        config.stop = [_stop_ending_rows_apart(full, full.generate(conversations, config), 1)]  # rows leave too
         reused, reference = kv.generate(conversations, config), full.generate(conversations, config)
         _assert_same(reused, reference)
         for conversation, generation in zip(conversations, reference):
             conversation += [{"role": "assistant", "content": generation.text},
                              {"role": "user", "content": [{"type": "text", "text": "more"}]}]
+    assert rows_leaving  # rows also left the batch of the growing cache
 
 
 def test_a_different_image_with_the_same_tokens_is_prefilled_again(pair):
