@@ -153,6 +153,6 @@ class RoomyLayer(DynamicLayer):
 def _grown(buffer: torch.Tensor, needed: int) -> torch.Tensor:
     shape = list(buffer.shape)
     shape[-2] = max(needed, 2 * shape[-2])
-    grown = buffer.new_zeros(shape)
+    grown = buffer.new_empty(shape)  # the new room is written before it is read
     grown[:, :, :buffer.shape[-2]] = buffer
     return grown

@@ -249,7 +249,9 @@ class KVReuse:
 def _left_padded(rows: list[Row], pasts: list[list], pad_id: int, device: str, room: int):
     """One cache of all rows' pasts plus generate inputs, left-padded so each row ends at the right edge.
 
-    The cache has `room` spare slots per layer for the tokens about to be generated.
+    The cache has `room` spare slots per layer for the tokens about to be generated,
+    left unset: each is written before attention reads it (padding must be zeros,
+    as masked garbage could still be NaN).
     """
     batch, length = len(rows), max(len(row.ids) for row in rows)
     input_ids = torch.full((batch, length), pad_id, dtype=torch.long, device=device)
@@ -258,7 +260,7 @@ def _left_padded(rows: list[Row], pasts: list[list], pad_id: int, device: str, r
     buffers = []
     for keys, values in pasts[0]:
         shape = (batch, keys.shape[0], length - 1 + room, keys.shape[2])
-        buffers.append((keys.new_zeros(shape), values.new_zeros(shape)))
+        buffers.append((keys.new_empty(shape), values.new_empty(shape)))
     for index, (row, past) in enumerate(zip(rows, pasts)):
         n = len(row.ids)
         input_ids[index, length - n:] = row.ids
@@ -266,6 +268,7 @@ def _left_padded(rows: list[Row], pasts: list[list], pad_id: int, device: str, r
         position_ids[0, index, length - n:] = torch.arange(n, device=device)  # text positions, as generate makes them
         position_ids[1:, index, length - n:] = row.positions
         for (keys, values), (row_keys, row_values) in zip(buffers, past):
+            keys[index, :, :length - n], values[index, :, :length - n] = 0, 0
             keys[index, :, length - n:length - 1] = row_keys
             values[index, :, length - n:length - 1] = row_values
     cache = DynamicCache()
