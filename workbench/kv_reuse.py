@@ -247,7 +247,7 @@ class KVReuse:
 
 
 def _left_padded(rows: list[Row], pasts: list[list], pad_id: int, device: str, room: int):
-    """One cache of all rows' pasts plus generate inputs, left-padded so each row ends at the right edge.
+    """One cache of all rows' pasts plus the decode loop's inputs, left-padded so each row ends at the right edge.
 
     The cache has `room` spare slots per layer for the tokens about to be generated,
     left unset: each is written before attention reads it (padding must be zeros,
