@@ -67,19 +67,80 @@ def test_multi_turn_batch_with_new_images_matches_full_prefill(pair):
             conversation.append({"role": "user", "content": blocks})
 
 
-def test_decode_cache_that_outgrows_its_room_gives_the_same_tokens(pair, monkeypatch):
+@pytest.fixture
+def rows_leaving(monkeypatch):
+    """Counts how often the decode loop drops ended rows from its batch."""
+    from workbench.kv_decode import RoomyLayer
+
+    calls = []
+    move_rows = RoomyLayer.move_rows
+
+    def counted(layer, sources, targets, count):
+        calls.append(count)
+        return move_rows(layer, sources, targets, count)
+
+    monkeypatch.setattr(RoomyLayer, "move_rows", counted)
+    return calls
+
+
+def _stop_ending_rows_apart(backend, generations, tokens):
+    """A stop string of `tokens` tokens that the rows of `generations` (made without stops) reach at
+    the most different points, so that with it rows end at very different lengths."""
+    tokenizer = backend.tokenizer
+    rows = [tokenizer.encode(g.text, add_special_tokens=False) for g in generations]
+    best, best_ends = None, 0
+    for row in rows:
+        for at in range(len(row) - tokens + 1):
+            stop = tokenizer.decode(row[at:at + tokens])
+            if len(tokenizer.encode(stop, add_special_tokens=False)) != tokens:
+                continue
+            ends = len({g.text.find(stop) for g in generations})
+            if ends > best_ends:
+                best, best_ends = stop, ends
+    return best
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+@pytest.mark.parametrize("stop_tokens", [1, 2])  # 2: a stop string over two tokens (StopStringCriteria)
+def test_rows_ending_at_different_lengths_leave_the_batch_with_the_same_tokens(pair, rows_leaving, temperature,
+                                                                              stop_tokens):
+    """Over turns with new images, rows that stop early leave the decode batch; every row's tokens, and
+    so the prompts of later turns, stay those of generate without reuse."""
+    kv, full = pair
+    conversations = _conversations() + _conversations()[:2]  # the last two: siblings of the first two
+    lengths = set()
+    for turn in range(3):
+        config = GenerationConfig(max_new_tokens=24, temperature=temperature, seed=7 + turn)
+        config.stop = [_stop_ending_rows_apart(full, full.generate(conversations, config), stop_tokens)]
+        reused, reference = kv.generate(conversations, config), full.generate(conversations, config)
+        _assert_same(reused, reference)
+        assert [g.completion_tokens for g in reused] == [g.completion_tokens for g in reference]
+        lengths |= {g.completion_tokens for g in reference}
+        for index, (conversation, generation) in enumerate(zip(conversations, reference)):
+            conversation.append({"role": "assistant", "content": generation.text})
+            blocks = [{"type": "text", "text": f"tool output {turn}"}]
+            if index % 2:
+                blocks.insert(0, {"type": "image", "image": _image(30 * turn + index + 7, (56, 84))})
+            conversation.append({"role": "user", "content": blocks})
+    assert len(lengths) >= 3, lengths  # rows really ended apart...
+    assert rows_leaving  # ...and left the batch while others went on
+
+
+def test_decode_cache_that_outgrows_its_room_gives_the_same_tokens(pair, monkeypatch, rows_leaving):
     from workbench import kv_reuse
 
     monkeypatch.setattr(kv_reuse, "DECODE_ROOM", 3)  # the cache buffer grows several times per call
     kv, full = pair
-    conversations = _conversations()[1:3]
-    config = GenerationConfig(max_new_tokens=20)
+    conversations = _conversations()
     for _ in range(2):
+        config = GenerationConfig(max_new_tokens=20, temperature=1.0, seed=3)
+        config.stop = [_stop_ending_rows_apart(full, full.generate(conversations, config), 1)]  # rows leave too
         reused, reference = kv.generate(conversations, config), full.generate(conversations, config)
         _assert_same(reused, reference)
         for conversation, generation in zip(conversations, reference):
             conversation += [{"role": "assistant", "content": generation.text},
                              {"role": "user", "content": [{"type": "text", "text": "more"}]}]
+    assert rows_leaving  # rows also left the batch of the growing cache
 
 
 def test_a_different_image_with_the_same_tokens_is_prefilled_again(pair):
@@ -115,8 +176,8 @@ def test_sampling_with_reuse_is_seeded_and_matches_full_prefill(pair):
 
 
 @pytest.mark.parametrize("samples, temperature, batch_size", [(1, 0.0, 16), (3, 1.0, 4)])
-def test_runner_episodes_are_the_same_with_and_without_reuse(pair, tmp_path, monkeypatch, samples, temperature,
-                                                             batch_size):
+def test_runner_episodes_are_the_same_with_and_without_reuse(pair, tmp_path, monkeypatch, rows_leaving, samples,
+                                                             temperature, batch_size):
     """Realistic prompts: the runner's growing single_user message with retry tips, batched episodes
     (with samples, siblings share their question's prefix, across several batches)."""
     kv, full = pair
@@ -135,6 +196,7 @@ def test_runner_episodes_are_the_same_with_and_without_reuse(pair, tmp_path, mon
         [t.raw for t in trace.turns] for trace in traces["full"]]
     assert sum(len(trace.turns) for trace in traces["kv"]) > len(items)
     assert kv._kv.reused_tokens > before
+    assert rows_leaving or not temperature  # sampled episodes end turns early: their rows left the batch
 
 
 def test_the_cache_stays_within_its_byte_budget(pair):

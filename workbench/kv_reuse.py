@@ -21,14 +21,16 @@ is new. It owns:
      part. Each prefill is stored at once, so the G samples of a question in
      one batch prefill their shared prompt once.
   2. Decode, batched: the rows' key/values, left-padded into one cache, and
-     `generate` continuing from each row's last prompt token with explicit
-     3D positions. Leaving that one token to `generate` gives it the logits
-     to start from and makes the batch plain left padding, as without reuse.
-  Afterwards each row's prompt + generated tokens are stored for its next turn.
+     the decode loop of workbench.kv_decode continuing from each row's last
+     prompt token with explicit 3D positions. Leaving that one token to the
+     loop gives it the logits to start from and makes the batch plain left
+     padding, as without reuse. A row leaves the batch when it ends, and its
+     prompt + generated key/values are stored then for its next turn.
 
 A row with no usable prefix simply prefills all of its prompt (full prefill).
-Greedy outputs are token-identical to generation without reuse (tests in
-tests/test_kv_reuse.py compare against a backend with reuse off).
+Greedy and seeded sampled outputs are token-identical to generation without
+reuse in the tests (tests/test_kv_reuse.py compare against a backend with
+reuse off; kv_decode's docstring says what is and is not guaranteed).
 """
 
 import hashlib
@@ -39,7 +41,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
+
+from workbench.kv_decode import Decoder, RoomyLayer
 
 # Tokens at the end of a prompt that the next turn's prompt may rewrite: end of turn + generation prompt
 # ("<|im_end|>\n<|im_start|>assistant\n") and a token merged differently at the boundary, with margin.
@@ -185,9 +188,10 @@ class KVReuse:
         return Row(ids, positions[:, 0], spans, fingerprints, pixel_values, pixel_rows, grids)
 
     # -- one batch -------------------------------------------------------------
-    def generate(self, rows: list[Row], stop_ids: set[int], pad_id: int, **generate_kwargs: Any) -> torch.Tensor:
+    def generate(self, rows: list[Row], pad_id: int, generation_config: Any,
+                 stopping_criteria: Any = None) -> torch.Tensor:
         """Generate for `rows` reusing cached prefixes; returns sequences like `model.generate`
-        (prompts left-padded to one length, then the new tokens)."""
+        (prompts left-padded to one length, then the new tokens, pad after a row's end)."""
         pasts, used = [], []
         for row in rows:
             source, length = self.cache.longest_prefix(row)
@@ -203,12 +207,11 @@ class KVReuse:
             # still need its own entry next turn)
             previous_turn = source is not None and length >= source.prompt_tokens - PROMPT_CLOSING_TOKENS
             used.append((source if previous_turn else None, fresh))
-        room = min(generate_kwargs["generation_config"].max_new_tokens, DECODE_ROOM)
+        room = min(generation_config.max_new_tokens, DECODE_ROOM)
         cache, input_ids, attention_mask, position_ids = _left_padded(rows, pasts, pad_id, self.device, room)
-        sequences = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
-                                        position_ids=position_ids, cache=cache, **generate_kwargs)
-        self._store(rows, sequences, cache, stop_ids, used)
-        return sequences
+        decoder = Decoder(self.model, generation_config, stopping_criteria, input_ids, attention_mask)
+        return decoder.run(cache, position_ids,
+                           lambda index, generated, layers: self._store(rows[index], used[index], generated, layers))
 
     def _prefill(self, row: Row, cached: int, layers: list | None) -> tuple[list, Entry | None]:
         """The row's key/values for all prompt tokens but the last, computing those past `cached`."""
@@ -229,33 +232,26 @@ class KVReuse:
         spans = [span for span in row.spans if span[1] <= end]
         return past, Entry(row.ids_np[:end].copy(), spans, row.fingerprints[:len(spans)], past, len(row.ids))
 
-    def _store(self, rows: list[Row], sequences: torch.Tensor, cache: Any, stop_ids: set[int],
-               used: list[tuple[Entry | None, Entry | None]]) -> None:
-        """Keep each row's prompt + generated key/values in place of the entries it supersedes.
+    def _store(self, row: Row, used: tuple[Entry | None, Entry | None], generated: torch.Tensor,
+               layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Keep the row's prompt + generated key/values in place of the entries it supersedes.
 
         The new entry holds all that the row reused of its previous turn's entry;
         the rest of that (the old generation prompt and maybe the reply, which the
         single_user layout rewrites) would only serve a replay of the previous turn.
         """
-        prompt_length = max(len(row.ids) for row in rows)
-        total = cache.get_seq_length()  # the last generated token was never fed back, so has no key/values
-        for index, (row, (source, fresh)) in enumerate(zip(rows, used)):
-            generated = sequences[index, prompt_length:].tolist()
-            stop = next((at for at, token in enumerate(generated) if token in stop_ids), None)
-            kept = min(len(generated) if stop is None else stop + 1, total - prompt_length)
-            start = prompt_length - len(row.ids)
-            ids = np.concatenate([row.ids_np, np.asarray(generated[:kept], dtype=row.ids_np.dtype)])
-            layers = [(layer.keys[index, :, start:prompt_length + kept].clone(),
-                       layer.values[index, :, start:prompt_length + kept].clone()) for layer in cache.layers]
-            self.cache.discard(source)
-            self.cache.discard(fresh)
-            self.cache.put(Entry(ids, row.spans, row.fingerprints, layers, len(row.ids)))
+        ids = np.concatenate([row.ids_np, generated.cpu().numpy().astype(row.ids_np.dtype)])
+        for entry in used:
+            self.cache.discard(entry)
+        self.cache.put(Entry(ids, row.spans, row.fingerprints, layers, len(row.ids)))
 
 
 def _left_padded(rows: list[Row], pasts: list[list], pad_id: int, device: str, room: int):
-    """One cache of all rows' pasts plus generate inputs, left-padded so each row ends at the right edge.
+    """One cache of all rows' pasts plus the decode loop's inputs, left-padded so each row ends at the right edge.
 
-    The cache has `room` spare slots per layer for the tokens about to be generated.
+    The cache has `room` spare slots per layer for the tokens about to be generated,
+    left unset: each is written before attention reads it (padding must be zeros,
+    as masked garbage could still be NaN).
     """
     batch, length = len(rows), max(len(row.ids) for row in rows)
     input_ids = torch.full((batch, length), pad_id, dtype=torch.long, device=device)
@@ -264,7 +260,7 @@ def _left_padded(rows: list[Row], pasts: list[list], pad_id: int, device: str, r
     buffers = []
     for keys, values in pasts[0]:
         shape = (batch, keys.shape[0], length - 1 + room, keys.shape[2])
-        buffers.append((keys.new_zeros(shape), values.new_zeros(shape)))
+        buffers.append((keys.new_empty(shape), values.new_empty(shape)))
     for index, (row, past) in enumerate(zip(rows, pasts)):
         n = len(row.ids)
         input_ids[index, length - n:] = row.ids
@@ -272,45 +268,12 @@ def _left_padded(rows: list[Row], pasts: list[list], pad_id: int, device: str, r
         position_ids[0, index, length - n:] = torch.arange(n, device=device)  # text positions, as generate makes them
         position_ids[1:, index, length - n:] = row.positions
         for (keys, values), (row_keys, row_values) in zip(buffers, past):
+            keys[index, :, :length - n], values[index, :, :length - n] = 0, 0
             keys[index, :, length - n:length - 1] = row_keys
             values[index, :, length - n:length - 1] = row_values
     cache = DynamicCache()
-    cache.layers = [_RoomyLayer(keys, values, length - 1) for keys, values in buffers]
+    cache.layers = [RoomyLayer(keys, values, length - 1) for keys, values in buffers]
     return cache, input_ids, attention_mask, position_ids
-
-
-class _RoomyLayer(DynamicLayer):
-    """A DynamicLayer that appends into spare room rather than concatenating.
-
-    DynamicLayer copies the whole cache into a new tensor at every decoded
-    token; for a batch of long prompts that copying took a third of decode
-    time. Here `keys`/`values` are views of a larger buffer that grows by
-    doubling when full.
-    """
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int):
-        super().__init__()
-        self.lazy_initialization(keys, values)
-        self._keys, self._values = keys, values
-        self.keys, self.values = keys[:, :, :length], values[:, :, :length]
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
-        start = self.keys.shape[-2]
-        end = start + key_states.shape[-2]
-        if end > self._keys.shape[-2]:
-            self._keys, self._values = _grown(self._keys, end), _grown(self._values, end)
-        self._keys[:, :, start:end] = key_states
-        self._values[:, :, start:end] = value_states
-        self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
-        return self.keys, self.values
-
-
-def _grown(buffer: torch.Tensor, needed: int) -> torch.Tensor:
-    shape = list(buffer.shape)
-    shape[-2] = max(needed, 2 * shape[-2])
-    grown = buffer.new_zeros(shape)
-    grown[:, :, :buffer.shape[-2]] = buffer
-    return grown
 
 
 def _runs(kinds: list[int]) -> list[tuple[int, int]]:
