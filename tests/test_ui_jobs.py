@@ -104,6 +104,19 @@ def test_job_watch_reads_changed_rows_only_and_settles_runs_of_cancelled_jobs(st
     assert settle_ended_runs(store, [store.get_job(sleeper)]) == []
 
 
+def test_cancel_job_checks_the_kind_the_tab_shows_and_refuses_ended_jobs(store):
+    sleeper = jobs.submit("eval", {}, ["sleep", "60"], store=store)
+    with pytest.raises(ValueError, match="pick an sft job to cancel"):
+        tab_train.cancel_job(store, sleeper, kind="sft")
+    assert store.get_job(sleeper)["status"] == "running"
+    assert tab_train.cancel_job(store, sleeper, kind="eval") == f"Cancelled eval job {sleeper}."
+    assert store.get_job(sleeper)["status"] == "cancelled"
+    with pytest.raises(ValueError, match="already ended"):
+        tab_train.cancel_job(store, sleeper)
+    with pytest.raises(ValueError, match="pick a job to cancel"):
+        tab_train.cancel_job(store, "")
+
+
 def test_job_detail_redraws_log_and_curves_only_when_they_change(store):
     run_id = store.create_run("grpo run", "train", status="running")
     job_id = store.create_job("grpo", {"max_steps": 10}, ["python"], log_path=str(settings.jobs_dir() / "j.log"),

@@ -30,7 +30,7 @@ from workbench.training_service import JobWatch, LaunchedJob
 from workbench.ui import render
 from workbench.ui.context import UIContext
 from workbench.ui.forms import FieldSpec, build_form, form_values
-from workbench.ui.tab_train import JOB_HEADERS, poll_jobs, progress_html, tail_lines
+from workbench.ui.tab_train import JOB_HEADERS, cancel_job, poll_jobs, progress_html, tail_lines
 
 POLL_SECONDS = 2.0
 EVAL_FIELDS = ("benchmark", "data", "images", "model", "adapter", "limit", "name", "corpus", "search_backend",
@@ -274,13 +274,10 @@ def build(ctx: UIContext) -> EvalTab:
         return row[-1] if row else gr.skip()
 
     def on_cancel(job_value):
-        job = store.get_job(job_value or "")
-        if job is None or job["kind"] != "eval":
-            raise gr.Error("pick an eval job to cancel", print_exception=False)
-        if job["status"] not in ("queued", "running"):
-            raise gr.Error(f"job {job_value} already ended ({job['status']})", print_exception=False)
-        jobs.cancel(job_value, store)
-        return f"Cancelled eval job {job_value}."
+        try:
+            return cancel_job(store, job_value, kind="eval")
+        except ValueError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
 
     def on_import(path, benchmark, name):
         try:

@@ -241,14 +241,15 @@ def job_detail(store: Store, session: TrainSession, job_id: str, force: bool = F
     return detail
 
 
-def cancel_job(store: Store, job_id: str) -> str:
+def cancel_job(store: Store, job_id: str, kind: str | None = None) -> str:
+    """Cancel a queued or running job (of `kind`, when given); ValueError says what to pick instead."""
     job = store.get_job(job_id or "")
-    if job is None:
-        raise ValueError("pick a job to cancel")
+    if job is None or (kind is not None and job["kind"] != kind):
+        raise ValueError(f"pick {'an ' + kind if kind else 'a'} job to cancel")
     if job["status"] not in ("queued", "running"):
         raise ValueError(f"job {job_id} already ended ({job['status']})")
     jobs.cancel(job_id, store)
-    return f"Cancelled job {job_id}."
+    return f"Cancelled {kind + ' ' if kind else ''}job {job_id}."
 
 
 # -- Gradio ----------------------------------------------------------------------------------
