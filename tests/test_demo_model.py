@@ -4,11 +4,7 @@ import json
 
 import pytest
 
-from workbench.agent_tools import build_tools
 from workbench.backends import resolve_model
-from workbench.benchmarks import load_benchmark
-from workbench.runner import AgentItem, AgentRunner, RunnerConfig
-from workbench.scoring import f1_em
 from workbench.store import Store
 from workbench.synth import demo_assets
 from workbench.ui.demo_runs import GRPO_RUN, TRACES_RUN, seed_demo_runs
@@ -19,12 +15,9 @@ def demo_backend():
     return resolve_model("demo")
 
 
-def _run(backend, benchmark: str, path, tool: str):
-    items = [AgentItem(i.question, [i.image], item_id=i.id, gold=i.answers) for i in load_benchmark(benchmark, path)]
-    runner = AgentRunner(backend, build_tools((tool,), corpus=demo_assets.CORPUS),
-                         RunnerConfig(tools=(tool,), layout="chat", max_new_tokens=256))
-    traces = runner.run(items)
-    return traces, [f1_em(t.final_answer, item.gold, benchmark)[0] for t, item in zip(traces, items)]
+def _run(backend, benchmark: str):
+    traces = demo_assets.run_demo_items(backend, benchmark)
+    return traces, [trace.rewards["f1"] for trace in traces]
 
 
 def test_demo_model_is_shipped_small_and_its_card_matches_its_figures():
@@ -43,7 +36,7 @@ def test_demo_model_is_shipped_small_and_its_card_matches_its_figures():
 
 
 def test_demo_model_names_the_problem_runs_code_and_answers_on_the_demo_items(demo_backend):
-    traces, f1s = _run(demo_backend, "mat-coding", demo_assets.CODING_ITEMS, "code")
+    traces, f1s = _run(demo_backend, "mat-coding")
     assert sum(t.stop_reason == "answered" for t in traces) >= len(traces) - 1
     assert all(t.turns[0].action == "problem" for t in traces)
     calls = [turn.tool_call for t in traces for turn in t.turns if turn.tool_call]
@@ -55,7 +48,7 @@ def test_demo_model_searches_for_the_emblem_it_sees_and_answers(demo_backend):
     # Its queries are sensible; copying the answer out of the results is what it has not learned (model card).
     from workbench.synth.mat_search_mini import COLOURS, SHAPES
 
-    traces, _ = _run(demo_backend, "mat-search", demo_assets.SEARCH_ITEMS, "search")
+    traces, _ = _run(demo_backend, "mat-search")
     for trace in traces:
         query = trace.turns[0].argument
         assert trace.turns[0].action == "search" and "emblem" in query

@@ -29,7 +29,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from trainers import chat_format, data, modeling
 from trainers.config import GrpoJobConfig
-from trainers.job_run import JobContext, cli_main, fail_run, finish_run, resume_checkpoint, start_run
+from trainers.job_run import JobContext, cli_main, fail_run, resume_checkpoint, start_run, succeed_run
 from trainers.logging_callback import BatchColumns, FinalCheckpointCallback, StoreLoggingCallback
 from trainers.reward_adapters import SandboxCodeRunner, component_rewards
 from trainers.tool_env import ToolBox, environment_factory
@@ -202,13 +202,9 @@ def run_grpo(config: GrpoJobConfig, *, run_id: str | None = None, job_id: str | 
         result = setup.trainer.train(resume_from_checkpoint=checkpoint)
         setup.close()
         state = setup.trainer.state
-        finish_run(context, "succeeded", {
-            "steps": state.global_step, "rows": setup.rows, "train_loss": result.training_loss,
-            "last_metrics": context.store.last_metric_values(context.run_id),
-            "checkpoints": [row["path"] for row in context.store.list_checkpoints(context.run_id)],
-            "traces_logged": setup.logging.traces_written if setup.logging else 0,
-            "logging_main_thread_s": round(setup.logging.main_thread_seconds, 3) if setup.logging else 0.0,
-            "resumed_from": checkpoint})
+        succeed_run(context, checkpoint, steps=state.global_step, rows=setup.rows, train_loss=result.training_loss,
+                    traces_logged=setup.logging.traces_written if setup.logging else 0,
+                    logging_main_thread_s=round(setup.logging.main_thread_seconds, 3) if setup.logging else 0.0)
         return context.run_id
     except BaseException as exc:
         if setup is not None:

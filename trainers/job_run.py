@@ -92,6 +92,14 @@ def finish_run(context: JobContext, status: str, summary: dict[str, Any]) -> Non
     context.store.update_run(context.run_id, status=status, summary=summary)
 
 
+def succeed_run(context: JobContext, resumed_from: str | None, **fields: Any) -> None:
+    """Mark the run succeeded with `fields` plus what every training run records: last metrics, checkpoints."""
+    finish_run(context, "succeeded", {
+        **fields, "last_metrics": context.store.last_metric_values(context.run_id),
+        "checkpoints": [row["path"] for row in context.store.list_checkpoints(context.run_id)],
+        "resumed_from": resumed_from})
+
+
 def fail_run(context: JobContext | None, exc: BaseException) -> None:
     if context is None:
         return

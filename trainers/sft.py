@@ -19,7 +19,7 @@ from trl import SFTConfig, SFTTrainer
 
 from trainers import chat_format, modeling
 from trainers.config import SftJobConfig
-from trainers.job_run import JobContext, cli_main, fail_run, finish_run, resume_checkpoint, start_run
+from trainers.job_run import JobContext, cli_main, fail_run, resume_checkpoint, start_run, succeed_run
 from trainers.logging_callback import FinalCheckpointCallback, StoreLoggingCallback
 from trainers.sft_data import build_sft_dataset, collect_traces, recorded_system_prompt
 from workbench import protocol
@@ -91,11 +91,8 @@ def run_sft(config: SftJobConfig, *, run_id: str | None = None, job_id: str | No
                                   job_id=context.job_id)
         result = setup.trainer.train(resume_from_checkpoint=checkpoint)
         setup.close()
-        finish_run(context, "succeeded", {
-            "steps": setup.trainer.state.global_step, "traces": setup.traces, "train_loss": result.training_loss,
-            "last_metrics": context.store.last_metric_values(context.run_id),
-            "checkpoints": [row["path"] for row in context.store.list_checkpoints(context.run_id)],
-            "resumed_from": checkpoint})
+        succeed_run(context, checkpoint, steps=setup.trainer.state.global_step, traces=setup.traces,
+                    train_loss=result.training_loss)
         return context.run_id
     except BaseException as exc:
         if setup is not None:

@@ -72,13 +72,31 @@ def pick_items(world_root: str | Path) -> None:
     shutil.copyfile(world.corpus("test"), CORPUS)
 
 
-def record_traces(model: str | Path | None = None) -> int:
-    """Run the model on the demo items with the real tools and export the traces; returns how many."""
+def run_demo_items(backend, benchmark: str, *, store=None, run_id: str | None = None) -> list:
+    """The backend's episodes (chat layout, the benchmark's tool, the shipped corpus) on one benchmark's demo
+    items, each scored with F1/EM."""
     from workbench.agent_tools import build_tools
-    from workbench.backends import resolve_model
     from workbench.benchmarks import load_benchmark
     from workbench.runner import AgentItem, AgentRunner, RunnerConfig
     from workbench.scoring import f1_em
+
+    path, tool = {"mat-coding": (CODING_ITEMS, "code"), "mat-search": (SEARCH_ITEMS, "search")}[benchmark]
+    items = [AgentItem(item.question, [item.image], item_id=f"{benchmark}-{item.id}", gold=item.answers)
+             for item in load_benchmark(benchmark, path)]
+
+    def score(trace, item):
+        f1, em = f1_em(trace.final_answer, item.gold, benchmark)
+        return {"f1": f1, "em": em}
+
+    runner = AgentRunner(backend, build_tools((tool,), corpus=CORPUS),
+                         RunnerConfig(tools=(tool,), layout="chat", max_new_tokens=256),
+                         store=store, run_id=run_id, score=score)
+    return runner.run(items)
+
+
+def record_traces(model: str | Path | None = None) -> int:
+    """Run the model on the demo items with the real tools and export the traces; returns how many."""
+    from workbench.backends import resolve_model
     from workbench.store import Store
     from workbench.trace_io import export_traces
 
@@ -86,19 +104,8 @@ def record_traces(model: str | Path | None = None) -> int:
     backend.model_id = MODEL_ID
     store = Store()
     run_id = store.create_run("demo traces", "eval", model_id=MODEL_ID)
-    traces = []
-    for benchmark, path, tool in (("mat-coding", CODING_ITEMS, "code"), ("mat-search", SEARCH_ITEMS, "search")):
-        items = [AgentItem(item.question, [item.image], item_id=f"{benchmark}-{item.id}", gold=item.answers)
-                 for item in load_benchmark(benchmark, path)]
-
-        def score(trace, item, benchmark=benchmark):
-            f1, em = f1_em(trace.final_answer, item.gold, benchmark)
-            return {"f1": f1, "em": em}
-
-        runner = AgentRunner(backend, build_tools((tool,), corpus=CORPUS),
-                             RunnerConfig(tools=(tool,), layout="chat", max_new_tokens=256),
-                             store=store, run_id=run_id, score=score)
-        traces += runner.run(items)
+    traces = [trace for benchmark in ("mat-coding", "mat-search")
+              for trace in run_demo_items(backend, benchmark, store=store, run_id=run_id)]
     return export_traces(store, traces, TRACES_FILE)
 
 
