@@ -2,8 +2,18 @@
 
 Target (issue 2): 8 questions x 8 samples x up to 5 turns on the embedded tiny
 model, batched episodes/s >= 4x the sequential loop the original evaluation
-scripts use (one episode, one turn, one generate call at a time), same run,
-same machine, same model, same decoding settings and tools.
+scripts use (one episode, one turn, one `generate` call over the whole
+conversation at a time), same run, same machine, same model, same decoding
+settings and tools.
+
+Three loops run:
+- "original loop": one episode at a time, every turn prefilled in full
+  (`reuse_kv_cache=False`), as the original scripts do. The target's baseline.
+- "sequential, our runtime": one episode at a time on the same backend as the
+  batched runner, prefix KV reuse included (its cache persists across
+  episodes, so later samples of a question reuse the first one's prompt).
+  A stricter baseline, reported so batching's own share is visible.
+- "batched runner": all 64 episodes together.
 Both loops run with one torch thread: on a 2-core machine shared with other
 processes, OpenMP threads that wait on each other make every batched matmul
 stall (seen here: batched slower than sequential with 2 threads under load),
@@ -49,6 +59,7 @@ def main() -> int:
     # batch, larger batches cost no more per row; they save per-step overhead (3 turns of this workload decoded
     # in 6.1 s at 16 rows, 4.9 s at 32, 4.3 s at 64)
     backend = resolve_model("tiny")
+    original_backend = resolve_model("tiny", reuse_kv_cache=False)
     items = make_items(Path(tempfile.mkdtemp()))
     tools = build_tools(("code",))
     store = Store()
@@ -61,25 +72,29 @@ def main() -> int:
     batched = AgentRunner(backend, tools, RunnerConfig(samples=SAMPLES, **config), store=store).run(items)
     batched_s = time.perf_counter() - started
 
-    started = time.perf_counter()
-    sequential = []
-    for item in items:
-        for sample in range(SAMPLES):
-            runner = AgentRunner(backend, tools, RunnerConfig(samples=1, seed=sample, **config), store=store)
-            sequential += runner.run([item])
-    sequential_s = time.perf_counter() - started
+    def one_at_a_time(model):
+        started, traces = time.perf_counter(), []
+        for item in items:
+            for sample in range(SAMPLES):
+                runner = AgentRunner(model, tools, RunnerConfig(samples=1, seed=sample, **config), store=store)
+                traces += runner.run([item])
+        return traces, time.perf_counter() - started
+
+    original, original_s = one_at_a_time(original_backend)
+    sequential, sequential_s = one_at_a_time(backend)
 
     def turns(traces):
         return sum(len(t.turns) for t in traces)
 
     episodes = QUESTIONS * SAMPLES
-    ratio = (episodes / batched_s) / (episodes / sequential_s)
     print(f"{'loop':36} {'episodes':>8} {'turns':>6} {'seconds':>8} {'episodes/s':>10}")
-    print(f"{'sequential (one episode at a time)':36} {len(sequential):8} {turns(sequential):6} "
-          f"{sequential_s:8.2f} {episodes / sequential_s:10.2f}")
-    print(f"{'batched runner':36} {len(batched):8} {turns(batched):6} {batched_s:8.2f} "
-          f"{episodes / batched_s:10.2f}")
-    print(f"speed-up: {ratio:.2f}x (target >= 4x)")
+    for name, traces, seconds in (("original loop (full prefill)", original, original_s),
+                                  ("sequential, our runtime", sequential, sequential_s),
+                                  ("batched runner", batched, batched_s)):
+        print(f"{name:36} {len(traces):8} {turns(traces):6} {seconds:8.2f} {episodes / seconds:10.2f}")
+    ratio = original_s / batched_s
+    print(f"speed-up vs the original loop: {ratio:.2f}x (target >= 4x)")
+    print(f"speed-up vs sequential on our runtime: {sequential_s / batched_s:.2f}x")
     return 0 if ratio >= 4 else 1
 
 
