@@ -4,10 +4,11 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 
 from trainers.config import GrpoJobConfig, SftJobConfig
 from trainers.demo_data import demo_grpo_config, prepare_demo_data
-from trainers.grpo import run_grpo
+from trainers.grpo import build_grpo_trainer, run_grpo
 from trainers.sft import run_sft
 from workbench.store import Store
 
@@ -105,3 +106,24 @@ def test_held_out_reward_is_logged_before_training_and_every_eval_steps(demo, st
     steps = _steps_by_metric(store, run_id)
     assert steps.get("eval_reward") == {0, 2}
     assert steps.get("reward") == {1, 2}  # training rewards stay separate from the held-out ones
+
+
+def test_held_out_evaluations_sample_with_the_same_seed(demo, tmp_path):
+    """An unchanged policy scores the same at every evaluation; training's random state is not touched."""
+    config = dataclasses.replace(demo_grpo_config(demo, "tiny", steps=1), eval_data_files=[str(demo.items_file)],
+                                 eval_steps=1, max_eval_items=2, max_completion_length=32, temperature=1.5)
+    setup = build_grpo_trainer(config, tmp_path / "out", with_logging=False)
+    try:
+        trainer = setup.trainer
+        torch.manual_seed(1)
+        first = trainer.evaluate()
+        after_first = torch.rand(1)
+        torch.manual_seed(1)
+        torch.rand(1)  # training's random stream moved on: evaluation must not care
+        second = trainer.evaluate()
+        torch.manual_seed(1)
+        assert torch.equal(torch.rand(1), after_first), "evaluation consumed training's random numbers"
+        assert first["eval_completions/mean_length"] == second["eval_completions/mean_length"]
+        assert first["eval_reward"] == second["eval_reward"]
+    finally:
+        setup.close()

@@ -40,17 +40,30 @@ from workbench.store import Store
 
 
 class VisualArftGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer with two local changes (see the module docstring for the first).
+    """GRPOTrainer with three local changes (see the module docstring for the first).
 
     - `close_turn_token_id`: the end-of-turn token put back before a tool result;
     - `merge_lora_for_generation`: LoRA weights are merged into the base weights
       while sampling (and unmerged after), so each decoding step runs one matmul
       per layer instead of three; on CPU this makes rollouts ~1.5x faster. Only
       used for fp32 weights, where merge + unmerge is exact to rounding.
+    - `eval_seed`: every held-out evaluation samples with the same random seed
+      (common random numbers): an unchanged policy scores exactly the same, so
+      the eval_reward curve shows what training changed, not sampling luck.
+      Training's own random state is left as it was.
     """
 
     close_turn_token_id: int | None = None
     merge_lora_for_generation: bool = False
+    eval_seed: int | None = None
+
+    def evaluate(self, *args, **kwargs):
+        if self.eval_seed is None:
+            return super().evaluate(*args, **kwargs)
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.eval_seed)
+            return super().evaluate(*args, **kwargs)
 
     def _get_tool_suffix_ids(self, tool_messages):
         suffix = super()._get_tool_suffix_ids(tool_messages)
@@ -166,6 +179,7 @@ def build_grpo_trainer(config: GrpoJobConfig, output_dir: Path, *, store: Store 
         train_dataset=dataset, eval_dataset=eval_dataset, processing_class=processor,
         peft_config=modeling.lora_config(config),
         environment_factory=factory, callbacks=[FinalCheckpointCallback()])
+    trainer.eval_seed = config.seed
     if tools and config.protocol == "tags" and stop_ids:
         trainer.close_turn_token_id = processor.tokenizer.eos_token_id
     trainer.merge_lora_for_generation = (
