@@ -65,23 +65,12 @@ def direct_turns(answer: str) -> list[str]:
 
 
 def search_turns(company: Company, kind: str, answer: str) -> list[str]:
-    """Expert turns for a MAT-Search-mini item: one or two searches, then the answer.
-
-    After each search the think step quotes the facts of the top result before
-    using them: a model learns to copy from the results only from copied
-    tokens, and a quote gives it several per result instead of one name (the
-    answer is then a copy from its own think, a few tokens back).
-    """
+    """Expert turns for a MAT-Search-mini item: one or two searches, then the answer."""
     first = (f"<think>The image shows a {company.emblem}. I should find the company with that emblem."
              f"</think><search>{emblem_query(company)}</search>")
-    quote = f"The top result: {company.name}, founded in {company.founded}, headquartered in {company.city}."
     if kind in ("city", "founded"):
-        return [first, f"<think>{quote}</think><answer>{answer}</answer>"]
-    if kind == "country":
-        return [first, f"<think>{quote} I need the country of {company.city}.</think>"
-                       f"<search>{company.city} city country</search>",
-                f"<think>The top result: {company.city} is a city in {company.country}.</think>"
-                f"<answer>{answer}</answer>"]
-    return [first, f"<think>{quote} I need its founder.</think><search>founder of {company.name}</search>",
-            f"<think>The top result: {company.name} was started by {company.founder}.</think>"
-            f"<answer>{answer}</answer>"]
+        return [first, f"<think>The result names {company.name}.</think><answer>{answer}</answer>"]
+    second_query = f"{company.city} city country" if kind == "country" else f"founder of {company.name}"
+    return [first,
+            f"<think>The company is {company.name}. I need one more fact.</think><search>{second_query}</search>",
+            f"<think>Found it.</think><answer>{answer}</answer>"]
