@@ -139,6 +139,18 @@ def test_episode_rewards_judge_the_whole_episode():
     assert scores["search_similarity"] == [None, None, None]
 
 
+def test_code_rewards_do_not_apply_to_items_that_need_no_code():
+    """On a clean image (gold problem `none`) the paper's trajectory has no code step: code earns nothing."""
+    funcs, _ = component_rewards(RewardSpec(code_ran=1.0), mode="episodes", protocol_name="tags")
+    by_name = {f.__name__: f for f in funcs}
+    completions = [_episode_completion(True)] * 3
+    columns = {"gt": [["cat"]] * 3, "problem_labels": [["none"], ["dark"], None],
+               "environments": [_Env(True)] * 3}
+    assert by_name["code_constant"](completions=completions, **columns) == [None, 0.9, 0.9]
+    assert by_name["code_ran"](completions=completions, **columns) == [None, 1.0, 1.0]
+    assert by_name["format"](completions=completions, **columns) == [1.0, 1.0, 1.0]
+
+
 def test_group_std_is_the_mean_within_group_spread():
     assert group_std([1.0, 1.0, 0.0, 2.0], 2) == pytest.approx(0.7071, abs=1e-4)
     assert group_std([float("nan")] * 4, 2) is None
