@@ -30,7 +30,8 @@ from workbench.training_service import JobWatch, LaunchedJob
 from workbench.ui import render
 from workbench.ui.context import UIContext
 from workbench.ui.forms import FieldSpec, build_form, form_values
-from workbench.ui.tab_train import JOB_HEADERS, cancel_job, poll_jobs, progress_html, tail_lines
+from workbench.ui.tab_train import (JOB_HEADERS, cancel_job_callback, poll_jobs, progress_html,
+                                    selected_job_id, tail_lines)
 
 POLL_SECONDS = 2.0
 EVAL_FIELDS = ("benchmark", "data", "images", "model", "adapter", "limit", "name", "corpus", "search_backend",
@@ -269,15 +270,8 @@ def build(ctx: UIContext) -> EvalTab:
     def on_tick(job_value, session):
         return poll(job_value, session, False)
 
-    def on_select(event: gr.SelectData):
-        row = event.row_value or []
-        return row[-1] if row else gr.skip()
-
     def on_cancel(job_value):
-        try:
-            return cancel_job(store, job_value, kind="eval")
-        except ValueError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+        return cancel_job_callback(store, job_value, kind="eval")
 
     def on_import(path, benchmark, name):
         try:
@@ -299,7 +293,7 @@ def build(ctx: UIContext) -> EvalTab:
     launched.then(on_refresh, [job_id, state], refresh_outputs, api_visibility="private")
     refresh.click(on_refresh, [job_id, state], refresh_outputs, api_name="show_eval_jobs")
     job_id.submit(on_refresh, [job_id, state], refresh_outputs, api_visibility="private")
-    table.select(on_select, None, job_id, api_visibility="private").then(
+    table.select(selected_job_id, None, job_id, api_visibility="private").then(
         on_refresh, [job_id, state], refresh_outputs, api_visibility="private")
     cancel.click(on_cancel, job_id, message, api_name="cancel_eval_job").then(
         on_refresh, [job_id, state], refresh_outputs, api_visibility="private")

@@ -253,6 +253,20 @@ def cancel_job(store: Store, job_id: str, kind: str | None = None) -> str:
 
 
 # -- Gradio ----------------------------------------------------------------------------------
+def selected_job_id(event: gr.SelectData):
+    """The job id of a clicked job-list row (its last column); shared with the Eval tab."""
+    row = event.row_value or []
+    return row[-1] if row else gr.skip()
+
+
+def cancel_job_callback(store: Store, job_value: str, kind: str | None = None) -> str:
+    """`cancel_job` for a Cancel button: what to pick instead shows as an error toast."""
+    try:
+        return cancel_job(store, job_value, kind=kind)
+    except ValueError as exc:
+        raise gr.Error(str(exc), print_exception=False) from None
+
+
 def _text_field(cls: type, name: str, value: Any, lines: int, note: str) -> gr.Textbox:
     help_text = next(f.metadata.get("help", "") for f in form_fields(cls) if f.name == name)
     return gr.Textbox(value=value, label=field_label(name), info=f"{help_text} {note}".strip(), lines=lines)
@@ -372,15 +386,8 @@ def build(ctx: UIContext) -> TrainTab:
     def on_tick(job_value, session):
         return poll(job_value, session, False)
 
-    def on_select(event: gr.SelectData):
-        row = event.row_value or []
-        return row[-1] if row else gr.skip()
-
     def on_cancel(job_value):
-        try:
-            return cancel_job(store, job_value)
-        except ValueError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+        return cancel_job_callback(store, job_value)
 
     def on_resume(job_value, steps):
         try:
@@ -409,7 +416,7 @@ def build(ctx: UIContext) -> TrainTab:
     launched.then(on_refresh, [job_id, state], refresh_outputs, api_visibility="private")
     refresh.click(on_refresh, [job_id, state], refresh_outputs, api_name="show_training_jobs")
     job_id.submit(on_refresh, [job_id, state], refresh_outputs, api_visibility="private")
-    table.select(on_select, None, job_id, api_visibility="private").then(
+    table.select(selected_job_id, None, job_id, api_visibility="private").then(
         on_refresh, [job_id, state], refresh_outputs, api_visibility="private")
     cancel.click(on_cancel, job_id, message, api_name="cancel_training_job").then(
         on_refresh, [job_id, state], refresh_outputs, api_visibility="private")
