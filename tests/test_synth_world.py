@@ -89,8 +89,14 @@ def test_held_out_search_world_shares_no_company_with_the_train_worlds(tmp_path)
 
 
 def test_expert_traces_are_all_correct_and_direct_ones_offer_no_tools(tmp_path):
-    world = build_world(tmp_path / "world", coding_train=16, coding_test=4, search_train=8, search_test=4,
-                        search_worlds=4)
+    world = build_world(tmp_path / "world", coding_train=16, coding_test=4, coding_rl=6, search_train=8,
+                        search_test=4, search_worlds=4)
+    # GRPO's prompts are items the SFT traces (train split) and the held-out split do not contain
+    splits = {split: json.loads(world.coding(split).read_text()) for split in ("train", "test", "rl")}
+    assert len(splits["rl"]) == 6
+    pixels = {split: {(world.coding(split).parent / r["processed_image_path"]).read_bytes() for r in records}
+              for split, records in splits.items()}
+    assert not pixels["rl"] & (pixels["train"] | pixels["test"])
     store = Store()
     run_id = record_expert_traces(world, store)
     summary = store.get_run(run_id)["summary"]

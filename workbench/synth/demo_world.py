@@ -42,9 +42,12 @@ class World:
         return self.root / "search_drill" / "mat_search_mini.json"
 
 
-def build_world(root: str | Path, *, coding_train: int = 800, coding_test: int = 100, search_train: int = 600,
-                search_test: int = 60, search_worlds: int = 100, seed: int = 0) -> World:
+def build_world(root: str | Path, *, coding_train: int = 800, coding_test: int = 100, coding_rl: int = 400,
+                search_train: int = 600, search_test: int = 60, search_worlds: int = 100, seed: int = 0) -> World:
     """Generate train and held-out splits (different seeds) of both benchmarks and the corpora.
+
+    The coding "rl" split (another seed) holds GRPO's prompts: items the SFT
+    stages never saw, so the policy is not rewarded for what it memorised.
 
     Train search questions come from `search_worlds` small worlds (each with
     its own corpus), so the expert traces can only be imitated by reading the
@@ -53,6 +56,7 @@ def build_world(root: str | Path, *, coding_train: int = 800, coding_test: int =
     world = World(Path(root))
     mat_coding_mini.generate(world.coding("train").parent, coding_train, seed=seed)
     mat_coding_mini.generate(world.coding("test").parent, coding_test, seed=seed + 1000)
+    mat_coding_mini.generate(world.coding("rl").parent, coding_rl, seed=seed + 2000)
     mat_search_mini.generate(world.search("train").parent, search_train, seed=seed, worlds=search_worlds)
     # Held-out search questions come from an unseen world (its own companies and corpus): their answers
     # cannot be memorised from the training traces, only found by searching.
