@@ -11,6 +11,7 @@ its checkpoint and cancel the resumed job.
 import json
 import socket
 import time
+from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
@@ -57,6 +58,12 @@ def wait_until(predicate, timeout=120.0, every=0.5):
 def test_train_form_makes_configs_previews_the_command_and_says_what_to_fix(store, tmp_path):
     demo = prepare_demo_training(store, count=4)
     assert prepare_demo_training(store)["expert_run"] == demo["expert_run"], "demo data is made once"
+    # click-to-train prompts are not items the demo model was fine-tuned on (its SFT split: seed 0)
+    sft_items = mat_coding_mini.generate(tmp_path / "sft", count=64, seed=0)
+    def pictures(items_file):
+        return {(Path(items_file).parent / r["processed_image_path"]).read_bytes()
+                for r in json.loads(Path(items_file).read_text())}
+    assert not pictures(demo["items_file"]) & pictures(sft_items)
     values = {"data_files": demo["steps_file"] + "\n", "num_generations": 2, "per_device_batch_size": 4,
               "max_steps": 3, "rewards": '{"format": 1.0, "answer_f1": 1.0}', "tools": ["code"],
               "trace_runs": "ignored: an SFT field", **TINY_PIXELS}

@@ -29,7 +29,7 @@ TRAIN_KINDS = tuple(CONFIG_CLASSES)  # ("grpo", "sft")
 ACTIVE_STATUSES = ("queued", "running")
 ENDED_STATUSES = ("succeeded", "failed", "cancelled")
 PREVIEW_RUN_ID = "NEW_RUN_ID"  # stands for the run id chosen at launch
-DEMO_FOLDER = "demo-data"
+DEMO_FOLDER = "demo-data-rl"  # the items moved to the rl split's seed; a new folder, so old items are not reused
 
 
 class LaunchError(ValueError):
@@ -190,6 +190,7 @@ def prepare_demo_training(store: Store | None = None, count: int = 64) -> dict[s
     """
     from trainers.demo_data import DemoData, prepare_demo_data, write_steps_file
     from workbench.synth import mat_coding_mini
+    from workbench.synth.demo_world import RL_SEED_OFFSET
 
     store = store or Store()
     folder = settings.jobs_dir() / DEMO_FOLDER
@@ -202,7 +203,8 @@ def prepare_demo_training(store: Store | None = None, count: int = 64) -> dict[s
                 write_steps_file(data, store)
             break
     else:
-        data = prepare_demo_data(folder, store, count=count)
+        # drawn like the demo world's rl split: GRPO from the demo model gets prompts its SFT never saw
+        data = prepare_demo_data(folder, store, count=count, seed=RL_SEED_OFFSET)
     eval_file = folder / "held_out" / "mat_coding_mini.json"
     if not eval_file.is_file():  # other seed: items the training never sees
         mat_coding_mini.generate(eval_file.parent, count=16, seed=1000)

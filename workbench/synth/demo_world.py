@@ -23,6 +23,9 @@ from workbench.store import Store
 from workbench.synth import expert, mat_coding_mini, mat_search_mini
 
 
+RL_SEED_OFFSET = 2000  # the coding "rl" split: GRPO prompts that no SFT stage of the demo model saw
+
+
 @dataclass
 class World:
     """Where the generated files of one demo world are."""
@@ -56,7 +59,7 @@ def build_world(root: str | Path, *, coding_train: int = 800, coding_test: int =
     world = World(Path(root))
     mat_coding_mini.generate(world.coding("train").parent, coding_train, seed=seed)
     mat_coding_mini.generate(world.coding("test").parent, coding_test, seed=seed + 1000)
-    mat_coding_mini.generate(world.coding("rl").parent, coding_rl, seed=seed + 2000)
+    mat_coding_mini.generate(world.coding("rl").parent, coding_rl, seed=seed + RL_SEED_OFFSET)
     mat_search_mini.generate(world.search("train").parent, search_train, seed=seed, worlds=search_worlds)
     # Held-out search questions come from an unseen world (its own companies and corpus): their answers
     # cannot be memorised from the training traces, only found by searching.
