@@ -387,3 +387,18 @@ def test_cli_usage_errors_exit_non_zero(image, tmp_path):
     code.write_text("print(1)")
     assert _cli("--input", str(tmp_path / "none.jpg"), "--code", str(code), "--json").returncode == 2
     assert _cli("--code", str(code)).returncode == 2
+
+
+def test_a_sandbox_starts_in_a_process_holding_more_than_1024_descriptors(image, tmp_path):
+    # select() cannot watch descriptors above 1023; recording thousands of expert episodes got there
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        sandbox = CodeSandbox()
+        try:
+            result = sandbox.run("print('hi')", image, job_dir=tmp_path)
+            assert result.ok and result.stdout.strip() == "hi"
+        finally:
+            sandbox.close()
+    finally:
+        for fd in held:
+            os.close(fd)

@@ -143,7 +143,10 @@ class _WorkerProcess:
         self.pending_lock = threading.Lock()  # never held during pipe I/O
         self.write_lock = threading.Lock()
         self.alive = True
-        ready, _, _ = select.select([self.responses], [], [], STARTUP_TIMEOUT_S)
+        # poll, not select: select() fails on descriptors above 1023, which a long-lived process reaches
+        waiter = select.poll()
+        waiter.register(self.responses, select.POLLIN)
+        ready = waiter.poll(STARTUP_TIMEOUT_S * 1000)
         frame = wire.read_frame(self.responses) if ready else None
         if frame is None or frame[0].get("op") != "ready":
             reason = frame[0].get("error") if frame else "no answer"

@@ -126,15 +126,18 @@ def record_expert_traces(world: World, store: Store | None = None, *, coding: bo
     search_file = search_file or world.search("train")
     run_id = store.create_run(name, "imported", config={"source": "workbench.synth.expert", "world": str(world.root),
                                                          "search": str(search_file)})
+    # Tools are built per job, when it runs: a drill has a corpus per world, and a search tool per corpus
+    # alive at once ran the process out of file descriptors.
     jobs = []
     if coding:
         coding_items, coding_turns = _coding_episodes(world.coding("train"))
         direct_items, direct_turns = _direct_episodes(coding_items)
-        jobs += [(coding_items, coding_turns, build_tools(("code",))), (direct_items, direct_turns, {})]
+        jobs += [(coding_items, coding_turns, lambda: build_tools(("code",))), (direct_items, direct_turns, dict)]
     for corpus, (items, turns) in sorted(_search_episodes(search_file).items()):
-        jobs.append((items, turns, build_tools(("search",), corpus=search_file.parent / corpus)))
+        jobs.append((items, turns, lambda corpus=corpus: build_tools(("search",), corpus=search_file.parent / corpus)))
     kept = episodes = 0
-    for items, turns, tools in jobs:
+    for items, turns, make_tools in jobs:
+        tools = make_tools()
         config = RunnerConfig(tools=tuple(tools), layout="chat", max_turns=5)
         runner = AgentRunner(ReplayBackend(turns, model_id="expert"), tools, config, store=store, run_id=run_id,
                              score=_score)
