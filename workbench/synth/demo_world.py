@@ -128,16 +128,16 @@ def record_expert_traces(world: World, store: Store | None = None, *, coding: bo
                                                          "search": str(search_file)})
     # Tools are built per job, when it runs: a drill has a corpus per world, and a search tool per corpus
     # alive at once ran the process out of file descriptors.
-    jobs = []
+    jobs = []  # (items, expert turns, tool names, search corpus)
     if coding:
         coding_items, coding_turns = _coding_episodes(world.coding("train"))
         direct_items, direct_turns = _direct_episodes(coding_items)
-        jobs += [(coding_items, coding_turns, lambda: build_tools(("code",))), (direct_items, direct_turns, dict)]
+        jobs += [(coding_items, coding_turns, ("code",), None), (direct_items, direct_turns, (), None)]
     for corpus, (items, turns) in sorted(_search_episodes(search_file).items()):
-        jobs.append((items, turns, lambda corpus=corpus: build_tools(("search",), corpus=search_file.parent / corpus)))
+        jobs.append((items, turns, ("search",), search_file.parent / corpus))
     kept = episodes = 0
-    for items, turns, make_tools in jobs:
-        tools = make_tools()
+    for items, turns, names, corpus in jobs:
+        tools = build_tools(names, corpus=corpus)
         config = RunnerConfig(tools=tuple(tools), layout="chat", max_turns=5)
         runner = AgentRunner(ReplayBackend(turns, model_id="expert"), tools, config, store=store, run_id=run_id,
                              score=_score)
