@@ -60,6 +60,7 @@ def test_train_form_makes_configs_previews_the_command_and_says_what_to_fix(stor
     assert prepare_demo_training(store)["expert_run"] == demo["expert_run"], "demo data is made once"
     # click-to-train prompts are not items the demo model was fine-tuned on (its SFT split: seed 0)
     sft_items = mat_coding_mini.generate(tmp_path / "sft", count=64, seed=0)
+
     def pictures(items_file):
         return {(Path(items_file).parent / r["processed_image_path"]).read_bytes()
                 for r in json.loads(Path(items_file).read_text())}
