@@ -71,12 +71,27 @@ def test_batch_divisibility_counts_accumulation_and_devices(data_file):
     ({"trace_files": ["/nope/traces.jsonl"]}, "does not exist"),
     ({"max_steps": 0, "epochs": 0}, "use epochs > 0"),
     ({"max_length": 10}, "at least 64"),
+    ({"lr_scheduler": "exponential"}, "use one of ('linear', 'cosine', 'constant')"),
 ])
 def test_sft_config_refuses_bad_values(changes, message):
     values = {"trace_runs": ["r1"], **changes}
     with pytest.raises(ConfigError) as caught:
         SftJobConfig(**values)
     assert message in str(caught.value)
+
+
+def test_lr_scheduler_reaches_the_trainers_arguments(data_file, tmp_path):
+    from transformers.trainer_utils import SchedulerType
+
+    from trainers.grpo import grpo_arguments
+    from trainers.sft import sft_arguments
+
+    sft = sft_arguments(SftJobConfig(trace_runs=["r1"], lr_scheduler="constant", warmup_steps=5), tmp_path)
+    assert sft.lr_scheduler_type == SchedulerType.CONSTANT_WITH_WARMUP and sft.warmup_steps == 5
+    grpo = grpo_arguments(GrpoJobConfig(data_files=[data_file], lr_scheduler="cosine", num_generations=4,
+                                        per_device_batch_size=4), tmp_path, [1.0])
+    assert grpo.lr_scheduler_type == SchedulerType.COSINE
+    assert sft_arguments(SftJobConfig(trace_runs=["r1"]), tmp_path).lr_scheduler_type == SchedulerType.LINEAR
 
 
 def test_config_round_trips_through_dict_and_file(data_file, tmp_path):

@@ -29,6 +29,7 @@ from workbench.rewards import RewardSpec
 LANGUAGE_MODEL_LORA_TARGET = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 FINETUNE_MODES = ("lora", "full")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+LR_SCHEDULERS = ("linear", "cosine", "constant")
 GRPO_MODES = ("steps", "episodes")
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo")
 SCALE_REWARDS = ("group", "batch", "none")
@@ -70,6 +71,8 @@ class TrainJobConfig:
                              LANGUAGE_MODEL_LORA_TARGET)
     learning_rate: float = _help("Peak learning rate (AdamW).", 1e-5)
     warmup_steps: int = _help("Linear warm-up steps.", 0)
+    lr_scheduler: str = _help("Learning rate after warm-up: linear (decays to 0 at the last step), cosine, or "
+                              "constant (long drills whose skill appears late).", "linear")
     weight_decay: float = _help("AdamW weight decay.", 0.0)
     max_grad_norm: float = _help("Gradient clipping norm.", 1.0)
     per_device_batch_size: int = _help("Sequences per device per forward pass.", 8)
@@ -101,6 +104,7 @@ class TrainJobConfig:
         _require(self.learning_rate > 0, f"learning_rate={self.learning_rate}: use a positive value (1e-5 .. 1e-4)")
         _require(self.learning_rate < 1, f"learning_rate={self.learning_rate} is far too large; use 1e-6 .. 1e-3")
         _require(self.warmup_steps >= 0, f"warmup_steps={self.warmup_steps}: use 0 or more")
+        _require(self.lr_scheduler in LR_SCHEDULERS, f"lr_scheduler={self.lr_scheduler!r}: use one of {LR_SCHEDULERS}")
         _require(self.weight_decay >= 0, f"weight_decay={self.weight_decay}: use 0 or more")
         _require(self.max_grad_norm > 0, f"max_grad_norm={self.max_grad_norm}: use a positive value (1.0)")
         _require(self.per_device_batch_size >= 1, f"per_device_batch_size={self.per_device_batch_size}: use 1 or more")

@@ -60,6 +60,11 @@ def precision_flags(config: TrainJobConfig) -> dict[str, bool]:
     return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
 
 
+def lr_scheduler_type(config: TrainJobConfig) -> str:
+    """transformers' name for the config's schedule (constant keeps the warm-up)."""
+    return {"constant": "constant_with_warmup"}.get(config.lr_scheduler, config.lr_scheduler)
+
+
 def load_processor(model_path: str, config: TrainJobConfig, *, padding_side: str) -> Any:
     from transformers import AutoProcessor
 

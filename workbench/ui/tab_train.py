@@ -21,8 +21,8 @@ import pandas as pd
 
 from tools.search import BACKENDS as SEARCH_BACKENDS
 from tools.search import MODES as SEARCH_MODES
-from trainers.config import (CONFIG_CLASSES, DEEPSPEED_STAGES, FINETUNE_MODES, GRPO_MODES, LOSS_TYPES, PRECISIONS,
-                             SCALE_REWARDS, TrainJobConfig)
+from trainers.config import (CONFIG_CLASSES, DEEPSPEED_STAGES, FINETUNE_MODES, GRPO_MODES, LOSS_TYPES,
+                             LR_SCHEDULERS, PRECISIONS, SCALE_REWARDS, TrainJobConfig)
 from trainers.launch import format_command
 from workbench import jobs, protocol
 from workbench.run_charts import MetricSeriesCache
@@ -48,6 +48,7 @@ STATUS_COLOURS = {"queued": "#64748b", "running": "#2563eb", "succeeded": "#1580
                   "cancelled": "#b45309"}
 SPECS = {
     "finetune": FieldSpec(choices=list(FINETUNE_MODES)), "precision": FieldSpec(choices=list(PRECISIONS)),
+    "lr_scheduler": FieldSpec(choices=list(LR_SCHEDULERS)),
     "deepspeed_stage": FieldSpec(choices=list(DEEPSPEED_STAGES)), "mode": FieldSpec(choices=list(GRPO_MODES)),
     "tools": FieldSpec(choices=list(protocol.TOOL_ARGUMENT)), "protocol": FieldSpec(choices=list(protocol.PROTOCOLS)),
     "loss_type": FieldSpec(choices=list(LOSS_TYPES)), "scale_rewards": FieldSpec(choices=list(SCALE_REWARDS)),
