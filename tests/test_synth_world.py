@@ -109,3 +109,27 @@ def test_expert_traces_are_all_correct_and_direct_ones_offer_no_tools(tmp_path):
     assert coded and all(turn.tool_call.ok for t in coded for turn in t.turns if turn.tool_call)
     searched = [t for t in traces if any(turn.action == "search" for turn in t.turns)]
     assert len(searched) == 8 and all("<information> 1. Content:" in (t.turns[0].feedback or "") for t in searched)
+
+
+def test_expert_search_answers_are_the_same_tokens_as_in_the_result_they_copy(tmp_path):
+    from transformers import AutoTokenizer
+
+    from workbench.synth.demo_assets import MODEL_DIR
+
+    tokenizer = AutoTokenizer.from_pretrained(MODEL_DIR)
+    world = build_world(tmp_path / "world", coding_train=1, coding_test=1, coding_rl=1, search_train=12,
+                        search_test=1, search_worlds=3)
+    store = Store()
+    run_id = record_expert_traces(world, store, coding=False)
+    traces = [store.get_trace(t["id"]) for t in store.list_traces(run_id=run_id, limit=100)]
+    assert len(traces) == 12 and any(len(t.turns) == 3 for t in traces)  # one- and two-search questions
+
+    def contains(haystack: str, needle: str) -> bool:
+        ids, part = tokenizer(haystack)["input_ids"], tokenizer(needle)["input_ids"]
+        return any(ids[i:i + len(part)] == part for i in range(len(ids) - len(part) + 1))
+
+    for trace in traces:
+        answer, result = trace.turns[-1].raw, trace.turns[-2].feedback
+        # the answer as written inside its tag is a token span of the result it comes from
+        assert f" {trace.final_answer} " in answer and contains(result, f" {trace.final_answer}")
+        assert contains(answer, f" {trace.final_answer}")

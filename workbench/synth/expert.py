@@ -42,6 +42,12 @@ def repair_code(labels: list[str], box: list[int] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def answer_turn(think: str, answer: str) -> str:
+    """A final turn. The answer is spaced as the system prompt shows it, so a name copied out of a result
+    (" Kasapol", after a space there) is the same tokens in the answer."""
+    return f"<think>{think}</think><answer> {answer} </answer>"
+
+
 def problem_text(labels: list[str]) -> str:
     return "{" + ", ".join(f"'{label}'" for label in labels) + "}"
 
@@ -50,18 +56,18 @@ def coding_turns(labels: list[str], answer: str, box: list[int] | None = None) -
     """Expert turns for a MAT-Coding(-mini) item: problem, code (unless none), answer."""
     if labels == ["none"]:
         return ["<think>The image is clear.</think><problem>{'none'}</problem>",
-                f"<think>I can read it directly.</think><answer>{answer}</answer>"]
+                answer_turn("I can read it directly.", answer)]
     reasons = " and ".join(THINK_PROBLEM[label] for label in labels)
     return [
         f"<think>Before answering: {reasons}.</think><problem>{problem_text(labels)}</problem>",
         f"<think>I will fix it with code.</think><code>```python\n{repair_code(labels, box)}```</code>",
-        f"<think>Now the image is clear.</think><answer>{answer}</answer>",
+        answer_turn("Now the image is clear.", answer),
     ]
 
 
 def direct_turns(answer: str) -> list[str]:
     """The expert's one turn when no tools are offered: answer from the image as it is."""
-    return [f"<think>I answer from the image as it is.</think><answer>{answer}</answer>"]
+    return [answer_turn("I answer from the image as it is.", answer)]
 
 
 def search_turns(company: Company, kind: str, answer: str) -> list[str]:
@@ -69,8 +75,9 @@ def search_turns(company: Company, kind: str, answer: str) -> list[str]:
     first = (f"<think>The image shows a {company.emblem}. I should find the company with that emblem."
              f"</think><search>{emblem_query(company)}</search>")
     if kind in ("city", "founded"):
-        return [first, f"<think>The result names {company.name}.</think><answer>{answer}</answer>"]
-    second_query = f"{company.city} city country" if kind == "country" else f"founder of {company.name}"
+        return [first, answer_turn(f"The result names {company.name}.", answer)]
+    # names after a space, as in the results they are copied from
+    second_query = f"country of {company.city}" if kind == "country" else f"founder of {company.name}"
     return [first,
             f"<think>The company is {company.name}. I need one more fact.</think><search>{second_query}</search>",
-            f"<think>Found it.</think><answer>{answer}</answer>"]
+            answer_turn("Found it.", answer)]
