@@ -7,15 +7,19 @@ Steps, all on CPU and offline, seeds fixed:
    traces; build a fresh tiny Qwen2.5-VL (workbench.tiny_model, same
    architecture as the embedded one) whose tokenizer also learned the
    traces' text, and fine-tune it on them with TRL's SFTTrainer (full
-   fine-tune); then a second SFT stage drills search on 2,400 questions
-   from 400 more worlds; the weights go to `--out` (default workbench/demo/model);
+   fine-tune); then a long search-only "copy drill" (8,000 episodes from
+   2,000 more worlds, constant learning rate) until the model copies names
+   out of the results, and a search drill mixed with the first stage's
+   traces so coding comes back; the weights go to `--out` (default
+   workbench/demo/model);
 3. evaluate held-out F1/EM with and without tools, next to the untrained
    tiny model;
 4. run multi-turn GRPO (live code tool) from that model with the held-out
    reward logged as eval_reward, and export the run to workbench/demo/grpo_run;
 5. write figures.json and the model card (README.md) beside the weights.
-`--from-model DIR` starts from DIR instead of the first SFT stage. The demo items and traces are
-then re-recorded by `python -m workbench.synth.demo_assets --world DIR`.
+`--from-model DIR` starts from DIR instead of the first SFT stage (the SFT
+stages listed in DIR/figures.json, if any, carry on). The demo items and
+traces are then re-recorded by `python -m workbench.synth.demo_assets --world DIR`.
 """
 
 import argparse
@@ -67,10 +71,11 @@ def tokenizer_text(store: Store, expert_run: str, worlds: int = 200) -> str:
 
 
 def _sft(store: Store, model: str, runs: list[str], steps: int, learning_rate: float, batch_size: int,
-         name: str) -> Path:
+         name: str, lr_scheduler: str = "linear") -> Path:
     config = SftJobConfig(model=model, finetune="full", trace_runs=runs, min_reward=1.0, tools=["code", "search"],
                           max_steps=steps, learning_rate=learning_rate, per_device_batch_size=batch_size,
-                          save_steps=200, save_total_limit=0, warmup_steps=30, run_name=name)
+                          save_steps=200, save_total_limit=0, warmup_steps=30, lr_scheduler=lr_scheduler,
+                          run_name=name)
     run_id = run_sft(config, store=store)
     checkpoints = store.list_checkpoints(run_id)
     if not checkpoints:
@@ -89,9 +94,20 @@ def train(world: World, store: Store, *, steps: int, learning_rate: float, batch
     return model, expert_run
 
 
+def copy_drill(model: Path, world: World, store: Store, *, steps: int, learning_rate: float,
+               batch_size: int) -> Path:
+    """Search-only SFT on 8,000 episodes from 2,000 more worlds at a constant learning rate. Copying a name
+    out of the results appears late and suddenly (after ~20,000 examples in a text-only probe), so this
+    stage is long and undiluted; the next stage mixes coding back in."""
+    questions = build_search_drill(world, count=8000, worlds=2000, seed=7000, name="search_copy")
+    run = record_expert_traces(world, store, coding=False, search_file=questions, name="expert traces (copy drill)")
+    return _sft(store, str(model), [run], steps, learning_rate, batch_size, "demo model: search copy drill SFT",
+                lr_scheduler="constant")
+
+
 def drill_search(model: Path, world: World, store: Store, expert_run: str | None, *, steps: int,
                  learning_rate: float, batch_size: int) -> Path:
-    """Second SFT stage: 2,400 more search episodes from 400 more worlds (with the first stage's traces, so
+    """Last SFT stage: 2,400 more search episodes from 400 more worlds (with the first stage's traces, so
     coding is not forgotten). Copying a name out of the results is what a 4-layer model learns last."""
     drill = record_expert_traces(world, store, coding=False, search_file=build_search_drill(world),
                                  name="expert traces (search drill)")
@@ -191,12 +207,11 @@ def write_model_card(out: Path, figures: dict) -> None:
         "400 more coding items (a third seed) that no SFT stage saw.",
         "- Traces: a scripted expert (`workbench.synth.expert`) replayed through the real runner with the real "
         "code sandbox and local search; every fourth coding item also without tools (direct answer).",
-        f"- Training: TRL SFTTrainer, full fine-tune, assistant-only loss, batch {figures.get('batch_size', 8)}, "
-        "30 warm-up steps then linear decay, each trace with the system prompt it was recorded with. Stage 1: "
-        f"{figures.get('sft_steps', '?')} steps at learning rate {figures.get('learning_rate', '?')} on the "
-        f"expert traces; stage 2 (search drill): {figures.get('drill_steps', '?')} steps at "
-        f"{figures.get('drill_learning_rate', '?')} on 2,400 search episodes from 400 more worlds plus the "
-        "stage 1 traces.", "",
+        "- Training: TRL SFTTrainer, full fine-tune, assistant-only loss, 30 warm-up steps, each trace with the "
+        "system prompt it was recorded with. SFT stages, in order:",
+        *[f"  {number}. {stage['name']}: {stage['steps']} steps, batch {stage['batch_size']}, learning rate "
+          f"{stage['learning_rate']} ({stage['schedule']}), on {stage['data']}."
+          for number, stage in enumerate(figures.get("stages", []), start=1)], "",
         "## Held-out results (greedy, chat layout, `python -m workbench eval`; the first n held-out items)", "",
         *_f1_table(results), "",
     ]
@@ -226,6 +241,19 @@ def write_model_card(out: Path, figures: dict) -> None:
     (out / "README.md").write_text("\n".join(lines), encoding="utf-8")
 
 
+STAGE_DATA = {
+    "sft": "the expert traces: 800 coding items (a quarter again without tools) and 600 search questions from "
+           "100 worlds",
+    "copy": "8,000 search episodes (only) from 2,000 more worlds",
+    "drill": "2,400 search episodes from 400 more worlds plus the expert traces of the first stage",
+}
+
+
+def _stage(name: str, steps: int, learning_rate: float, batch_size: int, schedule: str, data: str) -> dict:
+    return {"name": name, "steps": steps, "learning_rate": learning_rate, "batch_size": batch_size,
+            "schedule": schedule, "data": data}
+
+
 def _count(shape) -> int:
     total = 1
     for dim in shape:
@@ -241,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=1000, help="steps of the first SFT stage")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--copy-steps", type=int, default=1600, help="steps of the search-only copy drill (0 skips)")
+    parser.add_argument("--copy-learning-rate", type=float, default=5e-4)
+    parser.add_argument("--copy-batch-size", type=int, default=16)
     parser.add_argument("--drill-steps", type=int, default=800, help="steps of the search drill SFT stage (0 skips)")
     parser.add_argument("--drill-learning-rate", type=float, default=5e-4)
     parser.add_argument("--eval-limit", type=int, default=None, help="evaluate only the first N held-out items")
@@ -253,19 +284,31 @@ def main(argv: list[str] | None = None) -> int:
     store = Store()
     out = Path(args.out)
     command = "python -m trainers.demo_model " + " ".join(argv if argv is not None else sys.argv[1:])
-    figures: dict = {}
+    # figures of what `out` held before: results this run does not redo stay, commands accumulate
+    previous = json.loads((out / "figures.json").read_text()) if (out / "figures.json").is_file() else {}
+    stages: list[dict] = []
     expert_run = None
     if args.from_model is None:
         trained, expert_run = train(world, store, steps=args.steps, learning_rate=args.learning_rate,
                                     batch_size=args.batch_size)
-        figures.update(sft_steps=args.steps, learning_rate=args.learning_rate, batch_size=args.batch_size)
+        stages.append(_stage("SFT on the expert traces", args.steps, args.learning_rate, args.batch_size, "linear",
+                             STAGE_DATA["sft"]))
     else:
         trained = Path(args.from_model)
+        made_by = trained / "figures.json"
+        stages += json.loads(made_by.read_text()).get("stages", []) if made_by.is_file() else []
+    if args.copy_steps:
+        trained = copy_drill(trained, world, store, steps=args.copy_steps, learning_rate=args.copy_learning_rate,
+                             batch_size=args.copy_batch_size)
+        stages.append(_stage("copy drill", args.copy_steps, args.copy_learning_rate, args.copy_batch_size,
+                             "constant", STAGE_DATA["copy"]))
     if args.drill_steps:
         trained = drill_search(trained, world, store, expert_run, steps=args.drill_steps,
                                learning_rate=args.drill_learning_rate, batch_size=args.batch_size)
-        figures.update(drill_steps=args.drill_steps, drill_learning_rate=args.drill_learning_rate)
-    if args.from_model is None or args.drill_steps:
+        stages.append(_stage("search drill", args.drill_steps, args.drill_learning_rate, args.batch_size, "linear",
+                             STAGE_DATA["drill"]))
+    figures: dict = {"stages": stages}
+    if args.from_model is None or args.copy_steps or args.drill_steps:
         figures["sft_minutes"] = round((time.time() - started) / 60, 1)
     if trained.resolve() != out.resolve():
         if out.exists():
@@ -279,7 +322,6 @@ def main(argv: list[str] | None = None) -> int:
         }
     if args.grpo_steps:
         figures["grpo"] = grpo(str(out), world, store, args.grpo_steps, Path(args.grpo_bundle))
-    previous = json.loads((out / "figures.json").read_text()) if (out / "figures.json").is_file() else {}
     figures = {**previous, **figures, "commands": previous.get("commands", []) + [command]}
     (out / "figures.json").write_text(json.dumps(figures, indent=1))
     write_model_card(out, figures)

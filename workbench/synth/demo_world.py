@@ -41,8 +41,8 @@ class World:
     def corpus(self, split: str = "train") -> Path:
         return self.root / f"search_{split}" / "corpus.jsonl"
 
-    def search_drill(self) -> Path:
-        return self.root / "search_drill" / "mat_search_mini.json"
+    def search_drill(self, name: str = "search_drill") -> Path:
+        return self.root / name / "mat_search_mini.json"
 
 
 def build_world(root: str | Path, *, coding_train: int = 800, coding_test: int = 100, coding_rl: int = 400,
@@ -112,9 +112,12 @@ def _sha(path: Path) -> str:
     return put_image(path).sha
 
 
-def build_search_drill(world: World, count: int = 2400, worlds: int = 400, seed: int = 5000) -> Path:
-    """Extra search questions from many more small worlds: the data of the second (search) SFT stage."""
-    questions, _ = mat_search_mini.generate(world.search_drill().parent, count, seed=seed, worlds=worlds)
+def build_search_drill(world: World, count: int = 2400, worlds: int = 400, seed: int = 5000,
+                       name: str = "search_drill") -> Path:
+    """Extra search questions from many more small worlds (seeds `seed` ..), in the folder `name`: the data
+    of the demo model's search SFT stages. Seeds stay clear of the train (0..), held-out (1000) and
+    tokenizer (10000..) worlds."""
+    questions, _ = mat_search_mini.generate(world.search_drill(name).parent, count, seed=seed, worlds=worlds)
     return questions
 
 
