@@ -27,6 +27,7 @@ def test_demo_model_is_shipped_small_and_its_card_matches_its_figures():
     results = figures["results"]
     card = (folder / "README.md").read_text()
     assert "## How it was made" in card and "## What it cannot do" in card
+    assert figures["stages"] and all(f"{stage['name']}: {stage['steps']} steps" in card for stage in figures["stages"])
     for benchmark in ("mat-coding", "mat-search"):
         with_tools = results["demo model, with tools"][benchmark]["f1"]
         assert with_tools > results["demo model, without tools"][benchmark]["f1"], f"tools must help on {benchmark}"
@@ -45,7 +46,8 @@ def test_demo_model_names_the_problem_runs_code_and_answers_on_the_demo_items(de
 
 
 def test_demo_model_searches_for_the_emblem_it_sees_and_answers(demo_backend):
-    # Its queries are sensible; copying the answer out of the results is what it has not learned (model card).
+    # Its queries are sensible; the answers it copies out of the results are right only some of the time
+    # (held-out F1 in the model card), so no single demo item is required to be right.
     from workbench.synth.mat_search_mini import COLOURS, SHAPES
 
     traces, _ = _run(demo_backend, "mat-search")
