@@ -223,8 +223,9 @@ def write_model_card(out: Path, figures: dict) -> None:
         series = ", ".join(f"step {step}: {value:.3f}" for step, value in grpo["eval_reward"])
         made_from = grpo.get("made_from")  # set when the shipped run started from an earlier demo model
         lines += ["## GRPO " + ("(the shipped run)" if made_from else "from this model"), "",
-                  (f"Made from {made_from}. " if made_from else "") + f"Multi-turn GRPO with the live code tool (`trainers.demo_model.grpo_config`), {grpo['minutes']} min "
-                  f"on the CPU. Mean reward of 4 samples on each of 32 held-out items (eval_reward): {series}. "
+                  (f"Made from {made_from}. " if made_from else "")
+                  + f"Multi-turn GRPO with the live code tool (`trainers.demo_model.grpo_config`), {grpo['minutes']} "
+                  f"min on the CPU. Mean reward of 4 samples on each of 32 held-out items (eval_reward): {series}. "
                   "The run ships as the `demo-grpo` run (Runs tab). " + grpo.get("notes", ""), ""]
     lines += [
         "## What it cannot do",
