@@ -133,11 +133,12 @@ def evaluate(model: str, world: World, store: Store, tools: bool, limit: int | N
 
 def grpo_config(model: str, world: World, steps: int) -> GrpoJobConfig:
     """Multi-turn GRPO with the live code tool on items SFT never saw (the "rl" split), a KL pull (beta 0.04)
-    towards the SFT model, held-out reward on 32 items every 8 steps (CPU: minutes). The Train tab's demo
-    settings (workbench.ui.tab_train.demo_values) mirror these; change both together."""
+    towards the SFT model, sampling at temperature 0.8 (at 1.0 the demo model loses the protocol under RL),
+    held-out reward on 32 items every 8 steps (CPU: minutes). The Train tab's demo settings
+    (workbench.ui.tab_train.demo_values) mirror these; change both together."""
     return GrpoJobConfig(model=model, data_files=[str(world.coding("rl"))], mode="episodes", tools=["code"],
                          finetune="full", num_generations=4, per_device_batch_size=8, max_completion_length=384,
-                         max_turns=4, max_steps=steps, save_steps=0, save_total_limit=1, temperature=1.0,
+                         max_turns=4, max_steps=steps, save_steps=0, save_total_limit=1, temperature=0.8,
                          learning_rate=1e-4, beta=0.04, seed=0, eval_data_files=[str(world.coding("test"))],
                          eval_steps=8, max_eval_items=32, log_traces_every=4,
                          run_name="demo GRPO: multi-turn, code tool, from the demo model")

@@ -127,7 +127,7 @@ def demo_values(demo: dict[str, str]) -> dict[tuple[str, str], Any]:
             ("common", "save_steps"): 8, ("common", "learning_rate"): 1e-4, ("common", "max_pixels"): 0,
             ("common", "min_pixels"): 0, ("grpo", "data_files"): demo["items_file"], ("grpo", "mode"): "episodes",
             ("grpo", "tools"): ["code"], ("grpo", "max_steps"): 32, ("grpo", "num_generations"): 4,
-            ("grpo", "max_completion_length"): 384, ("grpo", "max_turns"): 4, ("grpo", "temperature"): 1.0,
+            ("grpo", "max_completion_length"): 384, ("grpo", "max_turns"): 4, ("grpo", "temperature"): 0.8,
             ("grpo", "beta"): 0.04, ("grpo", "eval_data_files"): demo["eval_file"], ("grpo", "eval_steps"): 8,
             ("grpo", "max_eval_items"): 16, ("sft", "trace_runs"): demo["expert_run"], ("sft", "max_steps"): 20}
 
