@@ -42,6 +42,20 @@ def test_export_then_import_into_a_fresh_home_is_identical(tmp_path, monkeypatch
     assert fresh.get_image(original.images[0])["width"] == 50
 
 
+def test_exporting_again_to_the_same_file_leaves_only_the_new_traces_images(tmp_path):
+    from workbench.trace_io import export_traces, images_folder
+
+    store = Store()
+    path = tmp_path / "traces.jsonl"
+    first = stored_trace(store, store.create_run("r", "eval"))
+    export_traces(store, [first], path)
+    second = Trace(question="q2", images=[store.put_image(Image.new("RGB", (30, 30), "navy"))], final_answer="b")
+    store.save_trace(second)
+    assert export_traces(store, [second], path) == 1
+    assert {p.stem for p in images_folder(path).iterdir()} == {second.images[0]}
+    assert not images_folder(path).with_name("traces.jsonl.images.tmp").exists()
+
+
 def test_run_bundle_moves_the_run_its_metrics_and_traces_to_a_fresh_home(tmp_path, monkeypatch):
     store = Store()
     run = store.create_run("grpo demo", "train", model_id="m", config={"lr": 1e-5}, reward_spec={"format": 1.0},

@@ -25,6 +25,7 @@ from typing import Any, Callable
 from trainers.config import SftJobConfig
 from workbench import protocol
 from workbench.store import Store
+from workbench.trace_io import images_folder
 from workbench.trace import Trace
 
 
@@ -86,7 +87,7 @@ def collect_traces(config: SftJobConfig, store: Store | None = None) -> list[Tra
                     sources.append(TraceSource(trace, _store_image))
     for file in config.trace_files:
         path = Path(file)
-        resolver = _folder_image(path.with_name(path.name + ".images"))
+        resolver = _folder_image(images_folder(path))
         sources += [TraceSource(t, resolver) for t in _file_traces(path) if _keep(t, config)]
     return sources
 

@@ -22,23 +22,34 @@ from workbench.trace import ToolCall, Trace, Turn
 
 
 def export_traces(store: Store, traces: Iterable[Trace], path: str | Path) -> int:
-    """Write traces as JSONL plus an image folder beside it; returns how many were written."""
+    """Write traces as JSONL plus an image folder beside it, replacing what an earlier export left there
+    (its images too); returns how many were written."""
     path = Path(path)
-    folder = path.with_name(path.name + ".images")
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = images_folder(path)
+    staging = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     count = 0
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as handle:
         for trace in traces:
             for sha in trace.image_shas():
                 source = image_path(sha)
-                target = folder / source.name
+                target = staging / source.name
                 if not target.exists():
                     shutil.copyfile(source, target)
             handle.write(trace.to_json() + "\n")
             count += 1
     tmp.replace(path)
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
     return count
+
+
+def images_folder(path: str | Path) -> Path:
+    """Where the images of an exported traces file live: `<file>.images/` beside it."""
+    path = Path(path)
+    return path.with_name(path.name + ".images")
 
 
 def export_run(store: Store, run_id: str, path: str | Path) -> int:
@@ -82,7 +93,7 @@ def import_run_bundle(store: Store, folder: str | Path, run_id: str | None = Non
 def import_traces(store: Store, path: str | Path, run_id: str | None = None) -> list[str]:
     """Read a JSONL export (validating every line first) and store its traces."""
     path = Path(path)
-    folder = path.with_name(path.name + ".images")
+    folder = images_folder(path)
     traces = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():

@@ -106,8 +106,6 @@ def record_traces(model: str | Path | None = None) -> int:
     run_id = store.create_run("demo traces", "eval", model_id=MODEL_ID)
     traces = [trace for benchmark in ("mat-coding", "mat-search")
               for trace in run_demo_items(backend, benchmark, store=store, run_id=run_id)]
-    # the export only adds images; the previous recording's would stay behind in the repo
-    shutil.rmtree(TRACES_FILE.with_name(TRACES_FILE.name + ".images"), ignore_errors=True)
     return export_traces(store, traces, TRACES_FILE)
 
 
