@@ -50,6 +50,8 @@ def data_file(tmp_path):
     ({"eval_steps": 5}, "no held-out data file given"),
     ({"eval_steps": 5, "eval_data_files": ["/nope/test.json"]}, "held-out data file /nope/test.json does not exist"),
     ({"eval_steps": -1}, "eval_steps=-1"),
+    ({"eval_generations": 3}, "a divisor of per_device_batch_size x devices = 8"),
+    ({"eval_generations": -1}, "eval_generations=-1"),
 ])
 def test_grpo_config_refuses_bad_values_with_a_fix(data_file, changes, message):
     values = {"data_files": [data_file], "per_device_batch_size": 8, "num_generations": 4, **changes}
@@ -92,6 +94,16 @@ def test_lr_scheduler_reaches_the_trainers_arguments(data_file, tmp_path):
                                         per_device_batch_size=4), tmp_path, [1.0])
     assert grpo.lr_scheduler_type == SchedulerType.COSINE
     assert sft_arguments(SftJobConfig(trace_runs=["r1"]), tmp_path).lr_scheduler_type == SchedulerType.LINEAR
+
+
+def test_eval_generations_reaches_the_grpo_arguments(data_file, tmp_path):
+    from trainers.grpo import grpo_arguments
+
+    values = {"data_files": [data_file], "num_generations": 4, "per_device_batch_size": 8, "eval_steps": 4,
+              "eval_data_files": [data_file]}
+    assert grpo_arguments(GrpoJobConfig(**values, eval_generations=2), tmp_path, [1.0]).num_generations_eval == 2
+    same = grpo_arguments(GrpoJobConfig(**values), tmp_path, [1.0])
+    assert (same.num_generations_eval or same.num_generations) == 4
 
 
 def test_config_round_trips_through_dict_and_file(data_file, tmp_path):

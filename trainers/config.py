@@ -202,8 +202,10 @@ class GrpoJobConfig(TrainJobConfig):
                                        "logged as eval_reward (before training and every eval_steps).",
                                        default_factory=list)
     eval_steps: int = _help("Measure the held-out reward every this many steps (0 = never).", 0)
-    max_eval_items: int = _help("Use only the first N held-out rows (0 = all); each is sampled num_generations "
-                                "times per evaluation.", 0)
+    max_eval_items: int = _help("Use only the first N held-out rows (0 = all).", 0)
+    eval_generations: int = _help("Completions sampled per held-out row at each evaluation (0 = num_generations); "
+                                  "fewer samples of more rows measure a policy with less noise for the same cost.",
+                                  0)
     shuffle: bool = _help("Shuffle the training rows.", True)
     search_backend: str = _help("Search backend for the search tool in episodes: local (BM25 corpus, free) or "
                                 "serpapi (web, paid per call).", "local")
@@ -258,6 +260,10 @@ class GrpoJobConfig(TrainJobConfig):
         self.eval_data_files = [str(p) for p in self.eval_data_files]
         _require(self.eval_steps >= 0, f"eval_steps={self.eval_steps}: use 0 (no held-out reward) or more")
         _require(self.max_eval_items >= 0, f"max_eval_items={self.max_eval_items}: use 0 (all rows) or more")
+        eval_batch = self.per_device_batch_size * self.world_size
+        _require(self.eval_generations >= 0 and eval_batch % (self.eval_generations or 1) == 0,
+                 f"eval_generations={self.eval_generations}: use 0 (same as num_generations) or a divisor of "
+                 f"per_device_batch_size x devices = {eval_batch}")
         if self.eval_steps:
             _check_files(self.eval_data_files, "held-out data file",
                          "add held-out items to eval_data_files or set eval_steps=0")

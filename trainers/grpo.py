@@ -127,7 +127,8 @@ def _eval_arguments(config: GrpoJobConfig) -> dict:
     if not config.eval_steps:
         return {}
     return {"eval_strategy": "steps", "eval_steps": config.eval_steps, "eval_on_start": True,
-            "per_device_eval_batch_size": config.per_device_batch_size}
+            "per_device_eval_batch_size": config.per_device_batch_size,
+            "num_generations_eval": config.eval_generations or None}
 
 
 def _load_rows(config: GrpoJobConfig, files: list[str] | None = None, limit: int | None = None) -> list:
