@@ -74,6 +74,16 @@ def test_published_search_schema_with_string_answer_and_position_splits(tmp_path
     items = load_mat_search(write(tmp_path / "s.json", records))
     assert items[0].answers == ["Amsterdam"]
     assert items[74].split == "simple" and items[75].split == "hard"
+    assert items[0].corpus is None
+
+
+def test_search_items_may_name_their_own_corpus_next_to_the_file(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    (tmp_path / "corpus_3.jsonl").write_text('{"text": "doc"}\n')
+    record = {"id": 0, "question": "q", "answer": "a", "image_path": "a.jpg", "corpus": "corpus_3.jsonl"}
+    assert load_mat_search(write(tmp_path / "s.json", [record]))[0].corpus == tmp_path / "corpus_3.jsonl"
+    with pytest.raises(BenchmarkFileError, match="corpus 'corpus_4.jsonl' not found next to s.json"):
+        load_mat_search(write(tmp_path / "s.json", [{**record, "corpus": "corpus_4.jsonl"}]))
 
 
 def test_multihop_json_and_jsonl(tmp_path):

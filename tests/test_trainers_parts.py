@@ -1,6 +1,7 @@
 """Pieces of the training jobs on the tiny model: data, chat format, rewards plumbing, traces (no training)."""
 
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -279,3 +280,28 @@ def test_native_sft_rows_render_exactly_like_tool_messages(store):
             {"role": "assistant", "content": [{"type": "text", "text": "<think>clear</think><answer>CAT</answer>"}]}]
     rendered = processor.apply_chat_template([chat], tools=protocol.tool_schemas(("code",)), tokenize=False)[0]
     assert sft_text == rendered and len(images) == 2
+
+
+def test_each_row_searches_its_own_worlds_corpus(tmp_path, monkeypatch):
+    from trainers import tool_env
+    from workbench.synth import mat_search_mini
+
+    questions, _ = mat_search_mini.generate(tmp_path / "drill", 4, seed=4000, worlds=2)
+    records = json.loads(questions.read_text())
+    items = data.load_episode_items([str(questions)])
+    assert [Path(i.search_corpus).name for i in items] == ["corpus_0.jsonl", "corpus_1.jsonl"] * 2
+    monkeypatch.setattr(tool_env, "CORPUS_TOOLS_KEPT", 1)
+    toolbox = tool_env.ToolBox(("search",))
+    try:
+        environment = tool_env.environment_factory(toolbox, "tags")()
+        for position, (item, record) in enumerate(zip(items, records)):
+            environment.reset(question=item.question, image_file=item.image_file, search_corpus=item.search_corpus)
+            found = environment.search(f"{record['company']} company")
+            other_world = records[1 - position % 2]
+            assert record["company"] in found and other_world["company"] not in found
+            assert len(toolbox.corpus_tools) == 1  # only the most recent corpus keeps its search tool
+        environment.reset(question="q", image_file=item.image_file)
+        assert "give the job search_corpus or the rows a corpus field" in environment.search("anything")
+        assert environment.tool_calls[-1].ok is False
+    finally:
+        toolbox.close()

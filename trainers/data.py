@@ -63,6 +63,7 @@ class EpisodeItem:
     problem_labels: list[str] | None = None
     clean_image: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    search_corpus: str | None = None  # this item's own documents (else the job's search_corpus)
 
 
 def _where(path: Path, position: int) -> str:
@@ -176,7 +177,8 @@ def load_episode_items(files: list[str], image_root: str | None = None) -> list[
                                  metadata={"split": b.split})
                      for b in load_mat_coding(path, root)]
         elif "image_path" in first and "question" in first:
-            found = [EpisodeItem(b.question, str(b.image), b.answers, item_id=b.id, metadata={"split": b.split})
+            found = [EpisodeItem(b.question, str(b.image), b.answers, item_id=b.id, metadata={"split": b.split},
+                                 search_corpus=str(b.corpus) if b.corpus else None)
                      for b in load_mat_search(path, root)]
         else:
             raise TrainingDataError(f"{path}: rows are neither Visual-ARFT training rows (image_path, problem, "
@@ -244,7 +246,7 @@ def _episode_row(item: EpisodeItem, system: str) -> dict[str, Any]:
                        {"role": "user", "content": protocol.query_text(item.question)}],
             "image_file": item.image_file, "input_image": item.image_file, "question": item.question,
             "gt": item.gold, "problem_labels": item.problem_labels, "clean_image": item.clean_image,
-            "item_id": item.item_id}
+            "item_id": item.item_id, "search_corpus": item.search_corpus}
 
 
 def build_dataset(samples: list[StepSample] | list[EpisodeItem], *, max_pixels: int, system: str | None = None):

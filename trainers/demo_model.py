@@ -23,6 +23,7 @@ traces are then re-recorded by `python -m workbench.synth.demo_assets --world DI
 """
 
 import argparse
+import dataclasses
 import itertools
 import json
 import shutil
@@ -142,6 +143,14 @@ def grpo_config(model: str, world: World, steps: int) -> GrpoJobConfig:
                          learning_rate=1e-4, beta=0.04, seed=0, eval_data_files=[str(world.coding("test"))],
                          eval_steps=8, max_eval_items=32, log_traces_every=4,
                          run_name="demo GRPO: multi-turn, code tool, from the demo model")
+
+
+def search_grpo_config(model: str, world: World, steps: int) -> GrpoJobConfig:
+    """The same GRPO on search: questions from the search rl split's 100 worlds (each episode searches its own
+    world's corpus), held-out reward on all 60 questions of the unseen held-out world, 2 samples each."""
+    return dataclasses.replace(grpo_config(model, world, steps), data_files=[str(world.search("rl"))],
+                               tools=["search"], eval_data_files=[str(world.search("test"))], max_eval_items=0,
+                               eval_generations=2, run_name="demo GRPO: multi-turn, search tool, from the demo model")
 
 
 def grpo(model: str, world: World, store: Store, steps: int, bundle: Path) -> dict:

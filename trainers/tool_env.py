@@ -17,13 +17,16 @@ Every call is recorded (`ToolCallRecord`): the rewards read execution
 results from them (`code_ok`, `output_image`) and the logging callback turns
 them into trace tool calls and the tool-call / tool-failure rates. Tools are
 shared by all instances (one sandbox worker, one search cache) through a
-`ToolBox`, built once per training process.
+`ToolBox`, built once per training process. A row may name its own search
+corpus (`search_corpus`: questions from many small worlds, each with its
+documents); the ToolBox keeps a search tool for the few corpora in use.
 """
 
 import shutil
 import time
 import types
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -35,6 +38,7 @@ from workbench import protocol, settings
 from workbench.runner import AgentTool, ToolContext, ToolOutcome
 
 REAL_TOOLS = ("code", "search")  # `problem` is an action with a hint, not a tool: it is not counted as one
+CORPUS_TOOLS_KEPT = 16  # per-row corpora: one search tool (index connections) each, so keep only the recent ones
 
 
 @dataclass
@@ -60,16 +64,36 @@ class ToolBox:
         if tools is None:
             from workbench.agent_tools import build_tools
 
-            tools = build_tools(tuple(names), search_backend=search_backend, corpus=search_corpus,
-                                search_mode=search_mode)
+            # without a job-wide corpus, search is built per row corpus (rows without one get a clear error)
+            built = tuple(n for n in names if n != "search" or search_corpus or search_backend != "local")
+            tools = build_tools(built, search_backend=search_backend, corpus=search_corpus, search_mode=search_mode)
         self.names = tuple(names)
         self.tools = tools
+        self.search_mode = search_mode
+        self.corpus_tools: OrderedDict[str, AgentTool] = OrderedDict()
         self.scratch = settings.scratch_dir() / f"train-{uuid.uuid4().hex[:8]}"
 
-    def call(self, name: str, argument: str, context: ToolContext) -> tuple[ToolOutcome, float]:
+    def tool(self, name: str, corpus: str | None = None) -> AgentTool:
+        """The tool to call: search over the row's own corpus when it has one, else the job's tool."""
+        if name != "search" or not corpus:
+            if name not in self.tools:
+                raise ValueError("this row has no search corpus and the job set none: give the job "
+                                 "search_corpus or the rows a corpus field")
+            return self.tools[name]
+        if corpus not in self.corpus_tools:
+            from workbench.agent_tools import build_tools
+
+            self.corpus_tools[corpus] = build_tools(("search",), corpus=corpus, search_mode=self.search_mode)["search"]
+            if len(self.corpus_tools) > CORPUS_TOOLS_KEPT:
+                self.corpus_tools.popitem(last=False)
+        self.corpus_tools.move_to_end(corpus)
+        return self.corpus_tools[corpus]
+
+    def call(self, name: str, argument: str, context: ToolContext,
+             corpus: str | None = None) -> tuple[ToolOutcome, float]:
         started = time.perf_counter()
         try:
-            outcome = self.tools[name](argument, context)
+            outcome = self.tool(name, corpus)(argument, context)
         except Exception as exc:  # a tool bug is a failed call for this episode, not a crashed run
             outcome = ToolOutcome(text=f"<information> tool error: {type(exc).__name__}: {exc} </information>",
                                   ok=False, error=f"{type(exc).__name__}: {exc}")
@@ -92,6 +116,7 @@ class ToolEpisodeEnvironment:
         self.records: list[ToolCallRecord] = []
         self.problem_labels: list[str] | None = None
         self.question = ""
+        self.search_corpus: str | None = None
         self.original_image: Path | None = None
         self.current_image: Path | None = None
         self.workdir: Path | None = None
@@ -103,6 +128,7 @@ class ToolEpisodeEnvironment:
         self.records = []
         self.problem_labels = None
         self.question = row.get("question") or ""
+        self.search_corpus = row.get("search_corpus")
         image_file = row.get("image_file")
         self.original_image = self.current_image = Path(image_file) if image_file else None
         self.workdir = self.toolbox.scratch / uuid.uuid4().hex[:12]
@@ -132,7 +158,7 @@ class ToolEpisodeEnvironment:
             self.records.append(record)
             return record.text
         context = ToolContext(self.current_image, self.original_image, self.workdir, self.question)
-        outcome, latency = self.toolbox.call(name, argument, context)
+        outcome, latency = self.toolbox.call(name, argument, context, self.search_corpus)
         images = [str(p) for p in outcome.images]
         self.records.append(ToolCallRecord(name, argument, outcome.ok, outcome.text, outcome.error, images,
                                            outcome.stdout, outcome.stderr, latency))

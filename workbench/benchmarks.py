@@ -34,6 +34,7 @@ class BenchmarkItem:
     types: list[str] = field(default_factory=list)
     split: str | None = None
     position: int = 0
+    corpus: Path | None = None  # MAT-Search-mini: the documents of this question's own world, when it has one
 
 
 def _where(path: Path, position: int, record: Any) -> str:
@@ -188,8 +189,20 @@ def load_mat_search(path: str | Path, images_dir: str | Path | None = None,
         items.append(BenchmarkItem(
             id=item_id, question=_text(record, ("question",), where),
             answers=_answers(record, ("answer", "answers"), where), image=image,
-            split=_split(record, position, "mat-search", where), position=position))
+            split=_split(record, position, "mat-search", where), position=position,
+            corpus=_item_corpus(path, record, where)))
     return items
+
+
+def _item_corpus(path: Path, record: dict, where: str) -> Path | None:
+    """The optional per-question `corpus` (relative to the file), as the demo world's drills write it."""
+    if record.get("corpus") is None:
+        return None
+    corpus = _resolve(path.parent, record["corpus"], "corpus", where)
+    if not corpus.exists():
+        raise BenchmarkFileError(f"{where}: corpus {record['corpus']!r} not found next to {path.name} "
+                                 f"(looked for {corpus})")
+    return corpus
 
 
 def load_multihop(path: str | Path) -> list[BenchmarkItem]:

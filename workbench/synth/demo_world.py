@@ -24,6 +24,7 @@ from workbench.synth import expert, mat_coding_mini, mat_search_mini
 
 
 RL_SEED_OFFSET = 2000  # the coding "rl" split: GRPO prompts that no SFT stage of the demo model saw
+SEARCH_RL_SEED_OFFSET = 3000  # the search "rl" split's worlds (3000..), clear of held-out 1000 and drills 5000..
 
 
 @dataclass
@@ -46,11 +47,14 @@ class World:
 
 
 def build_world(root: str | Path, *, coding_train: int = 800, coding_test: int = 100, coding_rl: int = 400,
-                search_train: int = 600, search_test: int = 60, search_worlds: int = 100, seed: int = 0) -> World:
+                search_train: int = 600, search_test: int = 60, search_worlds: int = 100, search_rl: int = 400,
+                seed: int = 0) -> World:
     """Generate train and held-out splits (different seeds) of both benchmarks and the corpora.
 
-    The coding "rl" split (another seed) holds GRPO's prompts: items the SFT
-    stages never saw, so the policy is not rewarded for what it memorised.
+    The "rl" splits (other seeds) hold GRPO's prompts: items the SFT stages
+    never saw, so the policy is not rewarded for what it memorised. Search rl
+    questions come from `search_worlds` more worlds, each question naming its
+    corpus, as the train split's do.
 
     Train search questions come from `search_worlds` small worlds (each with
     its own corpus), so the expert traces can only be imitated by reading the
@@ -64,6 +68,8 @@ def build_world(root: str | Path, *, coding_train: int = 800, coding_test: int =
     # Held-out search questions come from an unseen world (its own companies and corpus): their answers
     # cannot be memorised from the training traces, only found by searching.
     mat_search_mini.generate(world.search("test").parent, search_test, seed=seed + 1000)
+    mat_search_mini.generate(world.search("rl").parent, search_rl, seed=seed + SEARCH_RL_SEED_OFFSET,
+                             worlds=search_worlds)
     return world
 
 
