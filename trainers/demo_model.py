@@ -95,12 +95,15 @@ def train(world: World, store: Store, *, steps: int, learning_rate: float, batch
     return model, expert_run
 
 
+COPY_DRILL = {"count": 8000, "worlds": 2000, "seed": 7000}  # the copy drill's questions (STAGE_DATA says it too)
+
+
 def copy_drill(model: Path, world: World, store: Store, *, steps: int, learning_rate: float,
                batch_size: int) -> Path:
     """Search-only SFT on 8,000 episodes from 2,000 more worlds at a constant learning rate. Copying a name
     out of the results appears late and suddenly (after ~20,000 examples in a text-only probe), so this
     stage is long and undiluted; the next stage mixes coding back in."""
-    questions = build_search_drill(world, count=8000, worlds=2000, seed=7000, name="search_copy")
+    questions = build_search_drill(world, **COPY_DRILL, name="search_copy")
     run = record_expert_traces(world, store, coding=False, search_file=questions, name="expert traces (copy drill)")
     return _sft(store, str(model), [run], steps, learning_rate, batch_size, "demo model: search copy drill SFT",
                 lr_scheduler="constant")
@@ -258,7 +261,7 @@ def write_model_card(out: Path, figures: dict) -> None:
 STAGE_DATA = {
     "sft": "the expert traces: 800 coding items (a quarter again without tools) and 600 search questions from "
            "100 worlds",
-    "copy": "8,000 search episodes (only) from 2,000 more worlds",
+    "copy": f"{COPY_DRILL['count']:,} search episodes (only) from {COPY_DRILL['worlds']:,} more worlds",
     "drill": "2,400 search episodes from 400 more worlds plus the expert traces of the first stage",
 }
 
