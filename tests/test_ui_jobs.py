@@ -55,6 +55,20 @@ def wait_until(predicate, timeout=120.0, every=0.5):
 
 
 # -- Train tab callbacks ------------------------------------------------------------------------
+def test_click_to_train_uses_the_demo_models_grpo_settings(tmp_path):
+    from trainers.demo_model import grpo_config
+    from workbench.synth.demo_world import build_world
+
+    world = build_world(tmp_path / "world", coding_train=1, coding_test=1, coding_rl=1, search_train=1,
+                        search_test=1, search_worlds=1, search_rl=1)
+    values = tab_train.demo_values({"items_file": "items.json", "eval_file": "held_out.json", "expert_run": "r"})
+    files_and_form_only = {"model", "data_files", "eval_data_files", "save_steps", "max_pixels", "min_pixels"}
+    shared = {name: value for (scope, name), value in values.items()
+              if scope in ("common", "grpo") and name not in files_and_form_only}
+    config = grpo_config("demo", world, values[("grpo", "max_steps")])
+    assert shared == {name: getattr(config, name) for name in shared}
+
+
 def test_train_form_makes_configs_previews_the_command_and_says_what_to_fix(store, tmp_path):
     demo = prepare_demo_training(store, count=4)
     assert prepare_demo_training(store)["expert_run"] == demo["expert_run"], "demo data is made once"

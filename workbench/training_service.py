@@ -30,6 +30,7 @@ ACTIVE_STATUSES = ("queued", "running")
 ENDED_STATUSES = ("succeeded", "failed", "cancelled")
 PREVIEW_RUN_ID = "NEW_RUN_ID"  # stands for the run id chosen at launch
 DEMO_FOLDER = "demo-data-rl"  # the items moved to the rl split's seed; a new folder, so old items are not reused
+DEMO_HELD_OUT = 100  # as many held-out items as the demo world's test split: fewer made eval_reward mostly noise
 
 
 class LaunchError(ValueError):
@@ -205,8 +206,8 @@ def prepare_demo_training(store: Store | None = None, count: int = 64) -> dict[s
     else:
         # drawn like the demo world's rl split: GRPO from the demo model gets prompts its SFT never saw
         data = prepare_demo_data(folder, store, count=count, seed=RL_SEED_OFFSET)
-    eval_file = folder / "held_out" / "mat_coding_mini.json"
-    if not eval_file.is_file():  # other seed: items the training never sees
-        mat_coding_mini.generate(eval_file.parent, count=16, seed=1000)
+    eval_file = folder / f"held_out_{DEMO_HELD_OUT}" / "mat_coding_mini.json"
+    if not eval_file.is_file():  # the demo world's held-out items (seed 1000): the training never sees them
+        mat_coding_mini.generate(eval_file.parent, count=DEMO_HELD_OUT, seed=1000)
     return {"items_file": str(data.items_file), "eval_file": str(eval_file), "steps_file": str(data.steps_file),
             "expert_run": data.expert_run}
