@@ -141,6 +141,20 @@ def test_preflight_accepts_the_default_and_keeps_the_vision_tower_out(data_file)
     assert not any("visual" in name for name in chosen)
 
 
+def test_preflight_search_episodes_need_a_corpus_for_the_job_or_each_row(tmp_path):
+    from workbench.synth import mat_search_mini
+
+    own, _ = mat_search_mini.generate(tmp_path / "own", 2, seed=4000, worlds=2)  # each question names its corpus
+    shared, corpus = mat_search_mini.generate(tmp_path / "shared", 2, seed=4000)
+    records = json.loads(shared.read_text())
+    shared.write_text(json.dumps([{k: v for k, v in r.items() if k != "corpus"} for r in records]))
+    values = {"mode": "episodes", "tools": ["search"], "num_generations": 2, "per_device_batch_size": 2}
+    with pytest.raises(ConfigError, match="needs a corpus: 2 rows name none"):
+        validate_for_launch(GrpoJobConfig(data_files=[str(shared)], **values))
+    validate_for_launch(GrpoJobConfig(data_files=[str(shared)], search_corpus=str(corpus), **values))
+    validate_for_launch(GrpoJobConfig(data_files=[str(own)], **values))
+
+
 def test_preflight_checks_the_rows_against_the_mode(tmp_path):
     from PIL import Image
 

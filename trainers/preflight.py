@@ -74,11 +74,13 @@ def _check_grpo_data(config: GrpoJobConfig) -> int:
         rows = rows[:config.max_items]
     if len(rows) < 1:
         raise ConfigError("the training files hold no usable rows")
-    without_corpus = [row for row in rows if config.mode == "episodes" and not getattr(row, "search_corpus", None)]
-    if "search" in config.tools and config.search_backend == "local" and without_corpus and not config.search_corpus:
-        raise ConfigError(f"the search tool with the local backend needs a corpus: {len(without_corpus)} rows name "
-                          "none; set search_corpus (a JSONL corpus), give the rows a corpus field, use "
-                          "search_backend=serpapi, or drop search from tools")
+    if config.mode == "episodes" and "search" in config.tools and config.search_backend == "local" \
+            and not config.search_corpus:
+        without_corpus = sum(1 for row in rows if not row.search_corpus)
+        if without_corpus:
+            raise ConfigError(f"the search tool with the local backend needs a corpus: {without_corpus} rows name "
+                              "none; set search_corpus (a JSONL corpus), give the rows a corpus field, use "
+                              "search_backend=serpapi, or drop search from tools")
     return len(rows)
 
 
