@@ -14,7 +14,8 @@ Steps, all on CPU and offline, seeds fixed:
    workbench/demo/model);
 3. evaluate held-out F1/EM with and without tools, next to the untrained
    tiny model;
-4. run multi-turn GRPO (live code tool) from that model with the held-out
+4. run multi-turn GRPO (live code tool; `--grpo-task search`: the search
+   tool on the search rl split) from that model with the held-out
    reward logged as eval_reward, and export the run to workbench/demo/grpo_run;
 5. write figures.json and the model card (README.md) beside the weights.
 `--from-model DIR` starts from DIR instead of the first SFT stage (the SFT
@@ -158,12 +159,13 @@ def search_grpo_config(model: str, world: World, steps: int) -> GrpoJobConfig:
                                eval_generations=2, run_name="demo GRPO: multi-turn, search tool, from the demo model")
 
 
-GRPO_FACTS = ("learning_rate", "temperature", "max_steps", "num_generations", "per_device_batch_size", "eval_steps",
-              "eval_generations", "finetune", "beta", "seed")
+GRPO_CONFIGS = {"coding": grpo_config, "search": search_grpo_config}
+GRPO_FACTS = ("tools", "learning_rate", "temperature", "max_steps", "num_generations", "per_device_batch_size",
+              "eval_steps", "eval_generations", "finetune", "beta", "seed")
 
 
-def grpo(model: str, world: World, store: Store, steps: int, bundle: Path) -> dict:
-    config = grpo_config(model, world, steps)
+def grpo(model: str, world: World, store: Store, steps: int, bundle: Path, task: str = "coding") -> dict:
+    config = GRPO_CONFIGS[task](model, world, steps)
     started = time.time()
     run_id = run_grpo(config, store=store)
     minutes = (time.time() - started) / 60
@@ -245,13 +247,15 @@ def write_model_card(out: Path, figures: dict) -> None:
         series = ", ".join(f"step {step}: {value:.3f}" for step, value in grpo["eval_reward"])
         made_from = grpo.get("made_from")  # set when the shipped run started from an earlier demo model
         facts = grpo.get("config", {})
+        searched = facts.get("tools") == ["search"]
+        tool, config_name = ("search", "search_grpo_config") if searched else ("code", "grpo_config")
         samples = facts.get("eval_generations") or facts.get("num_generations", 4)
         items = facts.get("eval_items") or facts.get("max_eval_items", 32)
         lines += ["## GRPO " + ("(the shipped run)" if made_from else "from this model"), "",
                   (f"Made from {made_from}. " if made_from else "")
-                  + f"Multi-turn GRPO with the live code tool (`trainers.demo_model.grpo_config`), {grpo['minutes']} "
-                  f"min on the CPU. Mean reward of {samples} samples on each of {items} held-out items (eval_reward): "
-                  f"{series}. "
+                  + f"Multi-turn GRPO with the live {tool} tool (`trainers.demo_model.{config_name}`), "
+                  f"{grpo['minutes']} min on the CPU. Mean reward of {samples} samples on each of {items} held-out "
+                  f"items (eval_reward): {series}. "
                   "The run ships as the `demo-grpo` run (Runs tab). " + grpo.get("notes", ""), ""]
         if grpo.get("sweep"):  # a markdown table of the settings tried, written by hand into figures.json
             lines += ["GRPO settings tried from this model (held-out reward at each evaluation):", "",
@@ -311,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-limit", type=int, default=None, help="evaluate only the first N held-out items")
     parser.add_argument("--skip-eval", action="store_true", help="keep the held-out results already in figures.json")
     parser.add_argument("--grpo-steps", type=int, default=24, help="GRPO steps (0 skips GRPO)")
+    parser.add_argument("--grpo-task", choices=sorted(GRPO_CONFIGS), default="coding",
+                        help="GRPO on the coding rl split (code tool) or the search rl split (search tool)")
     parser.add_argument("--grpo-bundle", default=str(demo_assets.GRPO_BUNDLE), help="where the GRPO run is exported")
     args = parser.parse_args(argv)
     started = time.time()
@@ -355,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             "untrained tiny model, with tools": evaluate("tiny", world, store, True, args.eval_limit),
         }
     if args.grpo_steps:
-        figures["grpo"] = grpo(str(out), world, store, args.grpo_steps, Path(args.grpo_bundle))
+        figures["grpo"] = grpo(str(out), world, store, args.grpo_steps, Path(args.grpo_bundle), args.grpo_task)
     figures = {**previous, **figures, "commands": previous.get("commands", []) + [command]}
     (out / "figures.json").write_text(json.dumps(figures, indent=1))
     write_model_card(out, figures)
