@@ -155,8 +155,8 @@ def search_grpo_config(model: str, world: World, steps: int) -> GrpoJobConfig:
     """The same GRPO on search: questions from the search rl split's 100 worlds (each episode searches its own
     world's corpus), held-out reward on all 60 questions of the unseen held-out world, 2 samples each."""
     return dataclasses.replace(grpo_config(model, world, steps), data_files=[str(world.search("rl"))],
-                               tools=["search"], eval_data_files=[str(world.search("test"))], max_eval_items=0,
-                               eval_generations=2, run_name="demo GRPO: multi-turn, search tool, from the demo model")
+                               tools=["search"], eval_data_files=[str(world.search("test"))],
+                               run_name="demo GRPO: multi-turn, search tool, from the demo model")
 
 
 GRPO_CONFIGS = {"coding": grpo_config, "search": search_grpo_config}
@@ -174,7 +174,8 @@ def grpo(model: str, world: World, store: Store, steps: int, bundle: Path, task:
         shutil.rmtree(bundle)
     export_run_bundle(store, run_id, bundle)
     facts = {name: getattr(config, name) for name in GRPO_FACTS}
-    facts["eval_items"] = len(json.loads(Path(config.eval_data_files[0]).read_text()))
+    held_out_rows = len(json.loads(Path(config.eval_data_files[0]).read_text()))
+    facts["eval_items"] = min(held_out_rows, config.max_eval_items or held_out_rows)
     return {"run": run_id, "minutes": round(minutes, 1), "eval_reward": held_out, "config": facts}
 
 
@@ -245,15 +246,12 @@ def write_model_card(out: Path, figures: dict) -> None:
     grpo = figures.get("grpo")
     if grpo:
         series = ", ".join(f"step {step}: {value:.3f}" for step, value in grpo["eval_reward"])
-        made_from = grpo.get("made_from")  # set when the shipped run started from an earlier demo model
-        facts = grpo.get("config", {})
-        searched = facts.get("tools") == ["search"]
+        facts = grpo["config"]
+        searched = facts["tools"] == ["search"]
         tool, config_name = ("search", "search_grpo_config") if searched else ("code", "grpo_config")
-        samples = facts.get("eval_generations") or facts.get("num_generations", 4)
-        items = facts.get("eval_items") or facts.get("max_eval_items", 32)
-        lines += ["## GRPO " + ("(the shipped run)" if made_from else "from this model"), "",
-                  (f"Made from {made_from}. " if made_from else "")
-                  + f"Multi-turn GRPO with the live {tool} tool (`trainers.demo_model.{config_name}`), "
+        samples, items = facts["eval_generations"] or facts["num_generations"], facts["eval_items"]
+        lines += ["## GRPO from this model", "",
+                  f"Multi-turn GRPO with the live {tool} tool (`trainers.demo_model.{config_name}`), "
                   f"{grpo['minutes']} min on the CPU. Mean reward of {samples} samples on each of {items} held-out "
                   f"items (eval_reward): {series}. "
                   "The run ships as the `demo-grpo` run (Runs tab). " + grpo.get("notes", ""), ""]
