@@ -5,6 +5,14 @@ jobs may read (the interpreter, its site-packages and the system libraries;
 never the project, /root as a whole, /home, /tmp or /proc of the host), the
 clean environment (no API keys or tokens ever reach the worker), the uid the
 jobs run as, and the bwrap / plain command lines.
+
+The worker runs the host's own interpreter with the host's library import
+path, whatever environment the host runs in: the system Python, a venv
+(with or without --system-site-packages; found through the venv's own
+`bin/python`, which `-I` keeps), a conda-style prefix, or packages in the
+user site (which `-I` alone would drop). Only installed-library folders of
+that path are passed on: the project, the current folder and PYTHONPATH
+entries outside the interpreter's prefixes and site folders are not.
 """
 
 import json
@@ -47,11 +55,66 @@ class LaunchPlan:
     host_jobs_root: str | None = None  # a host folder the worker uses for jobs; delete after the worker
 
 
-def _interpreter_paths() -> list[str]:
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *site.getsitepackages()}
+def interpreter() -> str:
+    """The host's interpreter as a path the worker can start: its folder resolved, its name kept.
+
+    Resolving the name itself (a venv's `bin/python` is a link to the base
+    interpreter) would leave the venv: Python finds `pyvenv.cfg` next to the
+    path it was started as.
+    """
+    return os.path.join(os.path.realpath(os.path.dirname(sys.executable)), os.path.basename(sys.executable))
+
+
+def _site_folders() -> list[str]:
+    folders = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE and site.getusersitepackages():
+        folders.append(site.getusersitepackages())
+    return folders
+
+
+def _library_roots() -> list[str]:
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *_site_folders()}
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        paths.add(sysconfig.get_paths()[key])
+        roots.add(sysconfig.get_paths()[key])
+    return sorted(os.path.realpath(root) for root in roots)
+
+
+def library_sys_path() -> list[str]:
+    """The host's import path, keeping only installed-library folders, in the host's order.
+
+    The project (the folder holding tools/), the current folder and anything
+    outside the interpreter's prefixes and site folders are left out, so the
+    worker and its jobs cannot read them.
+    """
+    roots, project = _library_roots(), str(TOOLS_DIR.parent)
+    kept: list[str] = []
+    for entry in sys.path:
+        path = os.path.realpath(entry or os.getcwd())
+        if not os.path.isdir(path) or path in kept or _covered(project, [path]):
+            continue
+        if _covered(path, roots):
+            kept.append(path)
+    return kept
+
+
+def _interpreter_shared_libraries() -> set[str]:
+    """Folders of the libpython the host has loaded (a relocated prefix may load it from elsewhere)."""
+    folders = set()
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split(maxsplit=5)[-1].strip()
+                if os.path.basename(path).startswith("libpython"):
+                    folders.add(os.path.dirname(os.path.realpath(path)))
+    except OSError:
+        pass
+    return folders
+
+
+def _interpreter_paths() -> list[str]:
+    paths = set(_library_roots()) | set(library_sys_path()) | _interpreter_shared_libraries()
     paths.add(str(Path(os.path.realpath(sys.executable)).parent))
+    paths.add(os.path.dirname(interpreter()))
     return sorted(paths)
 
 
@@ -123,8 +186,9 @@ def plan(mode: str, scratch_bytes: int) -> LaunchPlan:
     if sys.platform != "linux":
         raise SandboxUnavailable("the code sandbox needs Linux")
     paths = read_paths()
-    python = os.path.realpath(sys.executable)
-    config = {"mode": mode, "read_paths": paths, "run_as": job_uid(mode, paths), "jobs_root": None}
+    python = interpreter()
+    config = {"mode": mode, "read_paths": paths, "run_as": job_uid(mode, paths), "jobs_root": None,
+              "sys_path": library_sys_path()}
     env = worker_env()
     if mode == "landlock":
         if not (confine.landlock_abi() > 0 and confine.seccomp_available()):

@@ -88,7 +88,9 @@ class Worker:
         gc.freeze()  # children's collections then skip (and do not copy) the preloaded objects
         confine.set_dumpable(False)
         details = {"mode": self.config["mode"], "uid": os.getuid(), "capabilities": confine.effective_capabilities(),
-                   "landlock_abi": 0, "seccomp": False, "threads": len(os.listdir("/proc/self/task"))}
+                   "landlock_abi": 0, "seccomp": False, "threads": len(os.listdir("/proc/self/task")),
+                   "python": sys.executable, "prefix": sys.prefix, "sys_path": sys.path[1:],
+                   "libraries": {name: sys.modules[name].__file__ for name in ("numpy", "cv2", "PIL")}}
         library = [(path, confine.READ_ONLY) for path in self.config["read_paths"]]
         devices = [("/dev/null", confine.FS_READ_FILE | confine.FS_WRITE_FILE),
                    ("/dev/zero", confine.FS_READ_FILE), ("/dev/urandom", confine.FS_READ_FILE)]
@@ -410,6 +412,8 @@ def _parse_report(data: bytes) -> dict | None:
 
 def main() -> int:
     config = json.loads(sys.argv[1])
+    if config.get("sys_path"):  # the host's library folders: a venv's or the user site's packages too
+        sys.path[1:] = config["sys_path"]
     requests, responses = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)

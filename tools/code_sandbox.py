@@ -150,8 +150,13 @@ class _WorkerProcess:
         frame = wire.read_frame(self.responses) if ready else None
         if frame is None or frame[0].get("op") != "ready":
             reason = frame[0].get("error") if frame else "no answer"
+            try:
+                self.proc.wait(timeout=1.0)  # e.g. bwrap refused to start: let it finish writing why
+            except subprocess.TimeoutExpired:
+                pass
+            log = self.log_tail()  # read before stop() closes the log
             self.stop()
-            raise SandboxUnavailable(f"{plan.mode} worker did not start: {reason}. {self.log_tail()}".strip())
+            raise SandboxUnavailable(f"{plan.mode} worker did not start: {reason}. {log}".strip())
         self.details = frame[0]["details"]
         self.reader = threading.Thread(target=self._read_answers, name="code-sandbox-reader", daemon=True)
         self.reader.start()
