@@ -63,3 +63,17 @@ def test_corrupt_image_is_refused_and_nothing_is_stored(tmp_path):
     result = workbench("run", "--image", str(corrupt), "--question", "q")
     assert result.returncode == 2 and "broken.png" in result.stderr
     assert Store().count_traces() == 0
+
+
+def test_score_imports_only_what_scoring_needs(tmp_path):
+    """`score` is a script-sized job: no torch, model backends, store or pandas behind it."""
+    predictions = tmp_path / "preds.json"
+    predictions.write_text(json.dumps([{"id": 1, "gt": "a cat", "pred_answer": "cat"}]))
+    probe = ("import sys\nfrom workbench.cli import main\n"
+             f"assert main(['score', '--benchmark', 'multihop', '--predictions', {str(predictions)!r}, '--json']) == 0\n"
+             "print(sorted(m for m in ('torch', 'transformers', 'sqlite_utils', 'pandas', 'numpy', 'gradio', "
+             "'workbench.store', 'workbench.runner') if m in sys.modules), file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["all_f1"] == 100.0
+    assert done.stderr.strip() == "[]"

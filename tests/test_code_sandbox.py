@@ -304,11 +304,17 @@ def test_landlock_fallback_enforces_without_namespaces(image):
 
 
 @pytest.mark.skipif(confine.landlock_abi() == 0, reason="kernel without Landlock")
-def test_auto_falls_back_to_landlock_when_bwrap_is_missing(image, monkeypatch):
+def test_auto_falls_back_to_landlock_when_bwrap_is_missing(image, monkeypatch, caplog):
+    from tools import code_sandbox
+
     monkeypatch.setenv("PATH", "/nonexistent")
-    with CodeSandbox() as box:
-        assert box.isolation_in_use == "landlock"
-        assert box.run("print(1)", image).ok
+    monkeypatch.setattr(code_sandbox, "_fallbacks_noted", set())
+    for _ in range(2):
+        with CodeSandbox() as box:
+            assert box.isolation_in_use == "landlock"
+            assert box.run("print(1)", image).ok
+    said = [r.getMessage() for r in caplog.records if "fallback" in r.getMessage()]
+    assert len(said) == 1 and "bubblewrap (bwrap) is not installed" in said[0]  # one clear line per process
 
 
 def test_an_explicit_isolation_that_is_unavailable_is_refused(monkeypatch):

@@ -35,7 +35,7 @@ def test_demo_model_is_shipped_small_and_its_card_matches_its_figures():
         assert f"| {with_tools:.1f} / " in card
     assert figures["grpo"]["minutes"] <= 10 and len(figures["grpo"]["eval_reward"]) >= 2
     facts = figures["grpo"]["config"]  # the card states the run's own evaluation size
-    assert f"{facts['eval_generations']} samples on each of {facts['eval_items']} held-out items" in card
+    assert f"{facts['num_generations_eval']} samples on each of {facts['eval_items']} held-out items" in card
 
 
 def test_demo_model_names_the_problem_runs_code_and_answers_on_the_demo_items(demo_backend):

@@ -24,8 +24,8 @@ def data_file(tmp_path):
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"per_device_batch_size": 6, "num_generations": 4}, "not divisible by num_generations=4"),
-    ({"per_device_batch_size": 6, "num_generations": 4}, "use per_device_batch_size=4 or 8"),
+    ({"per_device_train_batch_size": 6, "num_generations": 4}, "not divisible by num_generations=4"),
+    ({"per_device_train_batch_size": 6, "num_generations": 4}, "use per_device_train_batch_size=4 or 8"),
     ({"num_generations": 1}, "use at least 2"),
     ({"data_files": ["/nope/train.json"]}, "training data file /nope/train.json does not exist"),
     ({"data_files": []}, "no training data file given"),
@@ -50,30 +50,30 @@ def data_file(tmp_path):
     ({"eval_steps": 5}, "no held-out data file given"),
     ({"eval_steps": 5, "eval_data_files": ["/nope/test.json"]}, "held-out data file /nope/test.json does not exist"),
     ({"eval_steps": -1}, "eval_steps=-1"),
-    ({"eval_generations": 3}, "a divisor of per_device_batch_size x devices = 8"),
-    ({"eval_generations": -1}, "eval_generations=-1"),
+    ({"num_generations_eval": 3}, "a divisor of per_device_train_batch_size x devices = 8"),
+    ({"num_generations_eval": -1}, "num_generations_eval=-1"),
 ])
 def test_grpo_config_refuses_bad_values_with_a_fix(data_file, changes, message):
-    values = {"data_files": [data_file], "per_device_batch_size": 8, "num_generations": 4, **changes}
+    values = {"data_files": [data_file], "per_device_train_batch_size": 8, "num_generations": 4, **changes}
     with pytest.raises(ConfigError, match=None) as caught:
         GrpoJobConfig(**values)
     assert message in str(caught.value)
 
 
 def test_batch_divisibility_counts_accumulation_and_devices(data_file):
-    config = GrpoJobConfig(data_files=[data_file], per_device_batch_size=2, gradient_accumulation_steps=2,
+    config = GrpoJobConfig(data_files=[data_file], per_device_train_batch_size=2, gradient_accumulation_steps=2,
                            num_generations=4)
     assert config.num_generations == 4
     with pytest.raises(ConfigError, match="2 x 1 x 3|= 6"):
-        GrpoJobConfig(data_files=[data_file], per_device_batch_size=2, gpus=3, num_generations=4)
+        GrpoJobConfig(data_files=[data_file], per_device_train_batch_size=2, gpus=3, num_generations=4)
 
 
 @pytest.mark.parametrize("changes, message", [
     ({"trace_runs": [], "trace_files": []}, "no traces given"),
     ({"trace_files": ["/nope/traces.jsonl"]}, "does not exist"),
-    ({"max_steps": 0, "epochs": 0}, "use epochs > 0"),
+    ({"max_steps": 0, "num_train_epochs": 0}, "use num_train_epochs > 0"),
     ({"max_length": 10}, "at least 64"),
-    ({"lr_scheduler": "exponential"}, "use one of ('linear', 'cosine', 'constant')"),
+    ({"lr_scheduler_type": "exponential"}, "use one of ('linear', 'cosine', 'constant'"),
 ])
 def test_sft_config_refuses_bad_values(changes, message):
     values = {"trace_runs": ["r1"], **changes}
@@ -88,27 +88,27 @@ def test_lr_scheduler_reaches_the_trainers_arguments(data_file, tmp_path):
     from trainers.grpo import grpo_arguments
     from trainers.sft import sft_arguments
 
-    sft = sft_arguments(SftJobConfig(trace_runs=["r1"], lr_scheduler="constant", warmup_steps=5), tmp_path)
+    sft = sft_arguments(SftJobConfig(trace_runs=["r1"], lr_scheduler_type="constant", warmup_steps=5), tmp_path)
     assert sft.lr_scheduler_type == SchedulerType.CONSTANT_WITH_WARMUP and sft.warmup_steps == 5
-    grpo = grpo_arguments(GrpoJobConfig(data_files=[data_file], lr_scheduler="cosine", num_generations=4,
-                                        per_device_batch_size=4), tmp_path, [1.0])
+    grpo = grpo_arguments(GrpoJobConfig(data_files=[data_file], lr_scheduler_type="cosine", num_generations=4,
+                                        per_device_train_batch_size=4), tmp_path, [1.0])
     assert grpo.lr_scheduler_type == SchedulerType.COSINE
     assert sft_arguments(SftJobConfig(trace_runs=["r1"]), tmp_path).lr_scheduler_type == SchedulerType.LINEAR
 
 
-def test_eval_generations_reaches_the_grpo_arguments(data_file, tmp_path):
+def test_num_generations_eval_reaches_the_grpo_arguments(data_file, tmp_path):
     from trainers.grpo import grpo_arguments
 
-    values = {"data_files": [data_file], "num_generations": 4, "per_device_batch_size": 8, "eval_steps": 4,
+    values = {"data_files": [data_file], "num_generations": 4, "per_device_train_batch_size": 8, "eval_steps": 4,
               "eval_data_files": [data_file]}
-    assert grpo_arguments(GrpoJobConfig(**values, eval_generations=2), tmp_path, [1.0]).num_generations_eval == 2
+    assert grpo_arguments(GrpoJobConfig(**values, num_generations_eval=2), tmp_path, [1.0]).num_generations_eval == 2
     same = grpo_arguments(GrpoJobConfig(**values), tmp_path, [1.0])
     assert (same.num_generations_eval or same.num_generations) == 4
 
 
 def test_config_round_trips_through_dict_and_file(data_file, tmp_path):
     config = GrpoJobConfig(data_files=[data_file], mode="episodes", tools=["code"], rewards={"code_ran": 0.5},
-                           num_generations=4, per_device_batch_size=4)
+                           num_generations=4, per_device_train_batch_size=4)
     values = config.to_dict()
     assert values["kind"] == "grpo" and json.loads(json.dumps(values)) == values
     assert config_from_dict(values) == config
@@ -116,10 +116,62 @@ def test_config_round_trips_through_dict_and_file(data_file, tmp_path):
     assert load_config(path) == config
     with pytest.raises(ConfigError, match="'grpo' config; expected 'sft'"):
         load_config(path, kind="sft")
-    with pytest.raises(ConfigError, match=r"unknown setting\(s\) \['nmu_generations'\]"):
+    with pytest.raises(ConfigError, match="unknown setting 'nmu_generations'.*did you mean num_generations"):
         GrpoJobConfig.from_dict({**values, "nmu_generations": 4})
     assert all(GrpoJobConfig.field_help().values()), "every field needs help text for the UI"
     assert all(SftJobConfig.field_help().values())
+
+
+def test_configs_take_trls_own_names_and_the_old_names_still_load(data_file):
+    trl_style = {"kind": "grpo", "data_files": [data_file], "num_generations": 3, "per_device_train_batch_size": 6,
+                 "gradient_accumulation_steps": 2, "learning_rate": 1e-6, "beta": 0.0, "max_completion_length": 64,
+                 "lr_scheduler_type": "cosine", "shuffle_dataset": False, "use_peft": False,
+                 "max_tool_calling_iterations": 4}
+    config = config_from_dict(trl_style)
+    assert (config.per_device_train_batch_size, config.finetune, config.max_turns) == (6, "full", 5)
+    assert config.lr_scheduler_type == "cosine" and config.shuffle_dataset is False and config.trl_args == {}
+    old_style = {"kind": "grpo", "data_files": [data_file], "num_generations": 3, "per_device_batch_size": 6,
+                 "lr_scheduler": "cosine", "shuffle": False, "eval_generations": 3}
+    assert config_from_dict(old_style).per_device_train_batch_size == 6
+    sft = config_from_dict({"kind": "sft", "trace_runs": ["r"], "epochs": 2, "model_name_or_path": "tiny"})
+    assert sft.num_train_epochs == 2 and sft.model == "tiny"
+    with pytest.raises(ConfigError, match="given twice"):
+        config_from_dict({**old_style, "per_device_train_batch_size": 6})
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("max_prompt_length", 1024, "no max_prompt_length"),
+    ("output_dir", "/tmp/x", "output_dir is set by the workbench"),
+    ("report_to", "wandb", "metrics go to the workbench store"),
+    ("per_device_train_batch_sise", 4, "did you mean per_device_train_batch_size"),
+    ("totally_unknown_setting", 1, "not a workbench setting nor a field of TRL's GRPOConfig"),
+])
+def test_names_known_to_neither_or_managed_by_the_workbench_are_refused(data_file, key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict({"kind": "grpo", "data_files": [data_file], "num_generations": 4, key: value})
+
+
+def test_other_trl_fields_pass_through_to_trl_unchanged(data_file, tmp_path):
+    from trainers.grpo import grpo_arguments
+    from trainers.sft import sft_arguments
+
+    config = config_from_dict({"kind": "grpo", "data_files": [data_file], "num_generations": 4, "top_k": 7,
+                               "mask_truncated_completions": True, "repetition_penalty": 1.1})
+    assert config.trl_args == {"top_k": 7, "mask_truncated_completions": True, "repetition_penalty": 1.1}
+    assert config_from_dict(config.to_dict()) == config  # the round trip keeps them
+    arguments = grpo_arguments(config, tmp_path, [1.0])
+    assert (arguments.top_k, arguments.mask_truncated_completions, arguments.repetition_penalty) == (7, True, 1.1)
+    sft = config_from_dict({"kind": "sft", "trace_runs": ["r"], "packing": True})
+    assert sft_arguments(sft, tmp_path).packing is True
+    with pytest.raises(ConfigError, match="not a workbench setting nor a field of TRL's SFTConfig"):
+        config_from_dict({"kind": "sft", "trace_runs": ["r"], "num_generations": 4})  # GRPO-only
+
+
+def test_trl_refuses_a_bad_passed_through_value_before_launch(data_file):
+    config = config_from_dict({"kind": "grpo", "data_files": [data_file], "num_generations": 4,
+                               "optim": "no-such-optimizer"})
+    with pytest.raises(ConfigError, match="TRL refuses the settings passed through"):
+        validate_for_launch(config)
 
 
 def test_preflight_refuses_a_lora_target_that_matches_nothing(data_file):
@@ -148,7 +200,7 @@ def test_preflight_search_episodes_need_a_corpus_for_the_job_or_each_row(tmp_pat
     shared, corpus = mat_search_mini.generate(tmp_path / "shared", 2, seed=4000)
     records = json.loads(shared.read_text())
     shared.write_text(json.dumps([{k: v for k, v in r.items() if k != "corpus"} for r in records]))
-    values = {"mode": "episodes", "tools": ["search"], "num_generations": 2, "per_device_batch_size": 2}
+    values = {"mode": "episodes", "tools": ["search"], "num_generations": 2, "per_device_train_batch_size": 2}
     with pytest.raises(ConfigError, match="needs a corpus: 2 rows name none"):
         validate_for_launch(GrpoJobConfig(data_files=[str(shared)], **values))
     validate_for_launch(GrpoJobConfig(data_files=[str(shared)], search_corpus=str(corpus), **values))
@@ -191,7 +243,7 @@ def test_cpu_command_is_plain_python(data_file):
 
 
 def test_multi_gpu_command_uses_accelerate_with_a_deepspeed_zero_config(data_file):
-    config = GrpoJobConfig(data_files=[data_file], per_device_batch_size=4, num_generations=4,
+    config = GrpoJobConfig(data_files=[data_file], per_device_train_batch_size=4, num_generations=4,
                            deepspeed_stage=3, use_vllm=True, gpus=1)
     command = build_command(config, 4)
     assert command[1:3] == ["-m", "accelerate.commands.launch"]

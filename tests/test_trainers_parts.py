@@ -86,7 +86,7 @@ def test_rollout_tokens_equal_the_rendered_conversation(demo, tmp_path):
     from trainers.grpo import build_grpo_trainer
 
     config = GrpoJobConfig(data_files=[str(demo.items_file)], mode="episodes", tools=["code"],
-                           num_generations=2, per_device_batch_size=2, max_steps=1)
+                           num_generations=2, per_device_train_batch_size=2, max_steps=1)
     setup = build_grpo_trainer(config, tmp_path / "out", with_logging=False)
     try:
         trainer, processor = setup.trainer, setup.trainer.processing_class
@@ -221,7 +221,7 @@ def test_native_protocol_parses_tool_calls_and_runs_the_environment_tool(demo, t
     from trainers.grpo import build_grpo_trainer
 
     config = GrpoJobConfig(model="tiny-qwen3-vl", data_files=[str(demo.items_file)], mode="episodes",
-                           tools=["code"], protocol="native", num_generations=2, per_device_batch_size=2,
+                           tools=["code"], protocol="native", num_generations=2, per_device_train_batch_size=2,
                            max_completion_length=32, max_steps=1, max_pixels=64 * 64)
     setup = build_grpo_trainer(config, tmp_path / "out", with_logging=False)
     try:

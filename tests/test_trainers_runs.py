@@ -35,7 +35,7 @@ def _steps_by_metric(store: Store, run_id: str) -> dict[str, set[int]]:
 
 
 def test_paper_recipe_logs_metrics_traces_checkpoints_and_resumes_at_its_step(demo, store):
-    values = dict(data_files=[str(demo.steps_file)], mode="steps", num_generations=2, per_device_batch_size=4,
+    values = dict(data_files=[str(demo.steps_file)], mode="steps", num_generations=2, per_device_train_batch_size=4,
                   max_completion_length=24, max_steps=3, save_steps=2, learning_rate=1e-4, **TINY)
     job_id = store.create_job("grpo", {}, ["python"], log_path="")
     run_id = run_grpo(GrpoJobConfig(**values), job_id=job_id, store=store)
@@ -72,7 +72,7 @@ def test_sft_on_traces_from_the_store_and_from_an_export(demo, store, tmp_path):
     exported = tmp_path / "expert.jsonl"
     assert export_run(store, demo.expert_run, exported) == 6
     config = SftJobConfig(trace_runs=[demo.expert_run], trace_files=[str(exported)], max_steps=4,
-                          per_device_batch_size=4, learning_rate=1e-3, save_steps=0, **TINY)
+                          per_device_train_batch_size=4, learning_rate=1e-3, save_steps=0, **TINY)
     run_id = run_sft(config, store=store)
     run = store.get_run(run_id)
     assert run["status"] == "succeeded" and run["summary"]["traces"] == 12
@@ -85,7 +85,7 @@ def test_sft_on_traces_from_the_store_and_from_an_export(demo, store, tmp_path):
 @pytest.mark.slow
 def test_multi_turn_tool_grpo_from_the_demo_model_runs_the_code_tool(demo, store):
     # the demo model is the SFT cold start (trainers.demo_model); its own image size (16 tokens per image)
-    config = dataclasses.replace(demo_grpo_config(demo, "demo", steps=2), per_device_batch_size=8, max_pixels=0,
+    config = dataclasses.replace(demo_grpo_config(demo, "demo", steps=2), per_device_train_batch_size=8, max_pixels=0,
                                  min_pixels=0, max_completion_length=384)
     run_id = run_grpo(config, store=store)
     steps = _steps_by_metric(store, run_id)

@@ -27,7 +27,7 @@ def wait_until(predicate, timeout=240.0, every=0.25):
 def test_kill_9_then_resume_from_the_last_checkpoint():
     store = Store()
     data = prepare_demo_data(settings.home() / "demo-data", store, count=4)
-    config = SftJobConfig(trace_runs=[data.expert_run], finetune="full", max_steps=40, per_device_batch_size=2,
+    config = SftJobConfig(trace_runs=[data.expert_run], finetune="full", max_steps=40, per_device_train_batch_size=2,
                           learning_rate=1e-4, save_steps=2, save_total_limit=0, run_name="kill test", **TINY_PIXELS)
     launched = launch_training(config, store=store)
     run_id = launched.run_id

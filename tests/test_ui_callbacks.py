@@ -101,7 +101,7 @@ def test_accept_images_stores_good_files_and_explains_bad_ones(tmp_path, png, mo
     monkeypatch.setattr(image_intake, "MAX_IMAGE_PIXELS", 50_000)
     stored, problems = tab_playground.accept_images(store, [str(png), str(text), str(big)], None)
     assert len(stored) == 1 and stored[0].is_file()
-    assert any("notes.png" in p and "not a readable image" in p for p in problems)
+    assert any("notes.png" in p and "not an image file" in p for p in problems)
     assert any("big.png" in p and "megapixels" in p for p in problems)
     gallery, preview_problems = tab_playground.preview_images([str(png), str(text)], None, "what?")
     assert len(gallery) == 1 and len(preview_problems) == 1
@@ -159,6 +159,31 @@ def test_playground_streams_turns_and_tags_the_visitor_run(tmp_path):
     run = ctx.store.get_run(trace.run_id)
     assert run["config"]["visitor"] == "alice-session" and run["status"] == "succeeded"
     assert ALICE.can_see_run(run) and not BOB.can_see_run(run)
+
+
+def test_playground_without_any_sandbox_says_so_once_and_still_answers(monkeypatch):
+    """No isolation on this host: one plain sentence, then the run goes on and a code turn fails cleanly."""
+    from tools.code_sandbox import SandboxUnavailable
+    from workbench import agent_tools
+
+    def unavailable():
+        raise SandboxUnavailable("no sandbox isolation works here (bwrap: not installed). Install bubblewrap.")
+
+    monkeypatch.setattr(agent_tools, "shared_sandbox", unavailable)
+    ctx = UIContext(Store(), DeploymentPolicy.from_env(public_demo=True))
+    config = RunnerConfig(tools=("code",), max_turns=3, max_new_tokens=96)
+    updates = list(tab_playground.run_playground(ctx, ALICE, None, DARK, demo_question_of(DARK), "demo", None,
+                                                 config))
+    said = [w for u in updates for w in u.warnings]
+    assert len(said) == 1 and said[0].startswith("Code execution is off on this host") and "bubblewrap" in said[0]
+    trace = ctx.store.get_trace(updates[-1].trace_id)
+    calls = [t.tool_call for t in trace.turns if t.tool_call is not None]
+    assert calls and not calls[0].ok and "code execution is off" in calls[0].error  # the demo model wrote code
+    assert ctx.store.get_run(trace.run_id)["status"] == "succeeded"
+
+
+def demo_question_of(name: str) -> str:
+    return tab_playground.demo_question(name, "")
 
 
 # -- traces ------------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ def test_train_form_makes_configs_previews_the_command_and_says_what_to_fix(stor
         return {(Path(items_file).parent / r["processed_image_path"]).read_bytes()
                 for r in json.loads(Path(items_file).read_text())}
     assert not pictures(demo["items_file"]) & pictures(sft_items)
-    values = {"data_files": demo["steps_file"] + "\n", "num_generations": 2, "per_device_batch_size": 4,
+    values = {"data_files": demo["steps_file"] + "\n", "num_generations": 2, "per_device_train_batch_size": 4,
               "max_steps": 3, "rewards": '{"format": 1.0, "answer_f1": 1.0}', "tools": ["code"],
               "trace_runs": "ignored: an SFT field", **TINY_PIXELS}
     config = tab_train.train_config("grpo", values)
@@ -91,7 +91,7 @@ def test_train_form_makes_configs_previews_the_command_and_says_what_to_fix(stor
     assert json.loads(open(config_file, encoding="utf-8").read())["max_steps"] == 3
 
     refusals = {
-        "divisible by num_generations": {**values, "per_device_batch_size": 3},
+        "divisible by num_generations": {**values, "per_device_train_batch_size": 3},
         "does not exist": {**values, "data_files": str(tmp_path / "missing.json")},
         "Rewards: not valid JSON": {**values, "rewards": "{format: 1"},
         "Max steps: 2.5 is not a whole number": {**values, "max_steps": 2.5},

@@ -52,6 +52,7 @@ import atexit
 import fcntl
 import itertools
 import json
+import logging
 import os
 import re
 import select
@@ -79,6 +80,7 @@ MAX_INPUT_BYTES = 64 * 1024 * 1024
 STARTUP_TIMEOUT_S = 60.0
 PIPE_BUFFER_BYTES = 1024 * 1024
 ANSWER_MARGIN_S = 30.0  # beyond the wall limit: collection, re-encoding, queueing in the worker
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -272,10 +274,11 @@ class CodeSandbox:
             except SandboxUnavailable as exc:
                 reasons.append(f"{mode}: {exc}")
                 continue
+            if reasons and not self.isolation_in_use:
+                _note_fallback(mode, reasons)
             self.isolation_in_use, self.isolation_details = mode, worker.details
             return worker
-        raise SandboxUnavailable("no sandbox isolation works here (" + "; ".join(reasons) + "). Install "
-                                 "bubblewrap, or pass isolation='unsafe-none' to run code without isolation.")
+        raise SandboxUnavailable(f"no sandbox isolation works here ({'; '.join(reasons)}). {_advice(reasons)}")
 
     def _current_worker(self) -> _WorkerProcess:
         with self._lock:
@@ -355,6 +358,32 @@ class CodeSandbox:
         self.close()
 
 
+_fallbacks_noted: set[str] = set()
+
+
+def _note_fallback(mode: str, reasons: list[str]) -> None:
+    """One log line per process when a weaker isolation than bubblewrap carries the code tool."""
+    if mode not in _fallbacks_noted:
+        _fallbacks_noted.add(mode)
+        log.warning("code sandbox: using the %s fallback (Landlock + seccomp, no namespaces) because %s",
+                    mode, "; ".join(reasons))
+
+
+def _advice(reasons: list[str]) -> str:
+    """What to do about the reasons no isolation mode started, in the order most likely to help."""
+    text = " ".join(reasons)
+    if "ModuleNotFoundError" in text or "ImportError" in text:
+        return ("The worker could not import numpy, OpenCV or Pillow: install requirements.txt into the "
+                f"interpreter that runs the app ({sys.executable}).")
+    steps = []
+    if "not installed" in text:
+        steps.append("install bubblewrap (apt-get install bubblewrap, or packages.txt on a Space)")
+    if "Landlock" in text:
+        steps.append("run on a Linux kernel with Landlock enabled (5.13 or newer)")
+    return ("To run code, " + " or ".join(steps or ["allow unprivileged user namespaces for bubblewrap"]) +
+            ". Everything else works without the code tool.")
+
+
 def _stop_worker_of(state: dict) -> None:
     state["_worker"].stop(grace_s=0.5)
 
@@ -393,18 +422,42 @@ def _write_outputs(job_dir: Path, outputs: list[dict], blob: bytes) -> list[str]
 
 
 _shared: CodeSandbox | None = None
+_shared_failure: SandboxUnavailable | None = None
 _shared_lock = threading.Lock()
+
+
+def default_isolation() -> str:
+    """The isolation mode an operator chose with CODE_SANDBOX_ISOLATION (default "auto")."""
+    return os.environ.get("CODE_SANDBOX_ISOLATION", "").strip() or "auto"
+
+
+def shared_sandbox() -> CodeSandbox:
+    """The process-wide warm sandbox (isolation from `default_isolation`), started on first use.
+
+    Raises SandboxUnavailable, with the reason and the fix, when no isolation
+    works here; the answer is remembered, as the machine will not change.
+    """
+    global _shared, _shared_failure
+    with _shared_lock:
+        if _shared_failure is not None:
+            raise _shared_failure
+        if _shared is None:
+            try:
+                _shared = CodeSandbox(isolation=default_isolation())
+            except SandboxUnavailable as exc:
+                _shared_failure = exc
+                raise
+            except ValueError as exc:  # a misspelt CODE_SANDBOX_ISOLATION
+                _shared_failure = SandboxUnavailable(f"CODE_SANDBOX_ISOLATION: {exc}")
+                raise _shared_failure from None
+            atexit.register(_shared.close)
+        return _shared
 
 
 def run_code(code: str, input_image: str | Path, job_dir: str | Path | None = None,
              limits: SandboxLimits | None = None, *, crop_box=None) -> CodeResult:
-    """Run code in a module-wide shared sandbox (isolation "auto"), started on first use."""
-    global _shared
-    with _shared_lock:
-        if _shared is None:
-            _shared = CodeSandbox()
-            atexit.register(_shared.close)
-    return _shared.run(code, input_image, job_dir, crop_box=crop_box, limits=limits)
+    """Run code in the process-wide shared sandbox (see `shared_sandbox`)."""
+    return shared_sandbox().run(code, input_image, job_dir, crop_box=crop_box, limits=limits)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -414,12 +467,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--code", required=True, help="file with the code or the raw <code> argument; - for stdin")
     parser.add_argument("--job-dir", help="folder for the output images (default: a new temporary folder)")
     parser.add_argument("--crop-box", help="the question's 0..1000 box x_min,y_min,x_max,y_max (paper crop rule)")
-    parser.add_argument("--isolation", choices=ISOLATION_MODES, default="auto")
+    parser.add_argument("--isolation", choices=ISOLATION_MODES, default=default_isolation(),
+                        help="default: $CODE_SANDBOX_ISOLATION or auto (bwrap, else the Landlock fallback)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     for limit in fields(SandboxLimits):
         parser.add_argument("--" + limit.name.replace("_", "-"), type=type(limit.default), default=limit.default,
                             help=limit.metadata["help"])
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         code = sys.stdin.read() if args.code == "-" else Path(args.code).read_text()
         crop_box = [float(v) for v in args.crop_box.split(",")] if args.crop_box else None
@@ -436,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
             result = sandbox.run(code, args.input, args.job_dir, crop_box=crop_box)
     except SandboxUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 3
+        return 2
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
     else:

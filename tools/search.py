@@ -355,8 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tool = SearchTool(args.backend, corpus=args.corpus, cache_path=args.cache, mode=args.mode, k=args.k,
                           rerank=args.rerank, timeout_s=args.timeout)
-    except ValueError as exc:
-        parser.error(str(exc))
+    except ValueError as exc:  # a bad corpus or setting: one line, not the usage text
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     failed = False
     if args.query:
         response = tool.search(args.query)

@@ -15,12 +15,14 @@ the UI, the job row and the CLI (`--config FILE`).
 import json
 import math
 import re
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from tools.search import BACKENDS as SEARCH_BACKENDS
 from tools.search import MODES as SEARCH_MODES
+from trainers.trl_names import check_trl_args, normalize_keys
 from workbench import protocol as proto
 from workbench.rewards import RewardSpec
 
@@ -29,7 +31,7 @@ from workbench.rewards import RewardSpec
 LANGUAGE_MODEL_LORA_TARGET = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 FINETUNE_MODES = ("lora", "full")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-LR_SCHEDULERS = ("linear", "cosine", "constant")
+LR_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
 GRPO_MODES = ("steps", "episodes")
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo")
 SCALE_REWARDS = ("group", "batch", "none")
@@ -71,11 +73,12 @@ class TrainJobConfig:
                              LANGUAGE_MODEL_LORA_TARGET)
     learning_rate: float = _help("Peak learning rate (AdamW).", 1e-5)
     warmup_steps: int = _help("Linear warm-up steps.", 0)
-    lr_scheduler: str = _help("Learning rate after warm-up: linear (decays to 0 at the last step), cosine, or "
-                              "constant (long drills whose skill appears late).", "linear")
+    lr_scheduler_type: str = _help("Learning rate after warm-up: linear (decays to 0 at the last step), cosine, or "
+                                   "constant (long drills whose skill appears late); TRL's other schedulers by name.",
+                                   "linear")
     weight_decay: float = _help("AdamW weight decay.", 0.0)
     max_grad_norm: float = _help("Gradient clipping norm.", 1.0)
-    per_device_batch_size: int = _help("Sequences per device per forward pass.", 8)
+    per_device_train_batch_size: int = _help("Sequences per device per forward pass.", 8)
     gradient_accumulation_steps: int = _help("Forward passes accumulated into one optimiser step.", 1)
     max_pixels: int = _help("Largest image area (pixels) fed to the vision tower; 0 keeps the model's own "
                             "setting (the paper used 401408).", 0)
@@ -89,6 +92,9 @@ class TrainJobConfig:
     gpus: int = _help("GPUs to launch on: 0 runs on CPU, 1 on one GPU, more under accelerate launch.", 0)
     deepspeed_stage: int = _help("With more than one GPU: DeepSpeed ZeRO stage 2 or 3, or 0 for plain DDP.", 2)
     run_name: str = _help("Name shown for the run; empty picks one from the model and data.", "")
+    trl_args: dict[str, Any] = _help("Other settings of TRL's GRPOConfig / SFTConfig by their TRL names (e.g. "
+                                     "top_k, mask_truncated_completions), passed to TRL unchanged.",
+                                     default_factory=dict)
 
     def __post_init__(self) -> None:
         _require(bool(self.model and self.model.strip()), "model is empty: give 'tiny', a model folder or a hub id")
@@ -104,10 +110,11 @@ class TrainJobConfig:
         _require(self.learning_rate > 0, f"learning_rate={self.learning_rate}: use a positive value (1e-5 .. 1e-4)")
         _require(self.learning_rate < 1, f"learning_rate={self.learning_rate} is far too large; use 1e-6 .. 1e-3")
         _require(self.warmup_steps >= 0, f"warmup_steps={self.warmup_steps}: use 0 or more")
-        _require(self.lr_scheduler in LR_SCHEDULERS, f"lr_scheduler={self.lr_scheduler!r}: use one of {LR_SCHEDULERS}")
+        _require(self.lr_scheduler_type in LR_SCHEDULERS,
+                 f"lr_scheduler_type={self.lr_scheduler_type!r}: use one of {LR_SCHEDULERS}")
         _require(self.weight_decay >= 0, f"weight_decay={self.weight_decay}: use 0 or more")
         _require(self.max_grad_norm > 0, f"max_grad_norm={self.max_grad_norm}: use a positive value (1.0)")
-        _require(self.per_device_batch_size >= 1, f"per_device_batch_size={self.per_device_batch_size}: use 1 or more")
+        _require(self.per_device_train_batch_size >= 1, f"per_device_train_batch_size={self.per_device_train_batch_size}: use 1 or more")
         _require(self.gradient_accumulation_steps >= 1,
                  f"gradient_accumulation_steps={self.gradient_accumulation_steps}: use 1 or more")
         _require(self.min_pixels == 0 or self.min_pixels >= 28 * 28,
@@ -126,6 +133,8 @@ class TrainJobConfig:
         _require(self.init_adapter is None or Path(self.init_adapter).is_dir(),
                  f"init_adapter {self.init_adapter} is not a folder; give a LoRA adapter folder (with "
                  "adapter_config.json) or leave it empty")
+        _require(isinstance(self.trl_args, dict), "trl_args: give a JSON object of TRL settings, e.g. {\"top_k\": 50}")
+        check_trl_args(self.trl_args, {f.name for f in fields(self)}, self.KIND, error=ConfigError)
 
     # -- serialisation -------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -135,13 +144,19 @@ class TrainJobConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainJobConfig":
+        """A config from its JSON form; TRL's names for our settings work too (see trainers.trl_names)."""
         values = dict(values)
         kind = values.pop("kind", cls.KIND)
         _require(kind == cls.KIND, f"this is a {kind!r} config, not a {cls.KIND!r} one")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        _require(not unknown, f"unknown setting(s) {unknown} for a {cls.KIND} job; known: {sorted(known)}")
-        return cls(**values)
+        own = {f.name: f for f in fields(cls)}
+        values = normalize_keys(values, set(own), error=ConfigError)
+        for name, value in values.items():  # `--data_files a.json` on the command line gives one string
+            if isinstance(value, str) and typing.get_origin(own[name].type) is list:
+                values[name] = [value]
+        try:
+            return cls(**values)
+        except TypeError as exc:  # a value of the wrong type that the checks could not compare
+            raise ConfigError(f"a {cls.KIND} setting has a value of the wrong type: {exc}") from None
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -203,10 +218,10 @@ class GrpoJobConfig(TrainJobConfig):
                                        default_factory=list)
     eval_steps: int = _help("Measure the held-out reward every this many steps (0 = never).", 0)
     max_eval_items: int = _help("Use only the first N held-out rows (0 = all).", 0)
-    eval_generations: int = _help("Completions sampled per held-out row at each evaluation (0 = num_generations); "
+    num_generations_eval: int = _help("Completions sampled per held-out row at each evaluation (0 = num_generations); "
                                   "fewer samples of more rows measure a policy with less noise for the same cost.",
                                   0)
-    shuffle: bool = _help("Shuffle the training rows.", True)
+    shuffle_dataset: bool = _help("Shuffle the training rows.", True)
     search_backend: str = _help("Search backend for the search tool in episodes: local (BM25 corpus, free) or "
                                 "serpapi (web, paid per call).", "local")
     search_corpus: str | None = _help("JSONL corpus for the local search backend.", None)
@@ -237,11 +252,11 @@ class GrpoJobConfig(TrainJobConfig):
         _require(self.max_steps >= 1, f"max_steps={self.max_steps}: use at least 1")
         _require(self.num_generations >= 2,
                  f"num_generations={self.num_generations}: GRPO compares samples within a group; use at least 2")
-        batch = self.per_device_batch_size * self.gradient_accumulation_steps * self.world_size
+        batch = self.per_device_train_batch_size * self.gradient_accumulation_steps * self.world_size
         _require(batch % self.num_generations == 0,
-                 f"per_device_batch_size x gradient_accumulation_steps x devices = {batch} is not divisible by "
+                 f"per_device_train_batch_size x gradient_accumulation_steps x devices = {batch} is not divisible by "
                  f"num_generations={self.num_generations}; make the batch a multiple of {self.num_generations}: "
-                 f"use per_device_batch_size={self._suggest_batch()}")
+                 f"use per_device_train_batch_size={self._suggest_batch()}")
         _require(self.max_completion_length >= 8,
                  f"max_completion_length={self.max_completion_length}: use at least 8 tokens")
         _require(self.temperature > 0, f"temperature={self.temperature}: GRPO needs sampling; use a value > 0")
@@ -260,10 +275,10 @@ class GrpoJobConfig(TrainJobConfig):
         self.eval_data_files = [str(p) for p in self.eval_data_files]
         _require(self.eval_steps >= 0, f"eval_steps={self.eval_steps}: use 0 (no held-out reward) or more")
         _require(self.max_eval_items >= 0, f"max_eval_items={self.max_eval_items}: use 0 (all rows) or more")
-        eval_batch = self.per_device_batch_size * self.world_size
-        _require(self.eval_generations >= 0 and eval_batch % (self.eval_generations or 1) == 0,
-                 f"eval_generations={self.eval_generations}: use 0 (same as num_generations) or a divisor of "
-                 f"per_device_batch_size x devices = {eval_batch}")
+        eval_batch = self.per_device_train_batch_size * self.world_size
+        _require(self.num_generations_eval >= 0 and eval_batch % (self.num_generations_eval or 1) == 0,
+                 f"num_generations_eval={self.num_generations_eval}: use 0 (same as num_generations) or a divisor of "
+                 f"per_device_train_batch_size x devices = {eval_batch}")
         if self.eval_steps:
             _check_files(self.eval_data_files, "held-out data file",
                          "add held-out items to eval_data_files or set eval_steps=0")
@@ -282,7 +297,7 @@ class GrpoJobConfig(TrainJobConfig):
         """The per-device batch sizes next to the current one whose total is a multiple of num_generations."""
         per_device_share = self.gradient_accumulation_steps * self.world_size
         unit = self.num_generations // math.gcd(self.num_generations, per_device_share)
-        lower, upper = (self.per_device_batch_size // unit) * unit, (self.per_device_batch_size // unit + 1) * unit
+        lower, upper = (self.per_device_train_batch_size // unit) * unit, (self.per_device_train_batch_size // unit + 1) * unit
         return f"{lower} or {upper}" if lower else str(upper)
 
     def reward_spec(self) -> RewardSpec:
@@ -309,8 +324,8 @@ class SftJobConfig(TrainJobConfig):
     tools: list[str] = _help("Tools named in the system prompt, as in the RL run that follows.",
                              default_factory=lambda: ["code"])
     protocol: str = _help("Protocol of the traces to keep and of the system prompt: tags or native.", "tags")
-    max_steps: int = _help("Optimiser steps; 0 trains for `epochs` passes over the traces instead.", 0)
-    epochs: float = _help("Passes over the traces when max_steps is 0.", 3.0)
+    max_steps: int = _help("Optimiser steps; 0 trains for `num_train_epochs` passes over the traces instead.", 0)
+    num_train_epochs: float = _help("Passes over the traces when max_steps is 0.", 3.0)
     max_length: int = _help("Longest tokenised conversation; longer ones are cut at the end.", 2048)
 
     def __post_init__(self) -> None:
@@ -325,7 +340,8 @@ class SftJobConfig(TrainJobConfig):
         _require(not unknown, f"tools {unknown} are unknown; choose from {list(proto.TOOL_ARGUMENT)}")
         _require(self.protocol in proto.PROTOCOLS, f"protocol={self.protocol!r}: use tags or native")
         _require(self.max_steps >= 0, f"max_steps={self.max_steps}: use 0 (train by epochs) or a positive count")
-        _require(self.max_steps > 0 or self.epochs > 0, f"epochs={self.epochs}: with max_steps=0 use epochs > 0")
+        _require(self.max_steps > 0 or self.num_train_epochs > 0,
+                 f"num_train_epochs={self.num_train_epochs}: with max_steps=0 use num_train_epochs > 0")
         _require(self.max_length >= 64, f"max_length={self.max_length}: use at least 64 tokens")
 
 
@@ -341,6 +357,11 @@ def config_from_dict(values: dict[str, Any]) -> TrainJobConfig:
 
 def load_config(path: str | Path, kind: str | None = None) -> TrainJobConfig:
     """Read a config file written by `save` (or by hand); `kind` defaults to the file's own."""
+    return config_from_dict(load_values(path, kind))
+
+
+def load_values(path: str | Path, kind: str | None = None) -> dict[str, Any]:
+    """A config file's raw values (with its kind), before they are checked."""
     path = Path(path)
     try:
         values = json.loads(path.read_text(encoding="utf-8"))
@@ -352,4 +373,4 @@ def load_config(path: str | Path, kind: str | None = None) -> TrainJobConfig:
     if kind is not None:
         values.setdefault("kind", kind)
         _require(values["kind"] == kind, f"config {path} is a {values['kind']!r} config; expected {kind!r}")
-    return config_from_dict(values)
+    return values

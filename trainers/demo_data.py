@@ -103,13 +103,13 @@ def demo_sft_config(data: DemoData, steps: int = 60) -> SftJobConfig:
     if data.expert_run is None:
         raise ValueError("record the expert traces first (record_expert_traces)")
     return SftJobConfig(model="tiny", trace_runs=[data.expert_run], finetune="full", max_steps=steps,
-                        per_device_batch_size=4, learning_rate=1e-3, save_steps=0,
+                        per_device_train_batch_size=4, learning_rate=1e-3, save_steps=0,
                         run_name="cold start (tiny, expert traces)", **TINY_PIXELS)
 
 
 def demo_grpo_config(data: DemoData, model: str, steps: int = 50) -> GrpoJobConfig:
     """Multi-turn GRPO with the live code tool on the MAT-Coding-mini items, LoRA on the cold-started model."""
     return GrpoJobConfig(model=model, data_files=[str(data.items_file)], mode="episodes", tools=["code"],
-                         num_generations=4, per_device_batch_size=4, max_completion_length=256, max_turns=4,
+                         num_generations=4, per_device_train_batch_size=4, max_completion_length=256, max_turns=4,
                          max_steps=steps, save_steps=25, temperature=0.8, learning_rate=1e-5, beta=0.04, seed=0,
                          run_name="multi-turn GRPO (tiny, code tool)", **TINY_PIXELS)

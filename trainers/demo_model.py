@@ -75,8 +75,8 @@ def tokenizer_text(store: Store, expert_run: str, worlds: int = 200) -> str:
 def _sft(store: Store, model: str, runs: list[str], steps: int, learning_rate: float, batch_size: int,
          name: str, lr_scheduler: str = "linear") -> Path:
     config = SftJobConfig(model=model, finetune="full", trace_runs=runs, min_reward=1.0, tools=["code", "search"],
-                          max_steps=steps, learning_rate=learning_rate, per_device_batch_size=batch_size,
-                          save_steps=200, save_total_limit=0, warmup_steps=30, lr_scheduler=lr_scheduler,
+                          max_steps=steps, learning_rate=learning_rate, per_device_train_batch_size=batch_size,
+                          save_steps=200, save_total_limit=0, warmup_steps=30, lr_scheduler_type=lr_scheduler,
                           run_name=name)
     run_id = run_sft(config, store=store)
     checkpoints = store.list_checkpoints(run_id)
@@ -144,10 +144,10 @@ def grpo_config(model: str, world: World, steps: int) -> GrpoJobConfig:
     8 prompts at 1.0 raised it on each seed tried (model card). The Train tab's demo settings
     (workbench.ui.tab_train.demo_values) mirror these; change both together."""
     return GrpoJobConfig(model=model, data_files=[str(world.coding("rl"))], mode="episodes", tools=["code"],
-                         finetune="full", num_generations=4, per_device_batch_size=32, max_completion_length=384,
+                         finetune="full", num_generations=4, per_device_train_batch_size=32, max_completion_length=384,
                          max_turns=4, max_steps=steps, save_steps=0, save_total_limit=1, temperature=1.0,
                          learning_rate=6e-5, beta=0.04, seed=0, eval_data_files=[str(world.coding("test"))],
-                         eval_steps=8, max_eval_items=0, eval_generations=2, log_traces_every=4,
+                         eval_steps=8, max_eval_items=0, num_generations_eval=2, log_traces_every=4,
                          run_name="demo GRPO: multi-turn, code tool, from the demo model")
 
 
@@ -160,8 +160,8 @@ def search_grpo_config(model: str, world: World, steps: int) -> GrpoJobConfig:
 
 
 GRPO_CONFIGS = {"coding": grpo_config, "search": search_grpo_config}
-GRPO_FACTS = ("tools", "learning_rate", "temperature", "max_steps", "num_generations", "per_device_batch_size",
-              "eval_steps", "eval_generations", "finetune", "beta", "seed")
+GRPO_FACTS = ("tools", "learning_rate", "temperature", "max_steps", "num_generations", "per_device_train_batch_size",
+              "eval_steps", "num_generations_eval", "finetune", "beta", "seed")
 
 
 def grpo(model: str, world: World, store: Store, steps: int, bundle: Path, task: str = "coding") -> dict:
@@ -249,7 +249,7 @@ def write_model_card(out: Path, figures: dict) -> None:
         facts = grpo["config"]
         searched = facts["tools"] == ["search"]
         tool, config_name = ("search", "search_grpo_config") if searched else ("code", "grpo_config")
-        samples, items = facts["eval_generations"] or facts["num_generations"], facts["eval_items"]
+        samples, items = facts["num_generations_eval"] or facts["num_generations"], facts["eval_items"]
         lines += ["## GRPO from this model", "",
                   f"Multi-turn GRPO with the live {tool} tool (`trainers.demo_model.{config_name}`), "
                   f"{grpo['minutes']} min on the CPU. Mean reward of {samples} samples on each of {items} held-out "

@@ -12,13 +12,16 @@ WORKBENCH_JOB_ID, which the jobs supervisor sets.
 import argparse
 import os
 import re
+import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from trainers.config import TrainJobConfig, load_config
+from trainers.config import CONFIG_CLASSES, ConfigError, TrainJobConfig, config_from_dict, load_values
+from trainers.preflight import validate_for_launch
+from trainers.trl_names import parse_overrides
 from workbench import settings
 from workbench.store import Store
 
@@ -108,22 +111,65 @@ def fail_run(context: JobContext | None, exc: BaseException) -> None:
 
 
 def argument_parser(kind: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"python -m trainers.{kind}",
-                                     description=f"Run a {kind.upper()} training job of the Visual-ARFT workbench.")
-    parser.add_argument("--config", required=True, help="JSON config file (see trainers/config.py)")
+    config_class = CONFIG_CLASSES[kind]
+    settings_help = "\n".join(f"  --{f.name} ({_default_text(f)}): {f.metadata.get('help', '')}"
+                              for f in fields(config_class))
+    parser = argparse.ArgumentParser(
+        prog=f"python -m trainers.{kind}", formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+        description=f"Run a {kind.upper()} training job of the Visual-ARFT workbench.\n\n"
+                    "Settings come from --config FILE (JSON) and/or --name value flags, which override the file. "
+                    f"TRL's own {'GRPOConfig' if kind == 'grpo' else 'SFTConfig'} names work for the settings "
+                    "they share (e.g. --per_device_train_batch_size 4); any other valid TRL field passes through "
+                    "to TRL unchanged (e.g. --top_k 50); a name known to neither is refused with the closest one.",
+        epilog="workbench settings:\n" + settings_help)
+    parser.add_argument("--config", help="JSON config file (see trainers/config.py); optional when flags give "
+                                         "the settings")
     parser.add_argument("--run-id", help="run to write to (created if missing); default: a new run")
     parser.add_argument("--job-id", default=os.environ.get("WORKBENCH_JOB_ID"),
                         help="job row to report progress to (default: $WORKBENCH_JOB_ID)")
     parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     return parser
 
 
+def _default_text(f) -> str:
+    if f.default is not MISSING:
+        return f"default {f.default!r}"
+    return "default " + repr(f.default_factory()) if f.default_factory is not MISSING else "required"
+
+
+def config_from_command_line(kind: str, config_file: str | None, overrides: list[str]) -> TrainJobConfig:
+    """The job's config: the file's values, then `--name value` flags on top."""
+    values = load_values(config_file, kind) if config_file else {"kind": kind}
+    values.update(parse_overrides(overrides, error=ConfigError))
+    if not config_file and len(values) == 1:
+        raise ConfigError("no settings given: pass --config FILE and/or settings as --name value flags")
+    return config_from_dict(values)
+
+
 def cli_main(kind: str, run: Callable[..., str], argv: list[str] | None = None) -> int:
-    """The shared `python -m trainers.<kind>` entry: load the config, run the job, exit 0 or 1."""
-    args = argument_parser(kind).parse_args(argv)
+    """The shared `python -m trainers.<kind>` entry: read the config, run the job.
+
+    Exit 0 when the run succeeded; 2 with one line on stderr for a user error
+    (bad setting, missing file, unusable data: the config or the run's inputs);
+    1 with the traceback when training itself failed (the run's summary keeps it too).
+    """
+    args, overrides = argument_parser(kind).parse_known_args(argv)
     try:
-        config = load_config(args.config, kind=kind)
+        config = config_from_command_line(kind, args.config, overrides)
+        validate_for_launch(config)  # the checks the app makes before launching, for direct CLI use too
+    except (ValueError, OSError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
         run_id = run(config, run_id=args.run_id, job_id=args.job_id, resume=args.resume)
+    except (ConfigError, FileNotFoundError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except Exception:
         traceback.print_exc()
         return 1

@@ -62,7 +62,7 @@ def precision_flags(config: TrainJobConfig) -> dict[str, bool]:
 
 def lr_scheduler_type(config: TrainJobConfig) -> str:
     """transformers' name for the config's schedule (constant keeps the warm-up)."""
-    return {"constant": "constant_with_warmup"}.get(config.lr_scheduler, config.lr_scheduler)
+    return {"constant": "constant_with_warmup"}.get(config.lr_scheduler_type, config.lr_scheduler_type)
 
 
 def load_processor(model_path: str, config: TrainJobConfig, *, padding_side: str) -> Any:

@@ -98,12 +98,52 @@ def _check_sft_data(config: SftJobConfig) -> int:
     return len(traces)
 
 
+def _check_code_sandbox(config: TrainJobConfig) -> None:
+    """Code episodes and execution rewards need the sandbox; say why it cannot start, before training."""
+    from workbench.rewards_spec import EXECUTION_COMPONENTS
+
+    needs_code = isinstance(config, GrpoJobConfig) and (
+        "code" in config.episode_tools
+        or (config.mode == "steps" and any(config.reward_spec().weights()[n] for n in EXECUTION_COMPONENTS)))
+    if not needs_code:
+        return
+    from tools.code_sandbox import SandboxUnavailable, shared_sandbox
+
+    try:
+        shared_sandbox()
+    except SandboxUnavailable as exc:
+        raise ConfigError(f"the code tool cannot run here, so this job cannot train it: {exc}") from None
+
+
+def _check_trl_args(config: TrainJobConfig) -> None:
+    """Settings passed through to TRL are checked by TRL's own config class, before any process starts."""
+    if not config.trl_args:
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="preflight-") as folder:
+        try:
+            if isinstance(config, GrpoJobConfig):
+                from trainers.grpo import grpo_arguments
+
+                grpo_arguments(config, Path(folder), [1.0])
+            else:
+                from trainers.sft import sft_arguments
+
+                sft_arguments(config, Path(folder))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"TRL refuses the settings passed through to it ({sorted(config.trl_args)}): "
+                              f"{exc}") from None
+
+
 def validate_for_launch(config: TrainJobConfig) -> None:
     """Refuse a config that cannot train, before any process starts (ConfigError says what to change)."""
     if config.init_adapter and not (Path(config.init_adapter) / "adapter_config.json").is_file():
         raise ConfigError(f"init_adapter {config.init_adapter} has no adapter_config.json; give the folder of a "
                           "LoRA checkpoint (e.g. .../checkpoint-100 of an SFT run)")
     _check_hardware(config)
+    _check_trl_args(config)
+    _check_code_sandbox(config)
     if isinstance(config, GrpoJobConfig):
         _check_grpo_data(config)
     elif isinstance(config, SftJobConfig):

@@ -100,9 +100,9 @@ class ToolBox:
         return outcome, time.perf_counter() - started
 
     def close(self) -> None:
-        sandbox = getattr(self.tools.get("code"), "sandbox", None)
-        if sandbox is not None:
-            sandbox.close()
+        close_code_tool = getattr(self.tools.get("code"), "close", None)
+        if close_code_tool is not None:
+            close_code_tool()
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 

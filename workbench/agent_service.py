@@ -10,6 +10,7 @@ from typing import Iterator
 
 from workbench.agent_tools import build_tools
 from workbench.backends import ChatBackend, resolve_model
+from workbench.images import load_image
 from workbench.runner import AgentItem, AgentRunner, RunnerConfig, TurnEvent
 from workbench.store import Store
 from workbench.trace import Trace
@@ -35,6 +36,8 @@ def stream_question(question: str, images: list[str | Path], *, model: str = "de
     config = config or RunnerConfig()
     item = AgentItem(question=question, images=list(images))
     store = store or Store()
+    for image in item.images:  # a bad image is refused before the model loads
+        load_image(image)
     tools = build_tools(config.tools, search_backend=search_backend, corpus=corpus, search_mode=search_mode)
     backend = get_backend(model, adapter)
     if run_id is None:

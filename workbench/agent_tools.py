@@ -9,12 +9,15 @@ runner.
 import itertools
 from pathlib import Path
 
-from tools.code_sandbox import CodeSandbox
+from tools.code_sandbox import CodeSandbox, SandboxUnavailable, shared_sandbox
 from tools.search import SearchTool
 from workbench import protocol, settings
 from workbench.runner import AgentTool, ToolContext, ToolOutcome
 
 FEEDBACK_CHARS = 1200
+ISOLATION_NAMES = {"bwrap": "bubblewrap namespaces + Landlock + seccomp",
+                   "landlock": "Landlock + seccomp (no namespaces: bubblewrap is unavailable here)",
+                   "unsafe-none": "nothing but a separate process (unsafe-none)"}
 
 
 def _clip(text: str, limit: int = FEEDBACK_CHARS) -> str:
@@ -22,22 +25,48 @@ def _clip(text: str, limit: int = FEEDBACK_CHARS) -> str:
     return text if len(text) <= limit else text[:limit] + " ...[truncated]"
 
 
+def code_tool_status() -> str:
+    """One plain sentence: which isolation runs model code here, or why code execution is off."""
+    try:
+        sandbox = shared_sandbox()
+    except SandboxUnavailable as exc:
+        return f"Code execution is off on this host: {exc}"
+    return f"Model code runs isolated by {ISOLATION_NAMES.get(sandbox.isolation_in_use, sandbox.isolation_in_use)}."
+
+
 class CodeTool:
-    """Runs `<code>` in the sandbox on the episode's current image."""
+    """Runs `<code>` in the sandbox on the episode's current image.
+
+    Without a sandbox of its own it uses the process-wide warm one; where no
+    isolation works, each call fails with the reason instead of the run crashing.
+    """
 
     name = "code"
 
     def __init__(self, sandbox: CodeSandbox | None = None):
-        self.sandbox = sandbox or CodeSandbox()
+        self.own_sandbox = sandbox
         self._counter = itertools.count()
 
+    @property
+    def sandbox(self) -> CodeSandbox:
+        return self.own_sandbox or shared_sandbox()
+
+    def close(self) -> None:
+        if self.own_sandbox is not None:
+            self.own_sandbox.close()
+
     def __call__(self, argument: str, context: ToolContext) -> ToolOutcome:
+        try:
+            sandbox = self.sandbox
+        except SandboxUnavailable as exc:
+            return ToolOutcome(text="<information> Code execution is off on this host. </information>", ok=False,
+                               error=f"code execution is off on this host: {exc}")
         code = protocol.extract_code(argument)
         job_dir = Path(context.workdir) / f"code-{next(self._counter)}"
         job_dir.mkdir(parents=True, exist_ok=True)
         # The paper's runner fills crop slices with the question's box; that box only fits the original image.
         box = protocol.find_box(context.question) if context.image == context.original_image else None
-        result = self.sandbox.run(code, context.image, job_dir=job_dir, crop_box=box)
+        result = sandbox.run(code, context.image, job_dir=job_dir, crop_box=box)
         details = {k: v for k, v in result.to_dict().items() if k not in ("stdout", "stderr")}
         if result.ok and result.output_images:
             text = f"<information> {_clip(result.stdout)} </information>" if result.stdout.strip() else ""

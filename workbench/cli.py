@@ -1,11 +1,17 @@
-"""Command line: `python -m workbench <command>`; each command is a thin call into a service."""
+"""Command line: `python -m workbench <command>`; each command is a thin call into a service.
+
+Each command imports only what it needs (scoring a file never loads torch or
+the store). A user error -- a bad config, image, path or value -- is one
+line on stderr and exit code 2; `--debug` shows the traceback instead.
+"""
 
 import argparse
 import json
+import logging
+import os
 import sys
-from pathlib import Path
 
-from workbench.runner import RunnerConfig
+from workbench.runner_config import RunnerConfig
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +46,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from workbench.agent_service import run_question
 
     config = _runner_config(args)
+    if "code" in config.tools:
+        from workbench.agent_tools import code_tool_status
+
+        status = code_tool_status()
+        if status.startswith("Code execution is off"):
+            print(f"warning: {status} The question still runs; code turns fail.", file=sys.stderr)
     traces = run_question(args.question, args.image, model=args.model, adapter=args.adapter, config=config,
                           search_backend=args.search_backend, corpus=args.corpus, search_mode=args.search_mode)
     if args.json:
@@ -68,7 +80,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from workbench.store import Store
     from workbench.trace_io import export_run
 
-    print(f"wrote {export_run(Store(), args.run, args.out)} traces to {args.out}")
+    store = Store()
+    if store.get_run(args.run) is None:
+        raise ValueError(f"no run {args.run!r}; run ids are in the app's Runs tab")
+    print(f"wrote {export_run(store, args.run, args.out)} traces to {args.out}")
     return 0
 
 
@@ -102,10 +117,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from workbench.evaluation import import_predictions
     from workbench.scoring import load_predictions, score_predictions
 
     if args.import_name:
+        from workbench.evaluation import import_predictions  # the store: only when the scores are kept
+
         run_id, report = import_predictions(args.predictions, args.benchmark, args.import_name)
         print(f"stored as run {run_id}", file=sys.stderr)
     else:
@@ -123,6 +139,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m workbench", description="Visual-ARFT workbench")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs instead of one-line errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the agent on one image and question; stores the trace")
@@ -177,8 +194,36 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s: %(message)s")
+    if not args.debug:  # model loading's progress bars would bury the one line that matters
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    return run_reporting_errors(args.func, args, debug=args.debug)
+
+
+def run_reporting_errors(command, args, *, debug: bool = False) -> int:
+    """Run a command; a user error (bad value, missing file) is one line on stderr and exit code 2."""
+    if debug:
+        return command(args)
     try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        return command(args)
+    except (ValueError, OSError) as exc:
+        print(f"error: {user_message(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def user_message(exc: BaseException) -> str:
+    """The exception's own words; an OSError as 'what: path' rather than its errno repr.
+
+    >>> user_message(FileNotFoundError(2, "No such file or directory", "x.json"))
+    'x.json: no such file or directory'
+    >>> user_message(ValueError("max_turns=0; use 1..20"))
+    'max_turns=0; use 1..20'
+    """
+    if isinstance(exc, OSError) and exc.strerror:
+        where = exc.filename if exc.filename is not None else ""
+        return f"{where}: {exc.strerror.lower()}" if where else exc.strerror.lower()
+    return str(exc) or type(exc).__name__

@@ -15,7 +15,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from workbench import settings
 
@@ -67,8 +67,11 @@ def _decode(data: bytes, name: str) -> Image.Image:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{name}: refused as a decompression bomb ({exc}); downscale it first") from exc
-    except Exception as exc:  # PIL raises many types for corrupt input
-        raise ImageError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{name}: this is not an image file; upload a PNG or JPEG image") from exc
+    except Exception as exc:  # PIL raises many types for corrupt input; its messages name internals
+        raise ImageError(f"{name}: the image data is damaged or incomplete; upload the file again or "
+                         "re-save it as PNG or JPEG") from exc
     return image
 
 

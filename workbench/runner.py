@@ -11,7 +11,7 @@ Callers can iterate `AgentRunner.stream()` to see each turn as it happens.
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
@@ -19,55 +19,9 @@ from workbench import protocol as proto
 from workbench import settings
 from workbench.backends import ChatBackend, GenerationConfig
 from workbench.images import image_path, sha_of_path
+from workbench.runner_config import RunnerConfig  # noqa: F401  (re-exported: the runner's settings)
 from workbench.store import Store
 from workbench.trace import ToolCall, Trace, Turn, image_ref
-
-
-def _help(text: str, **kw: Any) -> Any:
-    return field(metadata={"help": text}, **kw)
-
-
-@dataclass
-class RunnerConfig:
-    """How episodes are rolled out."""
-
-    tools: tuple[str, ...] = _help("Tools the model may call: any of code, search.", default=("code", "search"))
-    protocol: str = _help("tags: <think>/<search>/<code> tags (paper); native: <tool_call> JSON (Qwen3-VL).",
-                          default="tags")
-    layout: str = _help("single_user: one growing user message (paper); chat: alternating messages.",
-                        default="single_user")
-    max_turns: int = _help("Most model turns per episode (the paper uses 5).", default=proto.MAX_TURNS)
-    samples: int = _help("Samples per question (G); > 1 needs temperature > 0.", default=1)
-    max_new_tokens: int = _help("Most tokens generated per turn.", default=512)
-    temperature: float = _help("Sampling temperature; 0 is greedy.", default=0.0)
-    top_p: float = _help("Nucleus sampling mass.", default=1.0)
-    seed: int = _help("Seed for sampling, so runs can be repeated.", default=0)
-    tool_workers: int = _help("Tool calls run at once.", default=4)
-    retry_parse_errors: bool = _help("On a malformed turn, tell the model and let it try again "
-                                     "(else the episode stops).", default=False)
-    system_prompt: str | None = _help("Replace the built-in system prompt.", default=None)
-
-    def __post_init__(self) -> None:
-        self.tools = tuple(self.tools)
-        unknown = [t for t in self.tools if t not in proto.TOOL_ARGUMENT]
-        if unknown:
-            raise ValueError(f"tools {unknown} are unknown; choose from {list(proto.TOOL_ARGUMENT)}")
-        if self.protocol not in proto.PROTOCOLS:
-            raise ValueError(f"protocol {self.protocol!r} is unknown; use one of {proto.PROTOCOLS}")
-        if self.layout not in proto.LAYOUTS:
-            raise ValueError(f"layout {self.layout!r} is unknown; use one of {proto.LAYOUTS}")
-        if not 1 <= self.max_turns <= 20:
-            raise ValueError(f"max_turns={self.max_turns}; use 1..20 (the paper uses 5)")
-        if self.samples < 1:
-            raise ValueError(f"samples={self.samples}; use at least 1")
-        if self.samples > 1 and self.temperature <= 0:
-            raise ValueError("samples > 1 with temperature 0 gives identical samples; set temperature > 0")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens={self.max_new_tokens}; use at least 1")
-
-    @classmethod
-    def field_help(cls) -> dict[str, str]:
-        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
 
 
 @dataclass

@@ -17,6 +17,7 @@ from typing import Iterable
 
 from workbench import protocol
 from workbench.images import image_path
+from workbench.scoring import read_json_records
 from workbench.store import Store
 from workbench.trace import ToolCall, Trace, Turn
 
@@ -145,15 +146,22 @@ def trace_from_chain(raw: str, *, image_sha: str | None = None, question: str | 
 
 
 def import_jsonl(path: str | Path, name: str = "imported") -> list[str]:
+    """Import a trace export as a new run; a file that fails to import leaves no run behind."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(2, "No such file", str(path))
     store = Store()
     run_id = store.create_run(name, "imported", config={"source": str(path)}, status="succeeded")
-    return import_traces(store, path, run_id)
+    try:
+        return import_traces(store, path, run_id)
+    except BaseException:
+        store.delete_run(run_id)
+        raise
 
 
 def import_chains(path: str | Path, name: str = "imported", images_dir: str | Path | None = None) -> list[str]:
     """Import a JSON list of raw Visual-ARFT chains: {chain|response, image?, question?, answer?}."""
     path = Path(path)
-    records = json.loads(path.read_text(encoding="utf-8"))
+    records = read_json_records(path)
     if not isinstance(records, list):
         raise ValueError(f"{path.name}: expected a JSON list of chain records")
     store = Store()

@@ -30,6 +30,18 @@ def esc(value: object) -> str:
     return html.escape("" if value is None else str(value))
 
 
+def without_upload_paths(message: str, *paths: str | None) -> str:
+    """The message with each uploaded file's server path (a Gradio temp file) shown as its file name.
+
+    >>> without_upload_paths("/tmp/gradio/ab12/results.json: item 0 has no gt", "/tmp/gradio/ab12/results.json")
+    'results.json: item 0 has no gt'
+    """
+    for path in paths:
+        if path:
+            message = message.replace(str(path), str(path).replace("\\", "/").rsplit("/", 1)[-1])
+    return message
+
+
 def clip(text: str | None, limit: int = CLIP) -> str:
     text = text or ""
     return text if len(text) <= limit else text[:limit] + " …"

@@ -277,8 +277,9 @@ def build(ctx: UIContext) -> EvalTab:
         try:
             run_id, summary = import_result(store, path, benchmark, name)
         except (ValueError, OSError) as exc:
-            gr.Warning(str(exc))
-            return f"**Not imported:** {render.esc(str(exc))}", gr.skip(), gr.skip()
+            message = render.without_upload_paths(str(exc), path)
+            gr.Warning(message)
+            return f"**Not imported:** {render.esc(message)}", gr.skip(), gr.skip()
         return (f"Imported as run `{run_id}`: F1 {summary.get('all_f1')} · EM {summary.get('all_em')} over "
                 f"{summary.get('n')} items.", split_table(summary), type_table(summary))
 

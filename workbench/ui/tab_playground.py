@@ -137,7 +137,7 @@ class PlaygroundUpdate:
     run_id: str = ""
     trace_id: str = ""
     traces: list[Trace] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)  # e.g. uploads that were skipped
+    warnings: list[str] = field(default_factory=list)  # said once: skipped uploads, the code tool being off
 
 
 def run_playground(ctx: UIContext, viewer: Viewer, files: Any, demo_name: str | None, question: str,
@@ -160,7 +160,14 @@ def run_playground(ctx: UIContext, viewer: Viewer, files: Any, demo_name: str | 
     if corpus and ctx.policy.public_demo:
         raise PlaygroundError("this public demo does not take a search corpus path")
     corpus = corpus or str(demo_corpus())  # the shipped demo world answers the demo search questions
-    yield PlaygroundUpdate("loading the model …", render.transcript_html([]), warnings=problems)
+    notices = [f"skipped: {problem}" for problem in problems]
+    if "code" in config.tools:
+        from workbench.agent_tools import code_tool_status  # starts the shared sandbox once per process
+
+        status = code_tool_status()
+        if status.startswith("Code execution is off"):
+            notices.append(status + " The question still runs; code turns report the tool as unavailable.")
+    yield PlaygroundUpdate("loading the model …", render.transcript_html([]), warnings=notices)
     try:
         backend = agent_service.get_backend(model, adapter or None)
     except (ValueError, OSError) as exc:
@@ -243,9 +250,12 @@ def build(ctx: UIContext) -> PlaygroundTab:
 
     def on_preview(files, demo_name, text):
         gallery, problems = preview_images(files, demo_name, text)
-        for problem in problems:
+        for problem in problems:  # said once, when the files change; a run then only skips them
             gr.Warning(problem)
         return gallery
+
+    def on_question(files, demo_name, text):  # redraws the crop box; the files' problems were already said
+        return preview_images(files, demo_name, text)[0]
 
     def on_demo(demo_name, text, tools):
         return demo_question(demo_name, text), demo_tools(demo_name, tools)
@@ -259,13 +269,14 @@ def build(ctx: UIContext) -> PlaygroundTab:
                                     corpus_path, mode)
             for update in stream:
                 for warning in update.warnings:
-                    gr.Warning(f"skipped: {warning}")
+                    gr.Warning(warning)
                 yield update.status, update.transcript, update.run_id, update.trace_id
         except PlaygroundError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
 
-    for trigger in (uploads.change, demo.change, question.blur):
+    for trigger in (uploads.change, demo.change):
         trigger(on_preview, [uploads, demo, question], preview, api_visibility="private")
+    question.blur(on_question, [uploads, demo, question], preview, api_visibility="private")
     demo.change(on_demo, [demo, question, controls["tools"]], [question, controls["tools"]],
                 api_visibility="private")
     run_event = run.click(on_run, [uploads, demo, question, model, adapter, corpus, search_mode,

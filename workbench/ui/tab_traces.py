@@ -95,6 +95,19 @@ def load_trace(store: Store, viewer: Viewer, trace_id: str | None) -> Trace:
     return trace
 
 
+def turn_out_of_range(number: float | None, count: int) -> str | None:
+    """Why a typed turn number cannot be shown as it is, or None when it can.
+
+    >>> turn_out_of_range(0, 3)
+    'There is no turn 0: this trace has turns 1 to 3.'
+    >>> turn_out_of_range(2, 3) is None
+    True
+    """
+    if number is None or not count or 1 <= number <= count:
+        return None
+    return f"There is no turn {int(number)}: this trace has turns 1 to {count}."
+
+
 def step_turn(index: int, delta: int, count: int) -> int:
     """The turn index after moving `delta` turns, kept inside 0..count-1.
 
@@ -198,7 +211,8 @@ def build(ctx: UIContext) -> TracesTab:
         trace_id = gr.Textbox(label="Trace id", scale=4, elem_id="tr-trace-id")
         open_button = gr.Button("Open", scale=1)
         prev_button = gr.Button("◀ Previous turn", scale=1, elem_id="tr-prev")
-        turn_number = gr.Number(label="Turn", value=1, precision=0, minimum=1, scale=1, elem_id="tr-turn")
+        # no `minimum`: Gradio would reject 0 with a server traceback; the callback explains it instead
+        turn_number = gr.Number(label="Turn", value=1, precision=0, scale=1, elem_id="tr-turn")
         next_button = gr.Button("Next turn ▶", scale=1, elem_id="tr-next")
     position = gr.Markdown("Open a trace from the list.", elem_id="tr-position")
     header = gr.HTML(elem_id="tr-header")
@@ -247,6 +261,8 @@ def build(ctx: UIContext) -> TracesTab:
     def on_step(delta):
         def step(trace_id_value, number, request: gr.Request):
             trace = _load_or_error(trace_id_value, request)
+            if delta == 0 and (problem := turn_out_of_range(number, len(trace.turns))):
+                gr.Warning(problem)
             index = step_turn(int(number or 1) - 1, delta, len(trace.turns))
             return show(turn_view(trace, index))
         return step

@@ -38,17 +38,17 @@ LOG_LINES = 150
 KIND_CHOICES = [("GRPO: reinforcement learning with the Visual-ARFT rewards", "grpo"),
                 ("SFT: cold start on recorded traces", "sft")]
 LINE_LIST_FIELDS = ("data_files", "eval_data_files", "trace_runs", "trace_files")  # lists of paths / run ids: one per line
-JSON_FIELDS = ("rewards",)
+JSON_FIELDS = ("rewards", "trl_args")
 COMMON_MAIN = ("model", "finetune", "run_name")
 OWN_MAIN = {"grpo": ("data_files", "mode", "tools", "protocol", "max_steps", "num_generations",
                      "max_completion_length"),
-            "sft": ("trace_runs", "trace_files", "tools", "protocol", "max_steps", "epochs")}
+            "sft": ("trace_runs", "trace_files", "tools", "protocol", "max_steps", "num_train_epochs")}
 JOB_HEADERS = ["status", "progress", "kind", "run", "created", "error", "job id"]
 STATUS_COLOURS = {"queued": "#64748b", "running": "#2563eb", "succeeded": "#15803d", "failed": "#b91c1c",
                   "cancelled": "#b45309"}
 SPECS = {
     "finetune": FieldSpec(choices=list(FINETUNE_MODES)), "precision": FieldSpec(choices=list(PRECISIONS)),
-    "lr_scheduler": FieldSpec(choices=list(LR_SCHEDULERS)),
+    "lr_scheduler_type": FieldSpec(choices=list(LR_SCHEDULERS)),
     "deepspeed_stage": FieldSpec(choices=list(DEEPSPEED_STAGES)), "mode": FieldSpec(choices=list(GRPO_MODES)),
     "tools": FieldSpec(choices=list(protocol.TOOL_ARGUMENT)), "protocol": FieldSpec(choices=list(protocol.PROTOCOLS)),
     "loss_type": FieldSpec(choices=list(LOSS_TYPES)), "scale_rewards": FieldSpec(choices=list(SCALE_REWARDS)),
@@ -123,13 +123,13 @@ def demo_values(demo: dict[str, str]) -> dict[tuple[str, str], Any]:
     """Form values (scope, field) for a click-to-train run: multi-turn GRPO with the live code tool from the
     demo model, its held-out reward measured every 8 steps (the settings of trainers.demo_model.grpo_config,
     about 10 minutes on 2 CPU cores, 4 of them the four held-out evaluations)."""
-    return {("common", "model"): "demo", ("common", "finetune"): "full", ("common", "per_device_batch_size"): 32,
+    return {("common", "model"): "demo", ("common", "finetune"): "full", ("common", "per_device_train_batch_size"): 32,
             ("common", "save_steps"): 8, ("common", "learning_rate"): 6e-5, ("common", "max_pixels"): 0,
             ("common", "min_pixels"): 0, ("grpo", "data_files"): demo["items_file"], ("grpo", "mode"): "episodes",
             ("grpo", "tools"): ["code"], ("grpo", "max_steps"): 24, ("grpo", "num_generations"): 4,
             ("grpo", "max_completion_length"): 384, ("grpo", "max_turns"): 4, ("grpo", "temperature"): 1.0,
             ("grpo", "beta"): 0.04, ("grpo", "eval_data_files"): demo["eval_file"], ("grpo", "eval_steps"): 8,
-            ("grpo", "max_eval_items"): 0, ("grpo", "eval_generations"): 2, ("sft", "trace_runs"): demo["expert_run"],
+            ("grpo", "max_eval_items"): 0, ("grpo", "num_generations_eval"): 2, ("sft", "trace_runs"): demo["expert_run"],
             ("sft", "max_steps"): 20}
 
 
