@@ -17,9 +17,9 @@ from PIL import Image
 from workbench.backends import (GenerationConfig, OpenAIBackend, TransformersBackend, resolve_model,
                                 trim_at_stop)
 from workbench import protocol
-from workbench.backends_openai import _restore_stop, _tool_calls_text, chat_completions_url, to_openai_messages
+from workbench.backends.remote import _restore_stop, _tool_calls_text, chat_completions_url, to_openai_messages
 from workbench.images import put_image
-from workbench.tiny_model import build_tiny_model
+from workbench.backends.tiny import build_tiny_model
 from workbench.trace import image_ref
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40)]

@@ -1,4 +1,4 @@
-"""Prefix KV-cache reuse across turns (workbench.kv_reuse) on both real tiny architectures.
+"""Prefix KV-cache reuse across turns (workbench.backends.kv_reuse) on both real tiny architectures.
 
 Every test compares a backend with reuse against one with reuse off (full
 prefill every turn): greedy tokens must be identical, and the counters show
@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from workbench.backends import GenerationConfig, TransformersBackend
-from workbench.kv_reuse import Entry, Row, usable_prefix
+from workbench.backends.kv_reuse import Entry, Row, usable_prefix
 from workbench.runner import AgentItem, AgentRunner, RunnerConfig, ToolOutcome
-from workbench.tiny_model import build_tiny_model
+from workbench.backends.tiny import build_tiny_model
 
 ARCHES = ("qwen2_5_vl", "qwen3_vl")
 SYSTEM = "You answer questions about images."
@@ -70,7 +70,7 @@ def test_multi_turn_batch_with_new_images_matches_full_prefill(pair):
 @pytest.fixture
 def rows_leaving(monkeypatch):
     """Counts how often the decode loop drops ended rows from its batch."""
-    from workbench.kv_decode import RoomyLayer
+    from workbench.backends.kv_decode import RoomyLayer
 
     calls = []
     move_rows = RoomyLayer.move_rows
@@ -127,7 +127,7 @@ def test_rows_ending_at_different_lengths_leave_the_batch_with_the_same_tokens(p
 
 
 def test_decode_cache_that_outgrows_its_room_gives_the_same_tokens(pair, monkeypatch, rows_leaving):
-    from workbench import kv_reuse
+    from workbench.backends import kv_reuse
 
     monkeypatch.setattr(kv_reuse, "DECODE_ROOM", 3)  # the cache buffer grows several times per call
     kv, full = pair

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from workbench.replay import ReplayBackend
+from workbench.backends.replay import ReplayBackend
 from workbench.runner import AgentItem, AgentRunner, RunnerConfig, ToolContext, ToolOutcome
 from workbench.store import Store
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from workbench import settings
-from workbench.tiny_model import (PROTOCOL_TAGS, QWEN3_VL_CHAT_TEMPLATE, QWEN_SPECIAL_TOKENS, build_tiny_model,
+from workbench.backends.tiny import (PROTOCOL_TAGS, QWEN3_VL_CHAT_TEMPLATE, QWEN_SPECIAL_TOKENS, build_tiny_model,
                                   ensure_tiny_model, tiny_model_dir)
 
 
@@ -139,7 +139,7 @@ def test_ensure_builds_once_into_models_dir_and_cleans_killed_builds():
 
 
 def test_a_failed_build_leaves_nothing_behind(monkeypatch):
-    import workbench.tiny_model as tiny_model
+    import workbench.backends.tiny as tiny_model
 
     def dies_half_way(out_dir, *, arch, seed=0):
         (out_dir / "model.safetensors").write_bytes(b"half")

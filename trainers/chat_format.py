@@ -23,7 +23,7 @@ gets the Qwen3-VL one, as FIELD-NOTES measured.
 from typing import Any
 
 from workbench import protocol
-from workbench.tiny_model import QWEN3_VL_CHAT_TEMPLATE
+from workbench.backends.tiny import QWEN3_VL_CHAT_TEMPLATE
 
 TAG_TOOLS = ("search", "code", "problem")  # <problem> rides the tool path: its "result" is the <tips> hint
 TAG_TOOL_ARGUMENT = "argument"  # one argument name for every tag tool: a response template cannot vary keys

@@ -44,7 +44,7 @@ def record_expert_traces(data: DemoData, store: Store, *, run_id: str | None = N
     """Replay the expert on every item through the agent runner with the real code tool; returns the run id."""
     from workbench.agent_tools import build_tools
     from workbench.benchmarks import load_mat_coding
-    from workbench.replay import ReplayBackend
+    from workbench.backends.replay import ReplayBackend
     from workbench.runner import AgentItem, AgentRunner, RunnerConfig
     from workbench.synth import expert
 

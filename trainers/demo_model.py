@@ -4,7 +4,7 @@ Steps, all on CPU and offline, seeds fixed:
 1. build the synthetic world (MAT-Coding-mini; MAT-Search-mini questions
    from 100 small train worlds and an unseen held-out world; the corpora);
 2. replay the scripted expert through the real tools to record correct
-   traces; build a fresh tiny Qwen2.5-VL (workbench.tiny_model, same
+   traces; build a fresh tiny Qwen2.5-VL (workbench.backends.tiny, same
    architecture as the embedded one) whose tokenizer also learned the
    traces' text, and fine-tune it on them with TRL's SFTTrainer (full
    fine-tune); then a long search-only "copy drill" (8,000 episodes from
@@ -87,7 +87,7 @@ def _sft(store: Store, model: str, runs: list[str], steps: int, learning_rate: f
 
 def train(world: World, store: Store, *, steps: int, learning_rate: float, batch_size: int) -> tuple[Path, str]:
     """Expert traces -> a fresh tiny model whose tokenizer knows the world -> SFT; returns (model, expert run)."""
-    from workbench.tiny_model import build_tiny_model
+    from workbench.backends.tiny import build_tiny_model
 
     expert_run = record_expert_traces(world, store)
     base = build_tiny_model(settings.models_dir() / "demo-base", tokenizer_text=tokenizer_text(store, expert_run),
@@ -217,7 +217,7 @@ def write_model_card(out: Path, figures: dict) -> None:
         "It only knows the synthetic demo world (workbench/synth). It is not a general vision-language model.", "",
         "## What it is",
         f"- Architecture: Qwen2.5-VL (transformers `Qwen2_5_VLForConditionalGeneration`), built by "
-        f"`workbench.tiny_model`: text 4 layers, hidden 256, 4 heads / 2 KV heads; vision 2 layers, hidden 128. "
+        f"`workbench.backends.tiny`: text 4 layers, hidden 256, 4 heads / 2 KV heads; vision 2 layers, hidden 128. "
         f"{parameters / 1e6:.1f} M parameters, {size_mb:.1f} MB of float32 weights.",
         "- Tokenizer: byte-level BPE (about 2k tokens) learned from the built-in text, the expert's coding traces "
         "and the search text of 200 unrelated generated worlds (so name syllables are tokens, no train-world "

@@ -23,7 +23,7 @@ def resolve_model_path(spec: str) -> str:
 
         return str(demo_model_dir())
     if spec in TINY_MODELS:
-        from workbench.tiny_model import ensure_tiny_model
+        from workbench.backends.tiny import ensure_tiny_model
 
         return str(ensure_tiny_model(TINY_MODELS[spec]))
     return spec

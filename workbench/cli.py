@@ -70,7 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_build_tiny(args: argparse.Namespace) -> int:
-    from workbench.tiny_model import ensure_tiny_model
+    from workbench.backends.tiny import ensure_tiny_model
 
     print(ensure_tiny_model(args.arch))
     return 0

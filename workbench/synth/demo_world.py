@@ -16,7 +16,7 @@ from pathlib import Path
 from workbench.agent_tools import build_tools
 from workbench.benchmarks import load_benchmark
 from workbench.protocol import find_box
-from workbench.replay import ReplayBackend
+from workbench.backends.replay import ReplayBackend
 from workbench.runner import AgentItem, AgentRunner, RunnerConfig
 from workbench.scoring import f1_em
 from workbench.store import Store

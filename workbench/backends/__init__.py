@@ -5,7 +5,7 @@ Owns `resolve_model`, which turns a model spec string into a `ChatBackend`:
 - "demo": the shipped demo model (the tiny model trained on the demo world,
   in workbench/demo/model; see workbench.synth.demo_assets), the default;
 - "tiny", "tiny-qwen2.5-vl", "tiny-qwen3-vl": the embedded untrained tiny model
-  (built on first use into settings.models_dir(), see workbench.tiny_model);
+  (built on first use into settings.models_dir(), see workbench.backends.tiny);
 - a local model folder or a Hugging Face Hub id: `TransformersBackend`;
 - "openai:<model>@<base_url>": `OpenAIBackend` on any OpenAI-compatible
   endpoint, e.g. "openai:gpt-4o@https://api.openai.com/v1" or
@@ -14,15 +14,15 @@ Owns `resolve_model`, which turns a model spec string into a `ChatBackend`:
   before "http(s)://". "openai:<model>" alone means api.openai.com.
 
 The call shape (`ChatBackend`, `Generation`, `GenerationConfig`) lives in
-workbench.backends_base and is re-exported here.
+workbench.backends.base and is re-exported here.
 """
 
 import re
 from typing import Any
 
-from workbench.backends_base import ChatBackend, Generation, GenerationConfig, trim_at_stop
-from workbench.backends_openai import OpenAIBackend
-from workbench.backends_transformers import TransformersBackend
+from workbench.backends.base import ChatBackend, Generation, GenerationConfig, trim_at_stop
+from workbench.backends.remote import OpenAIBackend
+from workbench.backends.local import TransformersBackend
 
 __all__ = ["ChatBackend", "Generation", "GenerationConfig", "OpenAIBackend", "TransformersBackend",
            "DEMO_MODEL", "TINY_MODELS", "resolve_model", "trim_at_stop"]
@@ -65,7 +65,7 @@ def resolve_model(spec: str, adapter: str | None = None, **kw: Any) -> ChatBacke
         backend.model_id = MODEL_ID
         return backend
     if spec in TINY_MODELS:
-        from workbench.tiny_model import ensure_tiny_model
+        from workbench.backends.tiny import ensure_tiny_model
 
         arch = TINY_MODELS[spec]
         backend = TransformersBackend(str(ensure_tiny_model(arch)), adapter, **kw)

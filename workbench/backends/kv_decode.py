@@ -1,4 +1,4 @@
-"""The batched decode loop behind prefix KV reuse (workbench.kv_reuse).
+"""The batched decode loop behind prefix KV reuse (workbench.backends.kv_reuse).
 
 `model.generate` keeps computing a row after it has ended (feeding it pad
 tokens) until the batch's longest row ends: with agent turns of very

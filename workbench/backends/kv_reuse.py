@@ -21,7 +21,7 @@ is new. It owns:
      part. Each prefill is stored at once, so the G samples of a question in
      one batch prefill their shared prompt once.
   2. Decode, batched: the rows' key/values, left-padded into one cache, and
-     the decode loop of workbench.kv_decode continuing from each row's last
+     the decode loop of workbench.backends.kv_decode continuing from each row's last
      prompt token with explicit 3D positions. Leaving that one token to the
      loop gives it the logits to start from and makes the batch plain left
      padding, as without reuse. A row leaves the batch when it ends, and its
@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
-from workbench.kv_decode import Decoder, RoomyLayer
+from workbench.backends.kv_decode import Decoder, RoomyLayer
 
 # Tokens at the end of a prompt that the next turn's prompt may rewrite: end of turn + generation prompt
 # ("<|im_end|>\n<|im_start|>assistant\n") and a token merged differently at the boundary, with margin.

@@ -4,7 +4,7 @@
 AutoModelForImageTextToText (optionally a peft LoRA adapter on top) and
 generates one assistant turn for a whole batch of conversations at once
 (left padding, per-row stop strings, seeded sampling): `generate` without
-KV reuse, workbench.kv_decode's loop with it.
+KV reuse, workbench.backends.kv_decode's loop with it.
 A model source that is not a model gets a ValueError saying what to pass
 instead of a traceback from the hub. torch/transformers import lazily, so
 importing this module stays cheap for OpenAI-only use.
@@ -13,7 +13,7 @@ Prefix KV-cache reuse (`reuse_kv_cache=True`, the default): agent turns only
 append to a conversation, so the backend keeps each row's key/values after
 generating and, next turn, prefills only the tokens after the longest cached
 prefix (token-level match, images compared by pixels; see
-workbench.kv_reuse). Greedy outputs are the same tokens as with reuse off.
+workbench.backends.kv_reuse). Greedy outputs are the same tokens as with reuse off.
 `kv_cache_bytes` bounds the kept key/values (LRU, default 1 GiB; size it to
 at least live rows x tokens per row x bytes per token, or a large batch
 evicts what its next turn needs). The kept key/values belong to the current
@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from workbench.backends_base import (Generation, GenerationConfig, block_image_source, error_generation,
+from workbench.backends.base import (Generation, GenerationConfig, block_image_source, error_generation,
                                      image_blocks, load_block_image, trim_at_stop)
 from workbench.images import ImageError
 
@@ -130,7 +130,7 @@ class TransformersBackend:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        from workbench.kv_reuse import KVReuse, unsupported_reason  # imports transformers
+        from workbench.backends.kv_reuse import KVReuse, unsupported_reason  # imports transformers
 
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
