@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from trl.trainer.utils import get_callable_name, is_async_callable
 
-from workbench import rewards_text
+from workbench.rewards import text as rewards_text
 from workbench.protocol import INPUT_PLACEHOLDER, OUTPUT_PLACEHOLDER
 from workbench.rewards import (
     CodeRun,

@@ -35,7 +35,7 @@ from trainers.reward_adapters import SandboxCodeRunner, component_rewards
 from trainers.tool_env import ToolBox, environment_factory
 from workbench import protocol
 from workbench.rewards import describe
-from workbench.rewards_spec import EXECUTION_COMPONENTS
+from workbench.rewards.spec import EXECUTION_COMPONENTS
 from workbench.store import Store
 
 

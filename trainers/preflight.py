@@ -100,7 +100,7 @@ def _check_sft_data(config: SftJobConfig) -> int:
 
 def _check_code_sandbox(config: TrainJobConfig) -> None:
     """Code episodes and execution rewards need the sandbox; say why it cannot start, before training."""
-    from workbench.rewards_spec import EXECUTION_COMPONENTS
+    from workbench.rewards.spec import EXECUTION_COMPONENTS
 
     needs_code = isinstance(config, GrpoJobConfig) and (
         "code" in config.episode_tools

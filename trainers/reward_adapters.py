@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from trainers.chat_format import assistant_turn_text
 from workbench import rewards, settings
-from workbench.rewards_spec import EXECUTION_COMPONENTS
+from workbench.rewards.spec import EXECUTION_COMPONENTS
 
 FINAL_ANSWER_COMPONENTS = ("format", "answer_f1", "answer_em")
 CODE_COMPONENTS = ("code_constant", *EXECUTION_COMPONENTS)

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from workbench.protocol import extract_code
-from workbench.rewards_text import column, expected_kinds, find_action
+from workbench.rewards.text import column, expected_kinds, find_action
 
 SIMILARITY_METRICS = ("ssim", "psnr")
 COMPARE_SIDE = 256  # images are compared at most this large: SSIM of the layout, not of JPEG noise

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from workbench import rewards_code, rewards_text
+from workbench.rewards import code as rewards_code
+from workbench.rewards import text as rewards_text
 from workbench.scoring import BENCHMARKS
 
 DESCRIPTION_VERSION = 1

@@ -15,7 +15,7 @@ Example, the paper's setup as one TRL reward function:
 [2.0]
 """
 
-from workbench.rewards_code import (
+from workbench.rewards.code import (
     CodeRun,
     code_constant_reward,
     code_image_reward,
@@ -25,7 +25,7 @@ from workbench.rewards_code import (
     restoration_gain,
     run_code_steps,
 )
-from workbench.rewards_spec import (
+from workbench.rewards.spec import (
     CombinedReward,
     RewardSpec,
     combined_reward,
@@ -33,7 +33,7 @@ from workbench.rewards_spec import (
     reward_functions,
     score_components,
 )
-from workbench.rewards_text import (
+from workbench.rewards.text import (
     SimilarityModelMissing,
     answer_em_reward,
     answer_f1_reward,
