@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from workbench.agent_tools import build_tools  # noqa: E402
+from workbench.agent.tools import build_tools  # noqa: E402
 from workbench.backends import resolve_model  # noqa: E402
-from workbench.runner import AgentItem, AgentRunner, RunnerConfig  # noqa: E402
+from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig  # noqa: E402
 from workbench.store import Store  # noqa: E402
 
 QUESTIONS, SAMPLES, TURNS, NEW_TOKENS = 8, 8, 5, 64

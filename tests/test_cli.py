@@ -72,7 +72,7 @@ def test_score_imports_only_what_scoring_needs(tmp_path):
     probe = ("import sys\nfrom workbench.cli import main\n"
              f"assert main(['score', '--benchmark', 'multihop', '--predictions', {str(predictions)!r}, '--json']) == 0\n"
              "print(sorted(m for m in ('torch', 'transformers', 'sqlite_utils', 'pandas', 'numpy', 'gradio', "
-             "'workbench.store', 'workbench.runner') if m in sys.modules), file=sys.stderr)")
+             "'workbench.store', 'workbench.agent.runner') if m in sys.modules), file=sys.stderr)")
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["all_f1"] == 100.0

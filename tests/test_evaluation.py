@@ -8,7 +8,7 @@ from PIL import Image
 from workbench import cli
 from workbench.evaluation import EvalConfig, import_predictions, run_evaluation
 from workbench.backends.replay import ReplayBackend
-from workbench.runner import RunnerConfig
+from workbench.agent.runner import RunnerConfig
 from workbench.store import Store
 
 

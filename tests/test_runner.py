@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from workbench.backends.replay import ReplayBackend
-from workbench.runner import AgentItem, AgentRunner, RunnerConfig, ToolContext, ToolOutcome
+from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig, ToolContext, ToolOutcome
 from workbench.store import Store
 
 PROBLEM = "<think>upside down</think><problem>{'rotation180'}</problem>"

@@ -9,7 +9,7 @@ from PIL import Image
 
 from workbench import images as image_intake
 from workbench.run_charts import MetricSeriesCache, Series, detect_tool_collapse, ema
-from workbench.runner import RunnerConfig
+from workbench.agent.runner import RunnerConfig
 from workbench.store import Store
 from workbench.trace import ToolCall, Trace, Turn
 from workbench.ui import render, tab_playground, tab_runs, tab_traces
@@ -164,7 +164,7 @@ def test_playground_streams_turns_and_tags_the_visitor_run(tmp_path):
 def test_playground_without_any_sandbox_says_so_once_and_still_answers(monkeypatch):
     """No isolation on this host: one plain sentence, then the run goes on and a code turn fails cleanly."""
     from tools.code_sandbox import SandboxUnavailable
-    from workbench import agent_tools
+    from workbench.agent import tools as agent_tools
 
     def unavailable():
         raise SandboxUnavailable("no sandbox isolation works here (bwrap: not installed). Install bubblewrap.")

@@ -42,10 +42,10 @@ def write_demo_items(folder: str | Path, count: int = 16, seed: int = 0) -> Demo
 def record_expert_traces(data: DemoData, store: Store, *, run_id: str | None = None, protocol_name: str = "tags",
                          workers: int = 2) -> str:
     """Replay the expert on every item through the agent runner with the real code tool; returns the run id."""
-    from workbench.agent_tools import build_tools
+    from workbench.agent.tools import build_tools
     from workbench.benchmarks import load_mat_coding
     from workbench.backends.replay import ReplayBackend
-    from workbench.runner import AgentItem, AgentRunner, RunnerConfig
+    from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig
     from workbench.synth import expert
 
     if protocol_name != "tags":

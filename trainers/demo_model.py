@@ -37,7 +37,7 @@ from trainers.grpo import run_grpo
 from trainers.sft import run_sft
 from workbench import settings
 from workbench.evaluation import EvalConfig, run_evaluation
-from workbench.runner import RunnerConfig
+from workbench.agent.runner import RunnerConfig
 from workbench.store import Store
 from workbench.synth import demo_assets, expert, mat_search_mini
 from workbench.synth.demo_world import World, build_search_drill, build_world, record_expert_traces

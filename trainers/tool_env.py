@@ -10,7 +10,7 @@ image plus the tool's text, so the next turn sees the processed image (in
 the generation and in the training forward pass); `search` returns the
 search tool's `<information>` block; `problem` (tag protocol) returns the
 runner's `<tips>` hint. Results are the same texts and images the agent
-runner gives a model at inference (workbench.agent_tools), so RL trains the
+runner gives a model at inference (workbench.agent.tools), so RL trains the
 loop the playground and evaluation run.
 
 Every call is recorded (`ToolCallRecord`): the rewards read execution
@@ -35,7 +35,7 @@ from PIL import Image
 
 from trainers.chat_format import tool_docstring
 from workbench import protocol, settings
-from workbench.runner import AgentTool, ToolContext, ToolOutcome
+from workbench.agent.runner import AgentTool, ToolContext, ToolOutcome
 
 REAL_TOOLS = ("code", "search")  # `problem` is an action with a hint, not a tool: it is not counted as one
 CORPUS_TOOLS_KEPT = 16  # per-row corpora: one search tool (index connections) each, so keep only the recent ones
@@ -62,7 +62,7 @@ class ToolBox:
     def __init__(self, names: tuple[str, ...], *, search_backend: str = "local", search_corpus: str | None = None,
                  search_mode: str = "cache-first", tools: dict[str, AgentTool] | None = None):
         if tools is None:
-            from workbench.agent_tools import build_tools
+            from workbench.agent.tools import build_tools
 
             # without a job-wide corpus, search is built per row corpus (rows without one get a clear error)
             built = tuple(n for n in names if n != "search" or search_corpus or search_backend != "local")
@@ -81,7 +81,7 @@ class ToolBox:
                                  "search_corpus or the rows a corpus field")
             return self.tools[name]
         if corpus not in self.corpus_tools:
-            from workbench.agent_tools import build_tools
+            from workbench.agent.tools import build_tools
 
             self.corpus_tools[corpus] = build_tools(("search",), corpus=corpus, search_mode=self.search_mode)["search"]
             if len(self.corpus_tools) > CORPUS_TOOLS_KEPT:

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from workbench.runner_config import RunnerConfig
+from workbench.agent.config import RunnerConfig
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -43,11 +43,11 @@ def _runner_config(args: argparse.Namespace) -> RunnerConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from workbench.agent_service import run_question
+    from workbench.agent.service import run_question
 
     config = _runner_config(args)
     if "code" in config.tools:
-        from workbench.agent_tools import code_tool_status
+        from workbench.agent.tools import code_tool_status
 
         status = code_tool_status()
         if status.startswith("Code execution is off"):

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from workbench.benchmarks import BENCHMARK_FORMATS, BenchmarkItem, load_benchmark
-from workbench.runner import AgentItem, AgentRunner, RunnerConfig
+from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig
 from workbench.scoring import ScoreReport, f1_em, load_predictions, score_predictions
 from workbench.store import Store
 from workbench.trace import Trace
@@ -83,11 +83,11 @@ def run_evaluation(config: EvalConfig, runner_config: RunnerConfig | None = None
     agent_items = [_agent_item(item) for item in items]  # validate every item before any run exists
     store = store or Store()
     if backend is None:
-        from workbench.agent_service import get_backend
+        from workbench.agent.service import get_backend
 
         backend = get_backend(config.model, config.adapter)
     if tools is None:
-        from workbench.agent_tools import build_tools
+        from workbench.agent.tools import build_tools
 
         tools = build_tools(runner_config.tools, search_backend=config.search_backend, corpus=config.corpus,
                             search_mode=config.search_mode)

@@ -75,9 +75,9 @@ def pick_items(world_root: str | Path) -> None:
 def run_demo_items(backend, benchmark: str, *, store=None, run_id: str | None = None) -> list:
     """The backend's episodes (chat layout, the benchmark's tool, the shipped corpus) on one benchmark's demo
     items, each scored with F1/EM."""
-    from workbench.agent_tools import build_tools
+    from workbench.agent.tools import build_tools
     from workbench.benchmarks import load_benchmark
-    from workbench.runner import AgentItem, AgentRunner, RunnerConfig
+    from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig
     from workbench.scoring import f1_em
 
     path, tool = {"mat-coding": (CODING_ITEMS, "code"), "mat-search": (SEARCH_ITEMS, "search")}[benchmark]

@@ -13,11 +13,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.agent_tools import build_tools
+from workbench.agent.tools import build_tools
 from workbench.benchmarks import load_benchmark
 from workbench.protocol import find_box
 from workbench.backends.replay import ReplayBackend
-from workbench.runner import AgentItem, AgentRunner, RunnerConfig
+from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig
 from workbench.scoring import f1_em
 from workbench.store import Store
 from workbench.synth import expert, mat_coding_mini, mat_search_mini

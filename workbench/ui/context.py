@@ -32,7 +32,7 @@ class ModelWarmup:
     def _run(self) -> None:
         self.status = "starting"
         try:
-            from workbench.agent_service import get_backend
+            from workbench.agent.service import get_backend
 
             self.status = "loading the demo model"
             get_backend("demo")

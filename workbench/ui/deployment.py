@@ -15,7 +15,7 @@ Plain Python (no Gradio): the app and its tests read the same policy.
 import os
 from dataclasses import dataclass
 
-from workbench.runner import RunnerConfig
+from workbench.agent.runner import RunnerConfig
 
 PUBLIC_MODELS = ("demo",)
 TRUE_WORDS = {"1", "true", "yes", "on"}

@@ -24,7 +24,7 @@ from tools.search import MODES as SEARCH_MODES
 from workbench import jobs, protocol
 from workbench.benchmarks import BENCHMARK_FORMATS, load_benchmark
 from workbench.evaluation import DEFAULT_TOOLS, EvalConfig, import_predictions
-from workbench.runner import RunnerConfig
+from workbench.agent.runner import RunnerConfig
 from workbench.store import Store
 from workbench.training_service import JobWatch, LaunchedJob
 from workbench.ui import render

@@ -16,7 +16,7 @@ import gradio as gr
 
 from workbench import protocol
 from workbench.images import ImageError, image_path, load_image
-from workbench.runner import RunnerConfig
+from workbench.agent.runner import RunnerConfig
 from workbench.trace import Trace
 from workbench.ui import render
 from workbench.ui.assets import demo_corpus, demo_image, demo_images, demo_image_path, demo_names
@@ -144,7 +144,7 @@ def run_playground(ctx: UIContext, viewer: Viewer, files: Any, demo_name: str | 
                    model: str, adapter: str | None, config: RunnerConfig, corpus: str | None = None,
                    search_mode: str = "cache-first") -> Iterator[PlaygroundUpdate]:
     """Validate, start a run tagged with the viewer, and yield an update after every turn."""
-    from workbench import agent_service  # heavy (torch); imported on first run, not at app start
+    from workbench.agent import service as agent_service  # heavy (torch); imported on first run, not at app start
 
     question = (question or "").strip()
     if not question:
@@ -162,7 +162,7 @@ def run_playground(ctx: UIContext, viewer: Viewer, files: Any, demo_name: str | 
     corpus = corpus or str(demo_corpus())  # the shipped demo world answers the demo search questions
     notices = [f"skipped: {problem}" for problem in problems]
     if "code" in config.tools:
-        from workbench.agent_tools import code_tool_status  # starts the shared sandbox once per process
+        from workbench.agent.tools import code_tool_status  # starts the shared sandbox once per process
 
         status = code_tool_status()
         if status.startswith("Code execution is off"):

@@ -12,7 +12,7 @@ from pathlib import Path
 from tools.code_sandbox import CodeSandbox, SandboxUnavailable, shared_sandbox
 from tools.search import SearchTool
 from workbench import protocol, settings
-from workbench.runner import AgentTool, ToolContext, ToolOutcome
+from workbench.agent.runner import AgentTool, ToolContext, ToolOutcome
 
 FEEDBACK_CHARS = 1200
 ISOLATION_NAMES = {"bwrap": "bubblewrap namespaces + Landlock + seccomp",

@@ -8,10 +8,10 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-from workbench.agent_tools import build_tools
+from workbench.agent.tools import build_tools
 from workbench.backends import ChatBackend, resolve_model
 from workbench.images import load_image
-from workbench.runner import AgentItem, AgentRunner, RunnerConfig, TurnEvent
+from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig, TurnEvent
 from workbench.store import Store
 from workbench.trace import Trace
 

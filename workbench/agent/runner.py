@@ -19,7 +19,7 @@ from workbench import protocol as proto
 from workbench import settings
 from workbench.backends import ChatBackend, GenerationConfig
 from workbench.images import image_path, sha_of_path
-from workbench.runner_config import RunnerConfig  # noqa: F401  (re-exported: the runner's settings)
+from workbench.agent.config import RunnerConfig  # noqa: F401  (re-exported: the runner's settings)
 from workbench.store import Store
 from workbench.trace import ToolCall, Trace, Turn, image_ref
 
