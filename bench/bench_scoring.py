@@ -4,7 +4,7 @@ Baseline in the same run: the straightforward per-item implementation the
 published notebooks use (nested normalise helpers, a token-set F1 and an EM
 per gold, plain loops over a json.load-ed list). The token overlap must be a
 set intersection, as published; a Counter-based F1 would give different
-figures (see workbench/scoring.py). Both must give the same per-item numbers.
+figures (see workbench/benchmarks/scoring.py). Both must give the same per-item numbers.
 
 Also whole-process, as a user meets it: `python -m workbench score ... --json`
 against the same baseline written as a plain ~40-line script (`python
@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from workbench.scoring import load_predictions, score_predictions  # noqa: E402
+from workbench.benchmarks.scoring import load_predictions, score_predictions  # noqa: E402
 
 COUNT = 12_576
 TARGET_S = 1.0
@@ -159,7 +159,7 @@ def main() -> int:
     print(f"scoring {COUNT:,} predictions (read + validate + score), median of {REPEATS} runs")
     print(f"{'implementation':<34}{'seconds':>9}{'all_f1':>9}{'all_em':>9}")
     print(f"{'straightforward per-item':<34}{base_s:>9.3f}{base_f1:>9.2f}{base_em:>9.2f}")
-    print(f"{'workbench.scoring':<34}{ours_s:>9.3f}{report.all_f1:>9.2f}{report.all_em:>9.2f}")
+    print(f"{'workbench.benchmarks.scoring':<34}{ours_s:>9.3f}{report.all_f1:>9.2f}{report.all_em:>9.2f}")
     print(f"speed-up: {base_s / ours_s:.2f}x   target: <= {TARGET_S:.1f} s   same numbers: {same_items and same_totals}")
     process_ratio = cli_s / plain_s
     same_cli = all(abs(cli_out[k] - plain_out[k]) <= 0.005 + 1e-9 for k in ("all_f1", "all_em"))  # CLI rounds

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from workbench.benchmarks import (
+from workbench.benchmarks.loaders import (
     BenchmarkFileError,
     load_benchmark,
     load_mat_coding,

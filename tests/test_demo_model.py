@@ -50,7 +50,7 @@ def test_demo_model_names_the_problem_runs_code_and_answers_on_the_demo_items(de
 def test_demo_model_searches_for_the_emblem_it_sees_and_answers(demo_backend):
     # Its queries are sensible; the answers it copies out of the results are right only some of the time
     # (held-out F1 in the model card), so no single demo item is required to be right.
-    from workbench.synth.mat_search_mini import COLOURS, SHAPES
+    from workbench.benchmarks.mat_search_mini import COLOURS, SHAPES
 
     traces, _ = _run(demo_backend, "mat-search")
     for trace in traces:

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from workbench.benchmarks import load_mat_coding
-from workbench.scoring import (
+from workbench.benchmarks.loaders import load_mat_coding
+from workbench.benchmarks.scoring import (
     PredictionFileError,
     f1_em,
     load_predictions,

@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from workbench import protocol
-from workbench.benchmarks import load_benchmark
+from workbench.benchmarks.loaders import load_benchmark
 from workbench.store import Store
-from workbench.synth import expert, mat_coding_mini, mat_search_mini
+from workbench.benchmarks import mat_coding_mini, mat_search_mini, mini_expert
 from workbench.synth.demo_world import build_world, record_expert_traces
 
 
@@ -46,7 +46,7 @@ def test_expert_code_undoes_the_degradation_in_the_real_sandbox(labels, tmp_path
     for label in labels:
         degraded = mat_coding_mini.degrade(degraded, label, noise)
     degraded.save(tmp_path / "in.png")
-    result = run_code(expert.repair_code(labels), tmp_path / "in.png")
+    result = run_code(mini_expert.repair_code(labels), tmp_path / "in.png")
     assert result.ok, result.error
     before = np.abs(_model_view(degraded) - _model_view(clean)).mean()
     after = np.abs(_model_view(Image.open(result.output_images[0])) - _model_view(clean)).mean()
@@ -62,7 +62,7 @@ def test_expert_crop_code_shows_the_asked_shape(tmp_path):
     assert crops
     for record in crops:
         box = protocol.find_box(record["question"])
-        result = run_code(expert.repair_code(["crop"], [round(v) for v in box]), folder / record["ori_image_path"],
+        result = run_code(mini_expert.repair_code(["crop"], [round(v) for v in box]), folder / record["ori_image_path"],
                           crop_box=box)
         assert result.ok, result.error
         pixels = np.asarray(Image.open(result.output_images[0]).convert("RGB"), dtype=np.float32).reshape(-1, 3)

@@ -194,7 +194,7 @@ def test_preflight_accepts_the_default_and_keeps_the_vision_tower_out(data_file)
 
 
 def test_preflight_search_episodes_need_a_corpus_for_the_job_or_each_row(tmp_path):
-    from workbench.synth import mat_search_mini
+    from workbench.benchmarks import mat_search_mini
 
     own, _ = mat_search_mini.generate(tmp_path / "own", 2, seed=4000, worlds=2)  # each question names its corpus
     shared, corpus = mat_search_mini.generate(tmp_path / "shared", 2, seed=4000)

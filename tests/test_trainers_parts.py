@@ -284,7 +284,7 @@ def test_native_sft_rows_render_exactly_like_tool_messages(store):
 
 def test_each_row_searches_its_own_worlds_corpus(tmp_path, monkeypatch):
     from trainers import tool_env
-    from workbench.synth import mat_search_mini
+    from workbench.benchmarks import mat_search_mini
 
     questions, _ = mat_search_mini.generate(tmp_path / "drill", 4, seed=4000, worlds=2)
     records = json.loads(questions.read_text())

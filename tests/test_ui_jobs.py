@@ -23,7 +23,7 @@ from workbench import jobs, settings
 from workbench.run_charts import MetricSeriesCache
 from workbench.search_service import search_overview
 from workbench.store import Store
-from workbench.synth import mat_coding_mini
+from workbench.benchmarks import mat_coding_mini
 from workbench.training_service import (JobWatch, LaunchError, prepare_demo_training, resume_training,
                                         settle_ended_runs)
 from workbench.ui import tab_eval, tab_search, tab_train

@@ -8,7 +8,7 @@ Two shapes, one per GRPO mode:
   gt). `step_rows_from_trace` cuts a recorded episode into such rows.
 - `EpisodeItem` (mode "episodes"): a question about an image with its gold
   answers, for multi-turn rollouts where the tools run. Read from MAT-style
-  benchmark files (via workbench.benchmarks) or from training files (one
+  benchmark files (via workbench.benchmarks.loaders) or from training files (one
   item per distinct image + question that has a gold answer).
 
 `build_dataset` makes the `datasets.Dataset` TRL consumes: a conversational
@@ -27,8 +27,8 @@ from typing import Any
 from PIL import Image
 
 from workbench import protocol
-from workbench.benchmarks import load_mat_coding, load_mat_search
-from workbench.scoring import read_json_records
+from workbench.benchmarks.loaders import load_mat_coding, load_mat_search
+from workbench.benchmarks.scoring import read_json_records
 from workbench.trace import Trace
 
 STEP_TYPES = ("pre_problem", "pre_code", "pre_answer", "pre_search")

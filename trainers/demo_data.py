@@ -32,7 +32,7 @@ class DemoData:
 
 def write_demo_items(folder: str | Path, count: int = 16, seed: int = 0) -> DemoData:
     """MAT-Coding-mini items (images + JSON) in `folder`."""
-    from workbench.synth import mat_coding_mini
+    from workbench.benchmarks import mat_coding_mini
 
     folder = Path(folder)
     items_file = mat_coding_mini.generate(folder, count=count, seed=seed)
@@ -43,10 +43,10 @@ def record_expert_traces(data: DemoData, store: Store, *, run_id: str | None = N
                          workers: int = 2) -> str:
     """Replay the expert on every item through the agent runner with the real code tool; returns the run id."""
     from workbench.agent.tools import build_tools
-    from workbench.benchmarks import load_mat_coding
+    from workbench.benchmarks.loaders import load_mat_coding
     from workbench.backends.replay import ReplayBackend
     from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig
-    from workbench.synth import expert
+    from workbench.benchmarks import mini_expert
 
     if protocol_name != "tags":
         raise ValueError("the scripted expert writes tag-protocol turns; use protocol_name='tags'")
@@ -54,7 +54,7 @@ def record_expert_traces(data: DemoData, store: Store, *, run_id: str | None = N
     for item in load_mat_coding(data.items_file):
         box = protocol.find_box(item.question)
         question = f"{item.question} (item {item.id})"  # unique questions: the replay looks turns up by question
-        turns[question] = expert.coding_turns(item.types, item.answers[0],
+        turns[question] = mini_expert.coding_turns(item.types, item.answers[0],
                                               [round(v) for v in box] if box else None)
         items.append(AgentItem(question=question, images=[item.image], item_id=item.id, gold=item.answers))
     run_id = store.create_run("expert traces (MAT-Coding-mini)", "imported", run_id=run_id, status="running",

@@ -36,10 +36,11 @@ from trainers.config import GrpoJobConfig, SftJobConfig
 from trainers.grpo import run_grpo
 from trainers.sft import run_sft
 from workbench import settings
-from workbench.evaluation import EvalConfig, run_evaluation
+from workbench.benchmarks.evaluation import EvalConfig, run_evaluation
 from workbench.agent.runner import RunnerConfig
 from workbench.store import Store
-from workbench.synth import demo_assets, expert, mat_search_mini
+from workbench.benchmarks import mat_search_mini, mini_expert
+from workbench.synth import demo_assets
 from workbench.synth.demo_world import World, build_search_drill, build_world, record_expert_traces
 from workbench.trace_io import export_run_bundle
 
@@ -67,7 +68,7 @@ def tokenizer_text(store: Store, expert_run: str, worlds: int = 200) -> str:
         companies = mat_search_mini.build_world(seed)
         lines += [doc["text"] for doc in mat_search_mini.corpus_documents(companies)]
         for company, kind in zip(companies, itertools.cycle(mat_search_mini.QUESTIONS)):
-            lines += expert.search_turns(company, kind, str(getattr(company, mat_search_mini.QUESTIONS[kind][1])))
+            lines += mini_expert.search_turns(company, kind, str(getattr(company, mat_search_mini.QUESTIONS[kind][1])))
             lines.append(mat_search_mini.QUESTIONS[kind][0])
     return "\n".join(lines) + "\n"
 
@@ -231,7 +232,7 @@ def write_model_card(out: Path, figures: dict) -> None:
         "MAT-Search-mini train questions from 100 small worlds (36 companies each, own corpus); held-out: 100 "
         "coding items (other seed) and 60 search questions on an unseen world with its own corpus; GRPO's prompts: "
         "400 more coding items (a third seed) that no SFT stage saw.",
-        "- Traces: a scripted expert (`workbench.synth.expert`) replayed through the real runner with the real "
+        "- Traces: a scripted expert (`workbench.benchmarks.mini_expert`) replayed through the real runner with the real "
         "code sandbox and local search; every fourth coding item also without tools (direct answer).",
         "- Training: TRL SFTTrainer, full fine-tune, assistant-only loss, 30 warm-up steps, each trace with the "
         "system prompt it was recorded with. SFT stages, in order:",

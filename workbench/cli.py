@@ -97,7 +97,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from workbench.evaluation import DEFAULT_TOOLS, EvalConfig, run_evaluation
+    from workbench.benchmarks.evaluation import DEFAULT_TOOLS, EvalConfig, run_evaluation
     from workbench.store import Store
 
     config = EvalConfig(benchmark=args.benchmark, data=args.data, images=args.images, model=args.model,
@@ -117,10 +117,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from workbench.scoring import load_predictions, score_predictions
+    from workbench.benchmarks.scoring import load_predictions, score_predictions
 
     if args.import_name:
-        from workbench.evaluation import import_predictions  # the store: only when the scores are kept
+        from workbench.benchmarks.evaluation import import_predictions  # the store: only when the scores are kept
 
         run_id, report = import_predictions(args.predictions, args.benchmark, args.import_name)
         print(f"stored as run {run_id}", file=sys.stderr)

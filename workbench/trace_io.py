@@ -17,7 +17,7 @@ from typing import Iterable
 
 from workbench import protocol
 from workbench.images import image_path
-from workbench.scoring import read_json_records
+from workbench.benchmarks.scoring import read_json_records
 from workbench.store import Store
 from workbench.trace import ToolCall, Trace, Turn
 

@@ -190,7 +190,7 @@ def prepare_demo_training(store: Store | None = None, count: int = 64) -> dict[s
     (steps or episodes, held-out reward on eval_file) or a cold-start SFT job trains on.
     """
     from trainers.demo_data import DemoData, prepare_demo_data, write_steps_file
-    from workbench.synth import mat_coding_mini
+    from workbench.benchmarks import mat_coding_mini
     from workbench.synth.demo_world import RL_SEED_OFFSET
 
     store = store or Store()

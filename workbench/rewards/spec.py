@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from workbench.rewards import code as rewards_code
 from workbench.rewards import text as rewards_text
-from workbench.scoring import BENCHMARKS
+from workbench.benchmarks.scoring import BENCHMARKS
 
 DESCRIPTION_VERSION = 1
 

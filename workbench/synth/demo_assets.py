@@ -76,9 +76,9 @@ def run_demo_items(backend, benchmark: str, *, store=None, run_id: str | None = 
     """The backend's episodes (chat layout, the benchmark's tool, the shipped corpus) on one benchmark's demo
     items, each scored with F1/EM."""
     from workbench.agent.tools import build_tools
-    from workbench.benchmarks import load_benchmark
+    from workbench.benchmarks.loaders import load_benchmark
     from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig
-    from workbench.scoring import f1_em
+    from workbench.benchmarks.scoring import f1_em
 
     path, tool = {"mat-coding": (CODING_ITEMS, "code"), "mat-search": (SEARCH_ITEMS, "search")}[benchmark]
     items = [AgentItem(item.question, [item.image], item_id=f"{benchmark}-{item.id}", gold=item.answers)

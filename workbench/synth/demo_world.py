@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.agent.tools import build_tools
-from workbench.benchmarks import load_benchmark
+from workbench.benchmarks.loaders import load_benchmark
 from workbench.protocol import find_box
 from workbench.backends.replay import ReplayBackend
 from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig
-from workbench.scoring import f1_em
+from workbench.benchmarks.scoring import f1_em
 from workbench.store import Store
-from workbench.synth import expert, mat_coding_mini, mat_search_mini
+from workbench.benchmarks import mat_coding_mini, mat_search_mini, mini_expert
 
 
 RL_SEED_OFFSET = 2000  # the coding "rl" split: GRPO prompts that no SFT stage of the demo model saw
@@ -80,7 +80,7 @@ def _coding_episodes(path: Path) -> tuple[list[AgentItem], dict]:
         agent_item = AgentItem(item.question, [item.image], item_id=f"coding-{item.id}", gold=item.answers,
                                metadata={"types": item.types, "split": item.split, "benchmark": "mat-coding"})
         items.append(agent_item)
-        turns[(item.question, _sha(item.image))] = expert.coding_turns(item.types, item.answers[0], box)
+        turns[(item.question, _sha(item.image))] = mini_expert.coding_turns(item.types, item.answers[0], box)
     return items, turns
 
 
@@ -90,7 +90,7 @@ def _direct_episodes(items: list[AgentItem]) -> tuple[list[AgentItem], dict]:
     for item in items[::4]:
         direct.append(AgentItem(item.question, item.images, item_id=f"{item.item_id}-direct", gold=item.gold,
                                 metadata={**item.metadata, "tools": "none"}))
-        turns[(item.question, _sha(item.images[0]))] = expert.direct_turns(item.gold[0])
+        turns[(item.question, _sha(item.images[0]))] = mini_expert.direct_turns(item.gold[0])
     return direct, turns
 
 
@@ -107,7 +107,7 @@ def _search_episodes(path: Path) -> dict[str, tuple[list[AgentItem], dict]]:
         items, turns = by_corpus.setdefault(record["corpus"], ([], {}))
         items.append(AgentItem(item.question, [item.image], item_id=f"search-{item.id}", gold=item.answers,
                                metadata={"split": item.split, "benchmark": "mat-search"}))
-        turns[(item.question, _sha(item.image))] = expert.search_turns(
+        turns[(item.question, _sha(item.image))] = mini_expert.search_turns(
             worlds[seed][record["company"]], record["kind"], item.answers[0])
     return by_corpus
 
@@ -133,7 +133,7 @@ def record_expert_traces(world: World, store: Store | None = None, *, coding: bo
     questions of `search_file`, default the search train split); store the episodes, scored, as a run."""
     store = store or Store()
     search_file = search_file or world.search("train")
-    run_id = store.create_run(name, "imported", config={"source": "workbench.synth.expert", "world": str(world.root),
+    run_id = store.create_run(name, "imported", config={"source": "workbench.benchmarks.mini_expert", "world": str(world.root),
                                                          "search": str(search_file)})
     # Tools are built per job, when it runs: a drill has a corpus per world, and a search tool per corpus
     # alive at once ran the process out of file descriptors.

@@ -22,8 +22,8 @@ import pandas as pd
 from tools.search import BACKENDS as SEARCH_BACKENDS
 from tools.search import MODES as SEARCH_MODES
 from workbench import jobs, protocol
-from workbench.benchmarks import BENCHMARK_FORMATS, load_benchmark
-from workbench.evaluation import DEFAULT_TOOLS, EvalConfig, import_predictions
+from workbench.benchmarks.loaders import BENCHMARK_FORMATS, load_benchmark
+from workbench.benchmarks.evaluation import DEFAULT_TOOLS, EvalConfig, import_predictions
 from workbench.agent.runner import RunnerConfig
 from workbench.store import Store
 from workbench.training_service import JobWatch, LaunchedJob

@@ -6,14 +6,14 @@ processed one), resolving image paths against an images folder (falling
 back to the bare file name, since released files may carry the authors'
 absolute or nested paths), the simple/hard split (an item's own `split`,
 else its position), and clear errors that name the offending item.
-Scoring lives in workbench/scoring.py.
+Scoring lives in workbench/benchmarks/scoring.py.
 """
 
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.scoring import MAT_SPLITS, SPLITS, read_json_records
+from workbench.benchmarks.scoring import MAT_SPLITS, SPLITS, read_json_records
 
 BENCHMARK_FORMATS = ("mat-coding", "mat-search", "multihop")
 

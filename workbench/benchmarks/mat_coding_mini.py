@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from workbench.synth.mat_search_mini import COLOURS, draw_shape
+from workbench.benchmarks.mat_search_mini import COLOURS, draw_shape
 
 SIZE = 224
 SHAPES = ["circle", "square", "triangle", "star"]
@@ -89,7 +89,7 @@ def render_crop_scene(colours: list[str], rng: random.Random) -> tuple[Image.Ima
 
 
 def degrade(image: Image.Image, label: str, rng: np.random.Generator) -> Image.Image:
-    """Apply one degradation; the matching repair is in workbench.synth.expert."""
+    """Apply one degradation; the matching repair is in workbench.benchmarks.mini_expert."""
     if label == "rotation90":
         return image.rotate(90, expand=True)
     if label == "rotation180":

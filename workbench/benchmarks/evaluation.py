@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
-from workbench.benchmarks import BENCHMARK_FORMATS, BenchmarkItem, load_benchmark
+from workbench.benchmarks.loaders import BENCHMARK_FORMATS, BenchmarkItem, load_benchmark
 from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig
-from workbench.scoring import ScoreReport, f1_em, load_predictions, score_predictions
+from workbench.benchmarks.scoring import ScoreReport, f1_em, load_predictions, score_predictions
 from workbench.store import Store
 from workbench.trace import Trace
 

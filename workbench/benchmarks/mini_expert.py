@@ -8,7 +8,7 @@ Its turns are replayed through the real runner, so tool results in the
 resulting traces (sandbox output images, search results) are real.
 """
 
-from workbench.synth.mat_search_mini import Company, emblem_query
+from workbench.benchmarks.mat_search_mini import Company, emblem_query
 
 REPAIRS = {
     "rotation90": "img = cv2.rotate(img, cv2.ROTATE_90_CLOCKWISE)",
