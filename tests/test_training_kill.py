@@ -10,13 +10,13 @@ from trainers.demo_data import TINY_PIXELS, prepare_demo_data
 from trainers.config import SftJobConfig
 from workbench import jobs, settings
 from workbench.store import Store
-from workbench.training_service import launch_training, resume_training
+from trainers.service import launch_training, resume_training
 
 
 def wait_until(predicate, timeout=240.0, every=0.25):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        jobs.tick()
+        jobs.tick(Store())
         if predicate():
             return True
         time.sleep(every)
@@ -29,9 +29,9 @@ def test_kill_9_then_resume_from_the_last_checkpoint():
     data = prepare_demo_data(settings.home() / "demo-data", store, count=4)
     config = SftJobConfig(trace_runs=[data.expert_run], finetune="full", max_steps=40, per_device_train_batch_size=2,
                           learning_rate=1e-4, save_steps=2, save_total_limit=0, run_name="kill test", **TINY_PIXELS)
-    launched = launch_training(config, store=store)
+    launched = launch_training(store, config)
     run_id = launched.run_id
-    assert wait_until(lambda: len(store.list_checkpoints(run_id)) >= 2), jobs.log_tail(launched.job_id, store)
+    assert wait_until(lambda: len(store.list_checkpoints(run_id)) >= 2), jobs.log_tail(store, launched.job_id)
 
     before = store.metrics_since(run_id)
     os.kill(store.get_job(launched.job_id)["pid"], signal.SIGKILL)
@@ -43,10 +43,10 @@ def test_kill_9_then_resume_from_the_last_checkpoint():
 
     checkpoint = max(row["step"] for row in store.list_checkpoints(run_id)
                      if os.path.isdir(row["path"]))
-    resumed = resume_training(launched.job_id, store=store)
+    resumed = resume_training(store, launched.job_id)
     assert resumed.resumed_from_step == checkpoint
     assert wait_until(lambda: store.get_job(resumed.job_id)["status"] in ("succeeded", "failed"))
-    assert store.get_job(resumed.job_id)["status"] == "succeeded", jobs.log_tail(resumed.job_id, store)
+    assert store.get_job(resumed.job_id)["status"] == "succeeded", jobs.log_tail(store, resumed.job_id)
     new_steps = sorted({row["step"] for row in store.metrics_since(run_id, after_id=after[-1]["id"])
                         if row["name"] == "loss"})
     assert new_steps[0] == checkpoint + 1 and new_steps[-1] == config.max_steps

@@ -9,6 +9,8 @@ its checkpoint and cancel the resumed job.
 """
 
 import json
+import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -24,8 +26,8 @@ from workbench.run_charts import MetricSeriesCache
 from workbench.search_service import search_overview
 from workbench.store import Store
 from workbench.benchmarks import mat_coding_mini
-from workbench.training_service import (JobWatch, LaunchError, prepare_demo_training, resume_training,
-                                        settle_ended_runs)
+from trainers.service import LaunchError, prepare_demo_training, resume_training
+from workbench.jobs.watch import JobWatch
 from workbench.ui import tab_eval, tab_search, tab_train
 from workbench.ui.app import create_app, launch_options
 
@@ -110,24 +112,38 @@ def test_train_form_makes_configs_previews_the_command_and_says_what_to_fix(stor
 def test_job_watch_reads_changed_rows_only_and_settles_runs_of_cancelled_jobs(store):
     watch = JobWatch(("sft",))
     run_id = store.create_run("sft run", "train", status="running")
-    sleeper = jobs.submit("sft", {}, ["sleep", "60"], run_id=run_id, store=store)
-    jobs.submit("eval", {}, ["true"], store=store)
+    sleeper = jobs.submit(store, "sft", {}, ["sleep", "60"], run_id=run_id)
+    jobs.submit(store, "eval", {}, ["true"])
     first = watch.poll(store)
     assert [row["id"] for row in first] == [sleeper], "only the watched kind"
     assert watch.poll(store) == [], "nothing changed since"
     table, chosen, box = tab_train.poll_jobs(store, JobWatch(("sft",)), "", False)
     assert chosen == box == sleeper and table["job id"].tolist() == [sleeper], "a new page re-attaches"
 
-    jobs.cancel(sleeper, store)
+    jobs.cancel(store, sleeper)
     changed = watch.poll(store)
     assert [row["status"] for row in changed] == ["cancelled"]
     assert store.get_run(run_id)["status"] == "cancelled", "the run follows its cancelled job"
     assert watch.poll(store) == [], "nothing changed since"
-    assert settle_ended_runs(store, [store.get_job(sleeper)]) == []
+    assert jobs.settle_run(store, store.get_job(sleeper)) is False, "already settled"
+
+
+def test_a_dead_jobs_run_is_settled_by_reconcile_without_any_tab(store):
+    """A job killed outright leaves its run 'running'; the next tick (app start) settles it, no UI involved."""
+    run_id = store.create_run("sft run", "train", status="running")
+    sleeper = jobs.submit(store, "sft", {}, ["sleep", "60"], run_id=run_id)
+    os.killpg(store.get_job(sleeper)["pid"], signal.SIGKILL)
+    deadline = time.time() + 10
+    while store.get_run(run_id)["status"] == "running" and time.time() < deadline:
+        jobs.tick(store)
+        time.sleep(0.1)
+    assert store.get_job(sleeper)["status"] == "failed"
+    run = store.get_run(run_id)
+    assert run["status"] == "failed" and run["summary"]["error"]
 
 
 def test_cancel_job_checks_the_kind_the_tab_shows_and_refuses_ended_jobs(store):
-    sleeper = jobs.submit("eval", {}, ["sleep", "60"], store=store)
+    sleeper = jobs.submit(store, "eval", {}, ["sleep", "60"])
     with pytest.raises(ValueError, match="pick an sft job to cancel"):
         tab_train.cancel_job(store, sleeper, kind="sft")
     assert store.get_job(sleeper)["status"] == "running"
@@ -173,20 +189,20 @@ def test_resume_makes_a_resume_job_and_refuses_what_cannot_resume(store, monkeyp
 
     store.update_job(job_id, status="running")
     with pytest.raises(LaunchError, match="still running"):
-        resume_training(job_id, store=store)
+        resume_training(store, job_id)
     store.update_job(job_id, status="succeeded")
     with pytest.raises(LaunchError, match="raise max steps above 4"):
-        resume_training(job_id, store=store)
+        resume_training(store, job_id)
     eval_job = store.create_job("eval", {}, ["python"], log_path="")
     with pytest.raises(LaunchError, match="only training jobs resume"):
-        resume_training(eval_job, store=store)
+        resume_training(store, eval_job)
 
-    resumed = resume_training(job_id, max_steps=8, store=store)
+    resumed = resume_training(store, job_id, max_steps=8)
     row = store.get_job(resumed.job_id)
     assert row["status"] == "queued" and row["run_id"] == run_id and row["config"]["max_steps"] == 8
     assert row["command"][-3:] == ["--run-id", run_id, "--resume"] and resumed.resumed_from_step == 4
     with pytest.raises(LaunchError, match=f"already being trained by job {resumed.job_id}"):
-        resume_training(job_id, max_steps=9, store=store)
+        resume_training(store, job_id, max_steps=9)
 
 
 # -- Eval tab callbacks -------------------------------------------------------------------------

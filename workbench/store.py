@@ -417,6 +417,14 @@ class Store:
         rows = self.db["jobs"].rows_where("updated_at > ?", [timestamp], order_by="updated_at")
         return [self._job_row(row) for row in rows]
 
+    def ended_jobs_with_running_runs(self) -> list[dict]:
+        """Failed or cancelled jobs whose run still says queued/running (a killed process cannot settle it)."""
+        sql = ("select jobs.* from jobs join runs on runs.id = jobs.run_id where jobs.status in "
+               "('failed', 'cancelled') and runs.status in ('queued', 'running') order by jobs.created_at")
+        cursor = self.db.execute(sql)
+        names = [d[0] for d in cursor.description]
+        return [self._job_row(dict(zip(names, row))) for row in cursor.fetchall()]
+
     @staticmethod
     def _job_row(row: dict) -> dict:
         row["config"] = _loads(row["config"], {})

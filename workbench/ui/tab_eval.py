@@ -26,7 +26,8 @@ from workbench.benchmarks.loaders import BENCHMARK_FORMATS, load_benchmark
 from workbench.benchmarks.evaluation import DEFAULT_TOOLS, EvalConfig, import_predictions
 from workbench.agent.runner import RunnerConfig
 from workbench.store import Store
-from workbench.training_service import JobWatch, LaunchedJob
+from trainers.service import LaunchedJob
+from workbench.jobs.watch import JobWatch
 from workbench.ui import render
 from workbench.ui.context import UIContext
 from workbench.ui.forms import FieldSpec, build_form, form_values
@@ -98,7 +99,7 @@ def launch_eval(store: Store, config: EvalConfig, runner: RunnerConfig) -> Launc
     command = eval_command(config, runner, run_id)
     job_config = {"eval": asdict(config), "runner": {**asdict(runner), "tools": list(runner.tools)},
                   "items": len(items)}
-    job_id = jobs.submit("eval", job_config, command, run_id=run_id, store=store)
+    job_id = jobs.submit(store, "eval", job_config, command, run_id=run_id)
     return LaunchedJob(job_id, run_id, command)
 
 
@@ -166,7 +167,7 @@ def eval_detail(store: Store, session: EvalSession, job_id: str, force: bool = F
     done = store.count_traces(job["run_id"]) if job["run_id"] else 0
     fraction = 1.0 if job["status"] == "succeeded" else (done / total if total else 0.0)
     detail = EvalDetail(_eval_status(job, run, done, total), progress_html(job, fraction, f"{done}/{total} traces"))
-    log = tail_lines(jobs.log_tail(job_id, store))
+    log = tail_lines(jobs.log_tail(store, job_id))
     if force or log != session.shown_log:
         detail.log = session.shown_log = log
     run_state = run["status"] if run else None

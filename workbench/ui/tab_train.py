@@ -24,11 +24,12 @@ from tools.search import MODES as SEARCH_MODES
 from trainers.config import (CONFIG_CLASSES, DEEPSPEED_STAGES, FINETUNE_MODES, GRPO_MODES, LOSS_TYPES,
                              LR_SCHEDULERS, PRECISIONS, SCALE_REWARDS, TrainJobConfig)
 from trainers.launch import format_command
+from trainers.service import (TRAIN_KINDS, LaunchedJob, launch_training, prepare_demo_training, preview_command,
+                              resume_training)
 from workbench import jobs, protocol
+from workbench.jobs.watch import JobWatch, job_age
 from workbench.run_charts import MetricSeriesCache
 from workbench.store import Store
-from workbench.training_service import (TRAIN_KINDS, JobWatch, LaunchedJob, job_age, launch_training,
-                                        prepare_demo_training, preview_command, resume_training)
 from workbench.ui import figures, render
 from workbench.ui.context import UIContext
 from workbench.ui.forms import FieldSpec, build_form, field_label, form_fields, form_values
@@ -116,7 +117,7 @@ def command_preview(kind: str, values: dict[str, Any]) -> str:
 
 def launch_from_form(store: Store, kind: str, values: dict[str, Any]) -> LaunchedJob:
     """Build, check (preflight) and submit; ValueError says what to change."""
-    return launch_training(train_config(kind, values), store=store)
+    return launch_training(store, train_config(kind, values))
 
 
 def demo_values(demo: dict[str, str]) -> dict[tuple[str, str], Any]:
@@ -230,7 +231,7 @@ def job_detail(store: Store, session: TrainSession, job_id: str, force: bool = F
     changed = session.cache.poll(store, [run_id]) if run_id else set()
     budget = (job["config"] or {}).get("max_steps") or 0
     note = f"step {_last_step(session.cache, run_id)} of {budget}" if run_id and budget else ""
-    log = tail_lines(jobs.log_tail(job_id, store))
+    log = tail_lines(jobs.log_tail(store, job_id))
     detail = JobDetail(job_markdown(job, run), progress_html(job, note=note))
     if force or log != session.shown_log:
         detail.log = session.shown_log = log
@@ -250,7 +251,7 @@ def cancel_job(store: Store, job_id: str, kind: str | None = None) -> str:
         raise ValueError(f"pick {'an ' + kind if kind else 'a'} job to cancel")
     if job["status"] not in ("queued", "running"):
         raise ValueError(f"job {job_id} already ended ({job['status']})")
-    jobs.cancel(job_id, store)
+    jobs.cancel(store, job_id)
     return f"Cancelled {kind + ' ' if kind else ''}job {job_id}."
 
 
@@ -393,7 +394,7 @@ def build(ctx: UIContext) -> TrainTab:
 
     def on_resume(job_value, steps):
         try:
-            resumed = resume_training(job_value or "", max_steps=int(steps) if steps else None, store=store)
+            resumed = resume_training(store, job_value or "", max_steps=int(steps) if steps else None)
         except ValueError as exc:
             gr.Warning(str(exc))
             return f"**Not resumed:** {render.esc(str(exc))}", gr.skip()

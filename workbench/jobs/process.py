@@ -1,9 +1,9 @@
-"""The supervisor that runs inside a job: `python -m workbench.job_process JOB_ID`.
+"""The supervisor that runs inside a job: `python -m workbench.jobs.process JOB_ID`.
 
 It runs the job row's command (argv, no shell) as its child, forwards
 SIGTERM, asks the kernel to kill the child if the supervisor itself dies
 (PR_SET_PDEATHSIG), and writes the outcome (exit code, status) back to the
-row unless the job was cancelled meanwhile.
+row unless the job was cancelled meanwhile; a failed job's run is settled too.
 """
 
 import ctypes
@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+from workbench import jobs
 from workbench.store import Store
 
 PR_SET_PDEATHSIG = 1
@@ -26,7 +27,7 @@ def main(job_id: str) -> int:
     store = Store()
     job = store.get_job(job_id)
     if job is None:
-        print(f"job_process: no job {job_id}", file=sys.stderr)
+        print(f"workbench.jobs.process: no job {job_id}", file=sys.stderr)
         return 2
     env = dict(os.environ, WORKBENCH_JOB_ID=job_id)
     print(f"$ {' '.join(job['command'])}", flush=True)
@@ -38,6 +39,7 @@ def main(job_id: str) -> int:
         status = "succeeded" if code == 0 else "failed"
         error = None if code == 0 else f"exited with code {code}; see the log"
         store.update_job(job_id, status=status, exit_code=code, finished_at=time.time(), error=error)
+        jobs.settle_run(store, store.get_job(job_id))  # e.g. the trainer was killed before it could say so
     return code
 
 

@@ -2,11 +2,17 @@
 
 `submit` records a queued row; `tick` (called at app start and by the UI's
 poll) reconciles rows whose process died and starts queued jobs up to the
-concurrency limit. Each job runs as `python -m workbench.job_process JOB_ID`
+concurrency limit. Each job runs as `python -m workbench.jobs.process JOB_ID`
 in its own session/process group: that supervisor starts the job's command
 (no shell), waits, and writes the exit status, so jobs outlive the app and
 the browser. Cancel kills the whole process group. A PID is only trusted
 together with its recorded start time, so a reused PID is never killed.
+
+A job's run cannot mark itself when its process is killed, so whoever ends
+the job settles the run (`settle_run`): the supervisor when the command
+exits, `cancel`, and `reconcile` for jobs whose process died -- at app start
+and on every tick, whichever tab is open. `watch.JobWatch` is one viewer's
+cheap "what changed" copy of the job rows.
 """
 
 import os
@@ -20,6 +26,8 @@ from workbench import settings
 from workbench.store import Store
 
 DEFAULT_MAX_RUNNING = 1
+ACTIVE_STATUSES = ("queued", "running")
+ENDED_STATUSES = ("succeeded", "failed", "cancelled")
 _children: dict[str, subprocess.Popen] = {}  # reaped on tick so finished children don't linger as zombies
 
 
@@ -44,21 +52,18 @@ def is_alive(job: dict) -> bool:
     return bool(pid) and process_start_time(pid) == started
 
 
-def submit(kind: str, config: dict, command: list[str], *, run_id: str | None = None,
-           store: Store | None = None) -> str:
+def submit(store: Store, kind: str, config: dict, command: list[str], *, run_id: str | None = None) -> str:
     """Queue a job (its command is an argv list; no shell) and start it if a slot is free."""
     if not isinstance(command, list) or not command or not all(isinstance(p, str) for p in command):
         raise ValueError("a job command must be a non-empty list of strings")
-    store = store or Store()
     job_id = store.create_job(kind, config, command, log_path="", run_id=run_id)
     store.update_job(job_id, log_path=str(settings.jobs_dir() / f"{job_id}.log"))
     tick(store)
     return job_id
 
 
-def tick(store: Store | None = None) -> None:
+def tick(store: Store) -> None:
     """Reconcile dead jobs, then start queued ones while slots are free. Cheap; call it often."""
-    store = store or Store()
     reconcile(store)
     running = len(store.list_jobs(status="running"))
     for job in sorted(store.list_jobs(status="queued"), key=lambda j: j["created_at"]):
@@ -68,9 +73,8 @@ def tick(store: Store | None = None) -> None:
         running += 1
 
 
-def reconcile(store: Store | None = None) -> list[str]:
-    """Mark running jobs whose process is gone as failed; returns their ids."""
-    store = store or Store()
+def reconcile(store: Store) -> list[str]:
+    """Mark running jobs whose process is gone as failed and settle their runs; returns the jobs' ids."""
     for job_id, child in list(_children.items()):
         if child.poll() is not None:
             del _children[job_id]
@@ -84,7 +88,36 @@ def reconcile(store: Store | None = None) -> list[str]:
                              error=current["error"] or "the job's process died without reporting "
                                                        "(killed, or the machine restarted)")
             failed.append(job["id"])
+    for job in store.ended_jobs_with_running_runs():  # e.g. failed before this check, run left behind
+        settle_run(store, job)
     return failed
+
+
+def other_active_job(store: Store, run_id: str, job_id: str) -> dict | None:
+    """Another queued or running job on the same run (a resumed job owns the run then)."""
+    for status in ACTIVE_STATUSES:
+        for row in store.list_jobs(status=status):
+            if row["run_id"] == run_id and row["id"] != job_id:
+                return row
+    return None
+
+
+def settle_run(store: Store, job: dict) -> bool:
+    """Give a failed or cancelled job's run the job's status if the run still says it is going.
+
+    A run whose process was killed cannot mark itself. Returns whether the run changed.
+    """
+    if job["status"] not in ("failed", "cancelled") or not job.get("run_id"):
+        return False
+    run = store.get_run(job["run_id"])
+    if run is None or run["status"] not in ACTIVE_STATUSES:
+        return False
+    if other_active_job(store, run["id"], job["id"]) is not None:
+        return False
+    summary = dict(run["summary"] or {})
+    summary.setdefault("error", job.get("error") or f"the job was {job['status']}")
+    store.update_run(run["id"], status=job["status"], summary=summary)
+    return True
 
 
 def _start(store: Store, job: dict) -> None:
@@ -93,7 +126,7 @@ def _start(store: Store, job: dict) -> None:
     env = dict(os.environ, WORKBENCH_HOME=str(settings.home()), PYTHONUNBUFFERED="1")
     with log_path.open("ab") as log:
         child = subprocess.Popen(
-            [sys.executable, "-m", "workbench.job_process", job["id"]], stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", "workbench.jobs.process", job["id"]], stdin=subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
             cwd=str(settings.REPO_ROOT))
     _children[job["id"]] = child
@@ -101,9 +134,8 @@ def _start(store: Store, job: dict) -> None:
                      started_at=time.time())
 
 
-def cancel(job_id: str, store: Store | None = None, grace_s: float = 5.0) -> None:
-    """Stop a job and every process it started; a queued job is simply dropped."""
-    store = store or Store()
+def cancel(store: Store, job_id: str, grace_s: float = 5.0) -> None:
+    """Stop a job and every process it started (a queued job is simply dropped); its run is settled."""
     job = store.get_job(job_id)
     if job is None:
         raise ValueError(f"no job {job_id}")
@@ -115,6 +147,7 @@ def cancel(job_id: str, store: Store | None = None, grace_s: float = 5.0) -> Non
     child = _children.pop(job_id, None)
     if child is not None:
         child.wait(timeout=grace_s)
+    settle_run(store, store.get_job(job_id))
 
 
 def _kill_group(pid: int, grace_s: float) -> None:
@@ -138,9 +171,9 @@ def _kill_group(pid: int, grace_s: float) -> None:
         pass
 
 
-def log_tail(job_id: str, store: Store | None = None, max_bytes: int = 20_000) -> str:
+def log_tail(store: Store, job_id: str, max_bytes: int = 20_000) -> str:
     """The end of a job's log, for the UI."""
-    job = (store or Store()).get_job(job_id)
+    job = store.get_job(job_id)
     path = Path(job["log_path"]) if job and job["log_path"] else None
     if path is None or not path.exists():
         return ""
