@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from workbench import settings
 from workbench.backends import resolve_model
 from workbench.store import Store
 from workbench.synth import demo_assets
@@ -21,7 +22,7 @@ def _run(backend, benchmark: str):
 
 
 def test_demo_model_is_shipped_small_and_its_card_matches_its_figures():
-    folder = demo_assets.demo_model_dir()
+    folder = settings.demo_model_dir()
     assert sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) <= 25 * 1024 ** 2
     figures = json.loads((folder / "figures.json").read_text())
     results = figures["results"]
@@ -67,7 +68,7 @@ def test_a_fresh_workbench_gets_the_demo_models_traces_and_the_grpo_run():
     assert seed_demo_runs(store) == [TRACES_RUN, GRPO_RUN], "imported once"
     traces = [store.get_trace(row["id"]) for row in store.list_traces(run_id=TRACES_RUN, limit=100)]
     assert len(traces) == len(demo_assets.CODING_KINDS) + len(demo_assets.SEARCH_KINDS)
-    assert {t.model_id for t in traces} == {demo_assets.MODEL_ID}
+    assert {t.model_id for t in traces} == {settings.DEMO_MODEL_ID}
     held_out = [row["value"] for row in store.metrics_since(GRPO_RUN, names=["eval_reward"])]
     assert len(held_out) >= 2 and store.get_run(GRPO_RUN)["config"]["demo"] is True
     groups = {row["group_id"] for row in store.list_traces(run_id=GRPO_RUN, limit=1000)}

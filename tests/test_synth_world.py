@@ -117,7 +117,7 @@ def test_expert_traces_are_all_correct_and_direct_ones_offer_no_tools(tmp_path):
 def test_expert_search_answers_are_the_same_tokens_as_in_the_result_they_copy(tmp_path):
     from transformers import AutoTokenizer
 
-    from workbench.synth.demo_assets import MODEL_DIR
+    from workbench.settings import DEMO_MODEL_DIR as MODEL_DIR
 
     tokenizer = AutoTokenizer.from_pretrained(MODEL_DIR)
     world = build_world(tmp_path / "world", coding_train=1, coding_test=1, coding_rl=1, search_train=12,

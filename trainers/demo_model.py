@@ -300,7 +300,7 @@ def _count(shape) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(demo_assets.MODEL_DIR), help="folder for the trained model")
+    parser.add_argument("--out", default=str(settings.DEMO_MODEL_DIR), help="folder for the trained model")
     parser.add_argument("--world", default=None, help="folder for the generated world (default: under WORKBENCH_HOME)")
     parser.add_argument("--from-model", default=None, help="skip SFT and use this model folder")
     parser.add_argument("--steps", type=int, default=1000, help="steps of the first SFT stage")
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpo-steps", type=int, default=24, help="GRPO steps (0 skips GRPO)")
     parser.add_argument("--grpo-task", choices=sorted(GRPO_CONFIGS), default="coding",
                         help="GRPO on the coding rl split (code tool) or the search rl split (search tool)")
-    parser.add_argument("--grpo-bundle", default=str(demo_assets.GRPO_BUNDLE), help="where the GRPO run is exported")
+    parser.add_argument("--grpo-bundle", default=str(settings.DEMO_GRPO_RUN), help="where the GRPO run is exported")
     args = parser.parse_args(argv)
     started = time.time()
     world = build_world(args.world or settings.home() / "demo-world")

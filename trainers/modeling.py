@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from trainers.config import TrainJobConfig
+from workbench import settings
 
 
 def resolve_model_path(spec: str) -> str:
@@ -19,9 +20,7 @@ def resolve_model_path(spec: str) -> str:
     from workbench.backends import DEMO_MODEL, TINY_MODELS
 
     if spec == DEMO_MODEL:
-        from workbench.synth.demo_assets import demo_model_dir
-
-        return str(demo_model_dir())
+        return str(settings.demo_model_dir())
     if spec in TINY_MODELS:
         from workbench.backends.tiny import ensure_tiny_model
 
@@ -34,9 +33,7 @@ def model_id_for(spec: str) -> str:
     from workbench.backends import DEMO_MODEL, TINY_MODELS
 
     if spec == DEMO_MODEL:
-        from workbench.synth.demo_assets import MODEL_ID
-
-        return MODEL_ID
+        return settings.DEMO_MODEL_ID
     if spec in TINY_MODELS:
         return {"qwen2_5_vl": "tiny-qwen2.5-vl", "qwen3_vl": "tiny-qwen3-vl"}[TINY_MODELS[spec]]
     return Path(spec).name if Path(spec).is_dir() else spec

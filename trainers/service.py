@@ -102,7 +102,6 @@ def prepare_demo_training(store: Store, count: int = 64) -> dict[str, Any]:
     """
     from trainers.demo_data import DemoData, prepare_demo_data, write_steps_file
     from workbench.benchmarks import mat_coding_mini
-    from workbench.synth.demo_world import RL_SEED_OFFSET
 
     folder = settings.jobs_dir() / DEMO_FOLDER
     items_file = folder / "mat_coding_mini.json"
@@ -115,9 +114,9 @@ def prepare_demo_training(store: Store, count: int = 64) -> dict[str, Any]:
             break
     else:
         # drawn like the demo world's rl split: GRPO from the demo model gets prompts its SFT never saw
-        data = prepare_demo_data(folder, store, count=count, seed=RL_SEED_OFFSET)
+        data = prepare_demo_data(folder, store, count=count, seed=mat_coding_mini.SPLIT_SEEDS["rl"])
     eval_file = folder / f"held_out_{DEMO_HELD_OUT}" / "mat_coding_mini.json"
     if not eval_file.is_file():  # the demo world's held-out items (seed 1000): the training never sees them
-        mat_coding_mini.generate(eval_file.parent, count=DEMO_HELD_OUT, seed=1000)
+        mat_coding_mini.generate(eval_file.parent, count=DEMO_HELD_OUT, seed=mat_coding_mini.SPLIT_SEEDS["test"])
     return {"items_file": str(data.items_file), "eval_file": str(eval_file), "steps_file": str(data.steps_file),
             "expert_run": data.expert_run}

@@ -1,13 +1,37 @@
-"""Where runtime data lives: every path derives from one setting, WORKBENCH_HOME.
+"""Where things live: runtime data under one setting, WORKBENCH_HOME, and the shipped demo assets.
 
-The default is the repository's `sessions/` folder. Functions (not constants)
-so that tests and child processes can point WORKBENCH_HOME elsewhere.
+Runtime data defaults to the repository's `sessions/` folder; these are
+functions (not constants) so that tests and child processes can point
+WORKBENCH_HOME elsewhere. The demo assets are part of the checkout
+(`workbench/demo/`, remade by `python -m trainers.demo_model` and
+`python -m workbench.synth.demo_assets`); code that uses them reads their
+paths here, never from the scripts that make them.
 """
 
 import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# -- shipped demo assets (workbench/demo) ---------------------------------------------------
+DEMO_DIR = REPO_ROOT / "workbench" / "demo"
+DEMO_MODEL_DIR = DEMO_DIR / "model"  # the embedded demo model, with its model card (README.md)
+DEMO_MODEL_ID = "demo-tiny-qwen2.5-vl"  # the id its traces record
+DEMO_ITEMS_DIR = DEMO_DIR / "items"  # held-out demo items, one per kind of problem
+DEMO_CODING_ITEMS = DEMO_ITEMS_DIR / "mat_coding_mini.json"
+DEMO_SEARCH_ITEMS = DEMO_ITEMS_DIR / "mat_search_mini.json"
+DEMO_CORPUS = DEMO_ITEMS_DIR / "corpus.jsonl"  # the held-out world's search corpus
+DEMO_TRACES_FILE = DEMO_DIR / "traces.jsonl"  # the demo model's own episodes on the demo items
+DEMO_GRPO_RUN = DEMO_DIR / "grpo_run"  # a real GRPO run from the demo model (run.json + traces)
+
+
+def demo_model_dir() -> Path:
+    """The demo model's folder; FileNotFoundError says how to make it when it is missing."""
+    if not (DEMO_MODEL_DIR / "config.json").is_file():
+        raise FileNotFoundError(f"the demo model is missing from {DEMO_MODEL_DIR}; make it with "
+                                f"`python -m trainers.demo_model --out {DEMO_MODEL_DIR}`")
+    return DEMO_MODEL_DIR
+
 
 
 def home() -> Path:

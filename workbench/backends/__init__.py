@@ -3,7 +3,7 @@
 Owns `resolve_model`, which turns a model spec string into a `ChatBackend`:
 
 - "demo": the shipped demo model (the tiny model trained on the demo world,
-  in workbench/demo/model; see workbench.synth.demo_assets), the default;
+  in workbench/demo/model, path in workbench.settings), the default;
 - "tiny", "tiny-qwen2.5-vl", "tiny-qwen3-vl": the embedded untrained tiny model
   (built on first use into settings.models_dir(), see workbench.backends.tiny);
 - a local model folder or a Hugging Face Hub id: `TransformersBackend`;
@@ -20,6 +20,7 @@ workbench.backends.base and is re-exported here.
 import re
 from typing import Any
 
+from workbench import settings
 from workbench.backends.base import ChatBackend, Generation, GenerationConfig, trim_at_stop
 from workbench.backends.remote import OpenAIBackend
 from workbench.backends.local import TransformersBackend
@@ -59,10 +60,8 @@ def resolve_model(spec: str, adapter: str | None = None, **kw: Any) -> ChatBacke
             raise ValueError(f"OpenAI-compatible backends take {sorted(OPENAI_KEYS)}, not {sorted(unknown)}")
         return OpenAIBackend(match.group("url") or OPENAI_DEFAULT_URL, match.group("model"), **kw)
     if spec == DEMO_MODEL:
-        from workbench.synth.demo_assets import MODEL_ID, demo_model_dir
-
-        backend = TransformersBackend(str(demo_model_dir()), adapter, **kw)
-        backend.model_id = MODEL_ID
+        backend = TransformersBackend(str(settings.demo_model_dir()), adapter, **kw)
+        backend.model_id = settings.DEMO_MODEL_ID
         return backend
     if spec in TINY_MODELS:
         from workbench.backends.tiny import ensure_tiny_model

@@ -28,6 +28,9 @@ from PIL import Image, ImageDraw, ImageFilter
 from workbench.benchmarks.mat_search_mini import COLOURS, draw_shape
 
 SIZE = 224
+# Seed offsets of the demo world's coding splits: "test" is held out from every training stage, and "rl"
+# holds GRPO prompts that no SFT stage of the demo model saw (click-to-train draws from it too).
+SPLIT_SEEDS = {"train": 0, "test": 1000, "rl": 2000}
 SHAPES = ["circle", "square", "triangle", "star"]
 DIRECTIONS = ["up", "right", "down", "left"]
 CARDS = [(245, 240, 225), (225, 240, 250), (240, 225, 235), (230, 245, 225)]

@@ -1,6 +1,6 @@
-"""The shipped demo: where the demo model, demo items and pre-recorded traces live, and how to remake them.
+"""Remaking the shipped demo items and traces (a script: nothing at run time imports it).
 
-`workbench/demo/` (committed) holds:
+`workbench/demo/` (committed; paths in `workbench.settings`) holds:
 - `model/`: the embedded demo model (made by `python -m trainers.demo_model`, model card in its README.md);
 - `items/`: a handful of held-out MAT-Coding-mini and MAT-Search-mini items, one per kind of problem,
   with the held-out world's search corpus;
@@ -23,53 +23,38 @@ import sys
 import tempfile
 from pathlib import Path
 
-DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
-MODEL_DIR = DEMO_DIR / "model"
-ITEMS_DIR = DEMO_DIR / "items"
-CODING_ITEMS = ITEMS_DIR / "mat_coding_mini.json"
-SEARCH_ITEMS = ITEMS_DIR / "mat_search_mini.json"
-CORPUS = ITEMS_DIR / "corpus.jsonl"
-TRACES_FILE = DEMO_DIR / "traces.jsonl"
-GRPO_BUNDLE = DEMO_DIR / "grpo_run"
-MODEL_ID = "demo-tiny-qwen2.5-vl"
+from workbench import settings
+
 # One held-out coding item per kind of problem, in this order.
 CODING_KINDS = [["none"], ["rotation180"], ["rotation90"], ["dark"], ["overexposure"], ["blur"], ["noise"],
                 ["crop"], ["rotation90", "dark"]]
 SEARCH_KINDS = ["city", "founded", "country", "founder"]
 
 
-def demo_model_dir() -> Path:
-    """The demo model's folder; FileNotFoundError says how to make it when it is missing."""
-    if not (MODEL_DIR / "config.json").is_file():
-        raise FileNotFoundError(f"the demo model is missing from {MODEL_DIR}; make it with "
-                                f"`python -m trainers.demo_model --out {MODEL_DIR}`")
-    return MODEL_DIR
-
-
 def _copy_records(records: list[dict], source: Path, keys: tuple[str, ...]) -> list[dict]:
-    (ITEMS_DIR / "images").mkdir(parents=True, exist_ok=True)
+    (settings.DEMO_ITEMS_DIR / "images").mkdir(parents=True, exist_ok=True)
     for record in records:
         for key in keys:
-            shutil.copyfile(source / record[key], ITEMS_DIR / record[key])
+            shutil.copyfile(source / record[key], settings.DEMO_ITEMS_DIR / record[key])
     return records
 
 
 def pick_items(world_root: str | Path) -> None:
-    """Copy one held-out item per kind (and the held-out corpus) from a demo world into ITEMS_DIR."""
+    """Copy one held-out item per kind (and the held-out corpus) from a demo world into settings.DEMO_ITEMS_DIR."""
     from workbench.synth.demo_world import World
 
     world = World(Path(world_root))
-    if ITEMS_DIR.exists():
-        shutil.rmtree(ITEMS_DIR)
+    if settings.DEMO_ITEMS_DIR.exists():
+        shutil.rmtree(settings.DEMO_ITEMS_DIR)
     coding = json.loads(world.coding("test").read_text(encoding="utf-8"))
     picked = [next(r for r in coding if r["type"] == kind) for kind in CODING_KINDS]
     _copy_records(picked, world.coding("test").parent, ("ori_image_path", "processed_image_path"))
-    CODING_ITEMS.write_text(json.dumps(picked, indent=1), encoding="utf-8")
+    settings.DEMO_CODING_ITEMS.write_text(json.dumps(picked, indent=1), encoding="utf-8")
     search = json.loads(world.search("test").read_text(encoding="utf-8"))
     picked = [next(r for r in search if r["kind"] == kind) for kind in SEARCH_KINDS]
     _copy_records(picked, world.search("test").parent, ("image_path",))
-    SEARCH_ITEMS.write_text(json.dumps(picked, indent=1), encoding="utf-8")
-    shutil.copyfile(world.corpus("test"), CORPUS)
+    settings.DEMO_SEARCH_ITEMS.write_text(json.dumps(picked, indent=1), encoding="utf-8")
+    shutil.copyfile(world.corpus("test"), settings.DEMO_CORPUS)
 
 
 def run_demo_items(backend, benchmark: str, *, store=None, run_id: str | None = None) -> list:
@@ -80,7 +65,7 @@ def run_demo_items(backend, benchmark: str, *, store=None, run_id: str | None = 
     from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig
     from workbench.benchmarks.scoring import f1_em
 
-    path, tool = {"mat-coding": (CODING_ITEMS, "code"), "mat-search": (SEARCH_ITEMS, "search")}[benchmark]
+    path, tool = {"mat-coding": (settings.DEMO_CODING_ITEMS, "code"), "mat-search": (settings.DEMO_SEARCH_ITEMS, "search")}[benchmark]
     items = [AgentItem(item.question, [item.image], item_id=f"{benchmark}-{item.id}", gold=item.answers)
              for item in load_benchmark(benchmark, path)]
 
@@ -88,7 +73,7 @@ def run_demo_items(backend, benchmark: str, *, store=None, run_id: str | None = 
         f1, em = f1_em(trace.final_answer, item.gold, benchmark)
         return {"f1": f1, "em": em}
 
-    runner = AgentRunner(backend, build_tools((tool,), corpus=CORPUS),
+    runner = AgentRunner(backend, build_tools((tool,), corpus=settings.DEMO_CORPUS),
                          RunnerConfig(tools=(tool,), layout="chat", max_new_tokens=256),
                          store=store, run_id=run_id, score=score)
     return runner.run(items)
@@ -100,13 +85,13 @@ def record_traces(model: str | Path | None = None) -> int:
     from workbench.store import Store
     from workbench.trace_io import export_traces
 
-    backend = resolve_model(str(model or demo_model_dir()))
-    backend.model_id = MODEL_ID
+    backend = resolve_model(str(model or settings.demo_model_dir()))
+    backend.model_id = settings.DEMO_MODEL_ID
     store = Store()
-    run_id = store.create_run("demo traces", "eval", model_id=MODEL_ID)
+    run_id = store.create_run("demo traces", "eval", model_id=settings.DEMO_MODEL_ID)
     traces = [trace for benchmark in ("mat-coding", "mat-search")
               for trace in run_demo_items(backend, benchmark, store=store, run_id=run_id)]
-    return export_traces(store, traces, TRACES_FILE)
+    return export_traces(store, traces, settings.DEMO_TRACES_FILE)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         pick_items(args.world)
     os.environ.setdefault("WORKBENCH_HOME", tempfile.mkdtemp(prefix="demo-assets-"))
     count = record_traces(args.model)
-    print(f"{count} traces -> {TRACES_FILE}")
+    print(f"{count} traces -> {settings.DEMO_TRACES_FILE}")
     return 0
 
 

@@ -23,7 +23,6 @@ from workbench.store import Store
 from workbench.benchmarks import mat_coding_mini, mat_search_mini, mini_expert
 
 
-RL_SEED_OFFSET = 2000  # the coding "rl" split: GRPO prompts that no SFT stage of the demo model saw
 SEARCH_RL_SEED_OFFSET = 3000  # the search "rl" split's worlds (3000..), clear of held-out 1000 and drills 5000..
 
 
@@ -61,9 +60,8 @@ def build_world(root: str | Path, *, coding_train: int = 800, coding_test: int =
     search results, not by memorising companies.
     """
     world = World(Path(root))
-    mat_coding_mini.generate(world.coding("train").parent, coding_train, seed=seed)
-    mat_coding_mini.generate(world.coding("test").parent, coding_test, seed=seed + 1000)
-    mat_coding_mini.generate(world.coding("rl").parent, coding_rl, seed=seed + RL_SEED_OFFSET)
+    for split, count in (("train", coding_train), ("test", coding_test), ("rl", coding_rl)):
+        mat_coding_mini.generate(world.coding(split).parent, count, seed=seed + mat_coding_mini.SPLIT_SEEDS[split])
     mat_search_mini.generate(world.search("train").parent, search_train, seed=seed, worlds=search_worlds)
     # Held-out search questions come from an unseen world (its own companies and corpus): their answers
     # cannot be memorised from the training traces, only found by searching.

@@ -4,7 +4,7 @@ One MAT-Coding-mini item per kind of problem (each degradation, a pair, a
 crop box on the protocol's 0..1000 scale) and one MAT-Search-mini item per
 kind of question; each comes with its question and the tool it needs. The
 shipped search corpus (the held-out world's) backs the search tool when no
-other corpus is given. See workbench.synth.demo_assets for how they are made.
+other corpus is given. `python -m workbench.synth.demo_assets` remakes them.
 """
 
 import json
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from workbench.synth import demo_assets
+from workbench import settings
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def _load(path: Path, tool: str) -> list[DemoImage]:
 
 @cache
 def demo_images() -> dict[str, DemoImage]:
-    return {demo.name: demo for demo in _load(demo_assets.CODING_ITEMS, "code") + _load(demo_assets.SEARCH_ITEMS,
+    return {demo.name: demo for demo in _load(settings.DEMO_CODING_ITEMS, "code") + _load(settings.DEMO_SEARCH_ITEMS,
                                                                                         "search")}
 
 
@@ -66,4 +66,4 @@ def demo_image_path(name: str) -> Path:
 
 def demo_corpus() -> Path:
     """The search corpus the demo search questions are answered from."""
-    return demo_assets.CORPUS
+    return settings.DEMO_CORPUS
