@@ -42,8 +42,8 @@ def main() -> int:
 
     from trainers.demo_model import evaluate, grpo_config
     from trainers.grpo import run_grpo
-    from workbench.store import Store
     from workbench.settings import DEMO_MODEL_DIR as MODEL_DIR
+    from workbench.store import Store
     from workbench.synth.demo_world import build_world
 
     world = build_world(Path(os.environ["WORKBENCH_HOME"]) / "demo-world")

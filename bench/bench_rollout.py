@@ -30,13 +30,13 @@ from pathlib import Path
 os.environ.setdefault("WORKBENCH_HOME", tempfile.mkdtemp(prefix="bench-rollout-"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+import torch
+from PIL import Image, ImageDraw
 
-from workbench.agent.tools import build_tools  # noqa: E402
-from workbench.backends import resolve_model  # noqa: E402
-from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig  # noqa: E402
-from workbench.store import Store  # noqa: E402
+from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig
+from workbench.agent.tools import build_tools
+from workbench.backends import resolve_model
+from workbench.store import Store
 
 QUESTIONS, SAMPLES, TURNS, NEW_TOKENS = 8, 8, 5, 64
 

@@ -71,7 +71,7 @@ def main() -> int:
         incremental.append(timed(lambda: cache.poll(store, run_ids)))
         if poll < 3:  # the baseline is slow; three samples give a stable median
             fresh = MetricSeriesCache()
-            baseline.append(timed(lambda: fresh.poll(store, run_ids)))
+            baseline.append(timed(lambda fresh=fresh: fresh.poll(store, run_ids)))
             if fresh.series != cache.series:
                 print("FAIL: the incrementally updated cache differs from a full re-read")
                 return 1

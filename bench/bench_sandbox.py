@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tools.code_sandbox import CodeSandbox, SandboxUnavailable  # noqa: E402
+from tools.code_sandbox import CodeSandbox, SandboxUnavailable
 
 PROGRAM = """\
 import cv2
@@ -91,7 +91,7 @@ def measure(args, folder: Path) -> int:
     for call in range(args.calls):
         times["in-process exec"].append(timed(lambda: exec(compile(in_process, "<bench>", "exec"), {})))
         for name, sandbox in sandboxes.items():
-            times[name].append(timed(lambda: sandbox_call(sandbox)))
+            times[name].append(timed(lambda sandbox=sandbox: sandbox_call(sandbox)))
         if call < args.cold_calls:
             times["cold python -c"].append(timed(lambda: subprocess.run(
                 [sys.executable, "-c", "\n".join(cold)], check=True)))

@@ -22,14 +22,14 @@ import statistics
 import string
 import subprocess
 import sys
-import textwrap
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from workbench.benchmarks.scoring import load_predictions, score_predictions  # noqa: E402
+from workbench.benchmarks.scoring import load_predictions, score_predictions
 
 COUNT = 12_576
 TARGET_S = 1.0
@@ -160,7 +160,8 @@ def main() -> int:
     print(f"{'implementation':<34}{'seconds':>9}{'all_f1':>9}{'all_em':>9}")
     print(f"{'straightforward per-item':<34}{base_s:>9.3f}{base_f1:>9.2f}{base_em:>9.2f}")
     print(f"{'workbench.benchmarks.scoring':<34}{ours_s:>9.3f}{report.all_f1:>9.2f}{report.all_em:>9.2f}")
-    print(f"speed-up: {base_s / ours_s:.2f}x   target: <= {TARGET_S:.1f} s   same numbers: {same_items and same_totals}")
+    print(f"speed-up: {base_s / ours_s:.2f}x   target: <= {TARGET_S:.1f} s   "
+          f"same numbers: {same_items and same_totals}")
     process_ratio = cli_s / plain_s
     same_cli = all(abs(cli_out[k] - plain_out[k]) <= 0.005 + 1e-9 for k in ("all_f1", "all_em"))  # CLI rounds
     print(f"whole process, best of {REPEATS}: `python -m workbench score` {cli_s:.3f} s vs plain script "

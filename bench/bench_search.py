@@ -29,8 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.local_corpus import LocalCorpus  # noqa: E402
-from tools.search import SearchTool  # noqa: E402
+from tools.local_corpus import LocalCorpus
+from tools.search import SearchTool
 
 TARGET_P50_MS = 20.0
 K = 4
@@ -55,8 +55,8 @@ def generate_corpus(path: Path, docs: int, seed: int = 7) -> list[dict]:
         for number in range(docs):
             words = rng.choices(vocabulary, cum_weights=cumulative, k=rng.randint(20, 50))
             text = " ".join(word if rng.random() > 0.3 else f"{word} {rng.choice(FUNCTION_WORDS)}" for word in words)
-            record = {"id": str(number), "title": " ".join(rng.choices(vocabulary, cum_weights=cumulative, k=2)).title(),
-                      "text": text}
+            title = " ".join(rng.choices(vocabulary, cum_weights=cumulative, k=2)).title()
+            record = {"id": str(number), "title": title, "text": text}
             records.append(record)
             handle.write(json.dumps(record) + "\n")
     return records

@@ -20,10 +20,10 @@ from pathlib import Path
 os.environ.setdefault("WORKBENCH_HOME", tempfile.mkdtemp(prefix="bench-store-"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from workbench.store import Store  # noqa: E402
-from workbench.trace import ToolCall, Trace, Turn  # noqa: E402
+from workbench.store import Store
+from workbench.trace import ToolCall, Trace, Turn
 
 TRACES, TURNS = 2000, 5
 

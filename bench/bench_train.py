@@ -147,7 +147,10 @@ def main() -> int:
     runs = {}
     for name in ("baseline (before)", "logged", "baseline (after)"):
         print(f"[bench] {name}: {args.steps} GRPO steps ...", flush=True)
-        runs[name] = run_logged(config, store) if name == "logged" else run_baseline(config, home / name.split()[1].strip("()"))
+        if name == "logged":
+            runs[name] = run_logged(config, store)
+        else:
+            runs[name] = run_baseline(config, home / name.split()[1].strip("()"))
     before, logged, after = runs["baseline (before)"], runs["logged"], runs["baseline (after)"]
     same_rollouts = before["tokens"] == logged["tokens"] == after["tokens"]
     wall_overhead = paired_overhead(logged["wall"], before["wall"], after["wall"])

@@ -13,9 +13,9 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError, AuthenticationError
 
+from tests.ui_fixtures import CURVE_RUNS, seed_metric_runs
 from workbench.store import Store
 from workbench.ui.app import create_app, launch_options
-from tests.ui_fixtures import CURVE_RUNS, seed_metric_runs
 from workbench.ui.assets import demo_image, demo_names
 from workbench.ui.demo_runs import GRPO_RUN, TRACES_RUN
 

@@ -14,12 +14,11 @@ import httpx
 import pytest
 from PIL import Image
 
-from workbench.backends import (GenerationConfig, OpenAIBackend, TransformersBackend, resolve_model,
-                                trim_at_stop)
 from workbench import protocol
+from workbench.backends import GenerationConfig, OpenAIBackend, TransformersBackend, resolve_model, trim_at_stop
 from workbench.backends.remote import _restore_stop, _tool_calls_text, chat_completions_url, to_openai_messages
-from workbench.images import put_image
 from workbench.backends.tiny import build_tiny_model
+from workbench.images import put_image
 from workbench.trace import image_ref
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40)]
@@ -261,7 +260,7 @@ def served(tiny_dir, tmp_path_factory):
     port = _free_port()
     folder = tmp_path_factory.mktemp("serve")
     env = {**os.environ, "HF_HUB_CACHE": str(folder / "hub-cache"), "HF_HUB_OFFLINE": "1"}
-    log = open(folder / "serve.log", "wb")
+    log = open(folder / "serve.log", "wb")  # noqa: SIM115  (the server writes to it until the fixture ends)
     process = subprocess.Popen(
         [sys.executable, "-m", "transformers.cli.transformers", "serve", str(tiny_dir),
          "--host", "127.0.0.1", "--port", str(port)],

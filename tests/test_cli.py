@@ -70,7 +70,8 @@ def test_score_imports_only_what_scoring_needs(tmp_path):
     predictions = tmp_path / "preds.json"
     predictions.write_text(json.dumps([{"id": 1, "gt": "a cat", "pred_answer": "cat"}]))
     probe = ("import sys\nfrom workbench.cli import main\n"
-             f"assert main(['score', '--benchmark', 'multihop', '--predictions', {str(predictions)!r}, '--json']) == 0\n"
+             f"argv = ['score', '--benchmark', 'multihop', '--predictions', {str(predictions)!r}, '--json']\n"
+             "assert main(argv) == 0\n"
              "print(sorted(m for m in ('torch', 'transformers', 'sqlite_utils', 'pandas', 'numpy', 'gradio', "
              "'workbench.store', 'workbench.agent.runner') if m in sys.modules), file=sys.stderr)")
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)

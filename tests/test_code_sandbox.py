@@ -19,8 +19,8 @@ import pytest
 
 from tools import _sandbox_confine as confine
 from tools._sandbox_code import extract_source, rewrite_crop_slices
-from tools.code_sandbox import (CodeResult, CodeSandbox, SandboxLimits, SandboxUnavailable, _kill_tree,
-                                denormalize_box, run_code)
+from tools._sandbox_process import kill_tree
+from tools.code_sandbox import CodeResult, CodeSandbox, SandboxLimits, SandboxUnavailable, denormalize_box, run_code
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -285,7 +285,7 @@ def test_concurrent_calls_from_threads_get_their_own_results(sandbox, image, tmp
 def test_a_dead_worker_is_replaced_on_the_next_call(image):
     with CodeSandbox() as box:
         first = box._worker
-        _kill_tree(first.proc.pid)  # bwrap, its namespace init and the worker
+        kill_tree(first.proc.pid)  # bwrap, its namespace init and the worker
         first.proc.wait()
         first.reader.join(timeout=10)
         assert not first.alive

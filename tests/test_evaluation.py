@@ -6,9 +6,9 @@ import pytest
 from PIL import Image
 
 from workbench import cli
-from workbench.benchmarks.evaluation import EvalConfig, import_predictions, run_evaluation
-from workbench.backends.replay import ReplayBackend
 from workbench.agent.runner import RunnerConfig
+from workbench.backends.replay import ReplayBackend
+from workbench.benchmarks.evaluation import EvalConfig, import_predictions, run_evaluation
 from workbench.store import Store
 
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
+from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig, ToolOutcome
 from workbench.backends import GenerationConfig, TransformersBackend
 from workbench.backends.kv_reuse import Entry, Row, usable_prefix
-from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig, ToolOutcome
 from workbench.backends.tiny import build_tiny_model
 
 ARCHES = ("qwen2_5_vl", "qwen3_vl")

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from trl.trainer.utils import get_callable_name, is_async_callable
 
-from workbench.rewards import text as rewards_text
 from workbench.protocol import INPUT_PLACEHOLDER, OUTPUT_PLACEHOLDER
 from workbench.rewards import (
     CodeRun,
@@ -32,6 +31,7 @@ from workbench.rewards import (
     score_components,
     search_similarity_reward,
 )
+from workbench.rewards import text as rewards_text
 
 THINK = "<think>looking</think>"
 CODE = THINK + "<code>\n```python\n{}\n```\n</code>"
@@ -113,7 +113,8 @@ def test_answer_normalisation_option():
     ("{'noise', 'blur'}", "{'blur', 'noise'}", 1.0),
 ])
 def test_problem_partial_credit(named, gold, expected):
-    assert problem_reward([THINK + f"<problem>{named}</problem>"], solution=[f"<problem>{gold}</problem>"]) == [expected]
+    completion, solution = THINK + f"<problem>{named}</problem>", f"<problem>{gold}</problem>"
+    assert problem_reward([completion], solution=[solution]) == [expected]
 
 
 def test_problem_gold_from_benchmark_types():

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from workbench.backends.replay import ReplayBackend
 from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig, ToolContext, ToolOutcome
+from workbench.backends.replay import ReplayBackend
 from workbench.store import Store
 
 PROBLEM = "<think>upside down</think><problem>{'rotation180'}</problem>"

@@ -31,7 +31,8 @@ PROBE = r"""
 import json, sys
 from tools._sandbox_launch import library_sys_path
 from tools.code_sandbox import CodeSandbox
-code = "import cv2\nimg = cv2.imread('path_to_input_image.jpg')\ncv2.imwrite('path_to_output_image.jpg', cv2.rotate(img, cv2.ROTATE_90_CLOCKWISE))\nprint(img.shape)"
+code = ("import cv2\nimg = cv2.imread('path_to_input_image.jpg')\n"
+        "cv2.imwrite('path_to_output_image.jpg', cv2.rotate(img, cv2.ROTATE_90_CLOCKWISE))\nprint(img.shape)")
 report = {"host_sys_path": library_sys_path(), "modes": {}}
 for mode in sys.argv[2:]:
     with CodeSandbox(isolation=mode) as sandbox:

@@ -10,9 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from tools.search import (SearchBackendError, SearchHit, SearchResponse, SearchTool, SerpApiBackend,
-                          format_information, make_search_function, parse_serpapi_results,
-                          serpapi_error_message)
+from tools.search import (
+    SearchBackendError,
+    SearchHit,
+    SearchResponse,
+    SearchTool,
+    SerpApiBackend,
+    format_information,
+    make_search_function,
+    parse_serpapi_results,
+    serpapi_error_message,
+)
 from tools.search_cache import SearchCache, meter_from_counts, normalise_query
 
 REPO = Path(__file__).resolve().parent.parent
@@ -233,7 +241,8 @@ def test_parse_serpapi_results_takes_organic_snippets_in_order():
 def test_parse_serpapi_results_falls_back_to_answer_box_and_knowledge_graph():
     sparse = {**SERPAPI_RESPONSE, "organic_results": SERPAPI_RESPONSE["organic_results"][:1]}
     hits = parse_serpapi_results(sparse, 4)
-    assert [hit.snippet for hit in hits[1:]] == ["Stephen Sauvestre", SERPAPI_RESPONSE["knowledge_graph"]["description"]]
+    described = SERPAPI_RESPONSE["knowledge_graph"]["description"]
+    assert [hit.snippet for hit in hits[1:]] == ["Stephen Sauvestre", described]
     assert parse_serpapi_results({"search_metadata": {}}, 4) == []
 
 

@@ -9,8 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tools.local_corpus import (CorpusError, DenseReranker, LocalCorpus, RerankUnavailable, SearchTimeout,
-                                fts_match_expression, query_terms)
+from tools.local_corpus import (
+    CorpusError,
+    DenseReranker,
+    LocalCorpus,
+    RerankUnavailable,
+    SearchTimeout,
+    fts_match_expression,
+    query_terms,
+)
 from tools.search import SearchTool
 
 

@@ -39,7 +39,8 @@ def test_trace_round_trip_is_exact():
     store.save_trace(trace)
     loaded = store.get_trace(trace.id)
     assert loaded.to_dict() == trace.to_dict()
-    assert loaded.prompt_tokens == 100 and loaded.turns[1].tool_call.output_images == trace.turns[1].tool_call.output_images
+    assert loaded.prompt_tokens == 100
+    assert loaded.turns[1].tool_call.output_images == trace.turns[1].tool_call.output_images
 
 
 def test_saving_a_trace_again_replaces_its_turns():

@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from workbench import protocol
+from workbench.benchmarks import mat_coding_mini, mat_search_mini, mini_expert
 from workbench.benchmarks.loaders import load_benchmark
 from workbench.store import Store
-from workbench.benchmarks import mat_coding_mini, mat_search_mini, mini_expert
 from workbench.synth.demo_world import build_world, record_expert_traces
 
 

@@ -9,8 +9,14 @@ import pytest
 from PIL import Image
 
 from workbench import settings
-from workbench.backends.tiny import (PROTOCOL_TAGS, QWEN3_VL_CHAT_TEMPLATE, QWEN_SPECIAL_TOKENS, build_tiny_model,
-                                  ensure_tiny_model, tiny_model_dir)
+from workbench.backends.tiny import (
+    PROTOCOL_TAGS,
+    QWEN3_VL_CHAT_TEMPLATE,
+    QWEN_SPECIAL_TOKENS,
+    build_tiny_model,
+    ensure_tiny_model,
+    tiny_model_dir,
+)
 
 
 def _sha(path):
@@ -70,7 +76,7 @@ def test_tokenizer_has_qwen_special_tokens_and_protocol_tags_as_single_tokens(lo
 
 def test_chat_template_is_the_qwen3_vl_one_trl_recognises_and_renders_tools_and_images(loaded):
     trl_template = importlib.resources.files("trl") / "chat_templates" / "qwen3_vl.jinja"
-    assert QWEN3_VL_CHAT_TEMPLATE == trl_template.read_text(encoding="utf-8")
+    assert trl_template.read_text(encoding="utf-8") == QWEN3_VL_CHAT_TEMPLATE
     processor = loaded[0]
     assert processor.chat_template == QWEN3_VL_CHAT_TEMPLATE
     tools = [{"type": "function", "function": {"name": "search", "description": "Web search.", "parameters": {
@@ -96,7 +102,7 @@ def test_images_cost_at_most_16_tokens(loaded, size):
     tokens = int(grid.prod()) // 4  # 2x2 patches merge into one token
     assert 4 <= tokens <= 16
     if size in ((112, 112), (640, 480)):
-        assert 9 <= tokens  # ordinary photos get 9-16 tokens
+        assert tokens >= 9  # ordinary photos get 9-16 tokens
 
 
 def test_qwen3_vl_builds_reloads_and_generates_with_an_image(tmp_path):

@@ -5,10 +5,16 @@ import json
 import pytest
 from PIL import Image
 
-from workbench.trace_io import import_chains
 from workbench.store import Store
 from workbench.trace import ToolCall, Trace, Turn
-from workbench.trace_io import export_run, export_run_bundle, import_run_bundle, import_traces, trace_from_chain
+from workbench.trace_io import (
+    export_run,
+    export_run_bundle,
+    import_chains,
+    import_run_bundle,
+    import_traces,
+    trace_from_chain,
+)
 
 CHAIN = ("<query>Is this painting in the same museum as The Night Watch?</query>"
          "<think>It looks like The Milkmaid.</think><search>The Milkmaid Vermeer museum</search>"

@@ -2,6 +2,7 @@
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -85,8 +86,7 @@ def test_sft_config_refuses_bad_values(changes, message):
 def test_lr_scheduler_reaches_the_trainers_arguments(data_file, tmp_path):
     from transformers.trainer_utils import SchedulerType
 
-    from trainers.grpo import grpo_arguments
-    from trainers.sft import sft_arguments
+    from trainers.arguments import grpo_arguments, sft_arguments
 
     sft = sft_arguments(SftJobConfig(trace_runs=["r1"], lr_scheduler_type="constant", warmup_steps=5), tmp_path)
     assert sft.lr_scheduler_type == SchedulerType.CONSTANT_WITH_WARMUP and sft.warmup_steps == 5
@@ -97,7 +97,7 @@ def test_lr_scheduler_reaches_the_trainers_arguments(data_file, tmp_path):
 
 
 def test_num_generations_eval_reaches_the_grpo_arguments(data_file, tmp_path):
-    from trainers.grpo import grpo_arguments
+    from trainers.arguments import grpo_arguments
 
     values = {"data_files": [data_file], "num_generations": 4, "per_device_train_batch_size": 8, "eval_steps": 4,
               "eval_data_files": [data_file]}
@@ -152,8 +152,7 @@ def test_names_known_to_neither_or_managed_by_the_workbench_are_refused(data_fil
 
 
 def test_other_trl_fields_pass_through_to_trl_unchanged(data_file, tmp_path):
-    from trainers.grpo import grpo_arguments
-    from trainers.sft import sft_arguments
+    from trainers.arguments import grpo_arguments, sft_arguments
 
     config = config_from_dict({"kind": "grpo", "data_files": [data_file], "num_generations": 4, "top_k": 7,
                                "mask_truncated_completions": True, "repetition_penalty": 1.1})
@@ -250,7 +249,7 @@ def test_multi_gpu_command_uses_accelerate_with_a_deepspeed_zero_config(data_fil
     assert command[command.index("--num_processes") + 1] == "4"
     launched = command[command.index("-m", 3) + 1]
     assert launched == "trainers.grpo" and "--run-id" in command  # every rank writes to one run
-    yaml_text = open(command[command.index("--config_file") + 1]).read()
+    yaml_text = Path(command[command.index("--config_file") + 1]).read_text()
     assert "distributed_type: DEEPSPEED" in yaml_text and "zero_stage: 3" in yaml_text
     assert "num_processes: 4" in yaml_text and "mixed_precision: 'bf16'" in yaml_text
     saved = load_config(command[command.index("--config") + 1])

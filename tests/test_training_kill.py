@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from trainers.demo_data import TINY_PIXELS, prepare_demo_data
 from trainers.config import SftJobConfig
+from trainers.demo_data import TINY_PIXELS, prepare_demo_data
+from trainers.service import launch_training, resume_training
 from workbench import jobs, settings
 from workbench.store import Store
-from trainers.service import launch_training, resume_training
 
 
 def wait_until(predicate, timeout=240.0, every=0.25):

@@ -7,15 +7,15 @@ import gradio as gr
 import pytest
 from PIL import Image
 
+from tests.ui_fixtures import CURVE_RUNS, seed_metric_runs
 from workbench import images as image_intake
-from workbench.run_charts import MetricSeriesCache, Series, detect_tool_collapse, ema
 from workbench.agent.runner import RunnerConfig
+from workbench.run_charts import MetricSeriesCache, Series, detect_tool_collapse, ema
 from workbench.store import Store
 from workbench.trace import ToolCall, Trace, Turn
 from workbench.ui import render, tab_playground, tab_runs, tab_traces
 from workbench.ui.app import create_app
 from workbench.ui.context import UIContext
-from tests.ui_fixtures import CURVE_RUNS, seed_metric_runs
 from workbench.ui.demo_runs import GRPO_RUN, TRACES_RUN, seed_demo_runs
 from workbench.ui.deployment import DeploymentPolicy, PolicyError, Viewer, parse_auth
 from workbench.ui.forms import build_form, form_values

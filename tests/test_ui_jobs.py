@@ -21,13 +21,13 @@ from gradio_client import Client, handle_file
 from tools.search import SearchTool
 from tools.search_cache import SearchCache
 from trainers.config import SftJobConfig
+from trainers.service import LaunchError, prepare_demo_training, resume_training
 from workbench import jobs, settings
+from workbench.benchmarks import mat_coding_mini
+from workbench.jobs.watch import JobWatch
 from workbench.run_charts import MetricSeriesCache
 from workbench.search_service import search_overview
 from workbench.store import Store
-from workbench.benchmarks import mat_coding_mini
-from trainers.service import LaunchError, prepare_demo_training, resume_training
-from workbench.jobs.watch import JobWatch
 from workbench.ui import tab_eval, tab_search, tab_train
 from workbench.ui.app import create_app, launch_options
 
@@ -57,18 +57,18 @@ def wait_until(predicate, timeout=120.0, every=0.5):
 
 
 # -- Train tab callbacks ------------------------------------------------------------------------
-def test_click_to_train_uses_the_demo_models_grpo_settings(tmp_path):
-    from trainers.demo_model import grpo_config
-    from workbench.synth.demo_world import build_world
+def test_click_to_train_fills_the_form_with_the_shipped_runs_settings(tmp_path):
+    """The form holds exactly click_to_train_config (which trainers.demo_model made the shipped run with)."""
+    from trainers.demo_data import click_to_train_config
 
-    world = build_world(tmp_path / "world", coding_train=1, coding_test=1, coding_rl=1, search_train=1,
-                        search_test=1, search_worlds=1, search_rl=1)
-    values = tab_train.demo_values({"items_file": "items.json", "eval_file": "held_out.json", "expert_run": "r"})
-    files_and_form_only = {"model", "data_files", "eval_data_files", "save_steps", "max_pixels", "min_pixels"}
-    shared = {name: value for (scope, name), value in values.items()
-              if scope in ("common", "grpo") and name not in files_and_form_only}
-    config = grpo_config("demo", world, values[("grpo", "max_steps")])
-    assert shared == {name: getattr(config, name) for name in shared}
+    demo = {"items_file": str(tmp_path / "items.json"), "eval_file": str(tmp_path / "held_out.json"),
+            "expert_run": "r"}
+    for path in (demo["items_file"], demo["eval_file"]):
+        Path(path).write_text("[]")
+    values = tab_train.demo_values(demo)
+    form = {name: value for (scope, name), value in values.items() if scope in ("common", "grpo")}
+    assert tab_train.train_config("grpo", form) == click_to_train_config("demo", demo["items_file"],
+                                                                         demo["eval_file"])
 
 
 def test_train_form_makes_configs_previews_the_command_and_says_what_to_fix(store, tmp_path):
@@ -90,7 +90,7 @@ def test_train_form_makes_configs_previews_the_command_and_says_what_to_fix(stor
     command = tab_train.command_preview("grpo", values)
     assert "-m trainers.grpo --config" in command and "--run-id NEW_RUN_ID" in command
     config_file = command.split("--config ")[1].split()[0]
-    assert json.loads(open(config_file, encoding="utf-8").read())["max_steps"] == 3
+    assert json.loads(Path(config_file).read_text(encoding="utf-8"))["max_steps"] == 3
 
     refusals = {
         "divisible by num_generations": {**values, "per_device_train_batch_size": 3},

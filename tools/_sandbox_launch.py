@@ -190,10 +190,9 @@ def plan(mode: str, scratch_bytes: int) -> LaunchPlan:
     config = {"mode": mode, "read_paths": paths, "run_as": job_uid(mode, paths), "jobs_root": None,
               "sys_path": library_sys_path()}
     env = worker_env()
-    if mode == "landlock":
-        if not (confine.landlock_abi() > 0 and confine.seccomp_available()):
-            raise SandboxUnavailable("Landlock and seccomp are both needed for the fallback and this kernel "
-                                     f"lacks one (Landlock ABI {confine.landlock_abi()})")
+    if mode == "landlock" and not (confine.landlock_abi() > 0 and confine.seccomp_available()):
+        raise SandboxUnavailable("Landlock and seccomp are both needed for the fallback and this kernel "
+                                 f"lacks one (Landlock ABI {confine.landlock_abi()})")
     if mode in ("landlock", "unsafe-none"):
         # Made here, removed by the host: the confined worker may not delete its own root folder.
         config["jobs_root"] = tempfile.mkdtemp(prefix="code-sandbox-jobs-")

@@ -30,10 +30,10 @@ import traceback
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _sandbox_code as code_prep  # noqa: E402
-import _sandbox_confine as confine  # noqa: E402
-import _sandbox_outputs as outputs  # noqa: E402
-import _sandbox_wire as wire  # noqa: E402
+import _sandbox_code as code_prep
+import _sandbox_confine as confine
+import _sandbox_outputs as outputs
+import _sandbox_wire as wire
 
 MODEL_FILENAME = "<model_code>"
 RESULT_FD = 3

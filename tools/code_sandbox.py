@@ -49,16 +49,11 @@ folder (e.g. /root/.pyenv), jobs stay uid 0 but without any capabilities.
 
 import argparse
 import atexit
-import fcntl
 import itertools
 import json
 import logging
 import os
 import re
-import select
-import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -69,16 +64,14 @@ from pathlib import Path
 
 from tools import _sandbox_confine as confine
 from tools import _sandbox_launch as launch
-from tools import _sandbox_wire as wire
-from tools._sandbox_code import denormalize_box, extract_source  # noqa: F401  (public helpers)
+from tools._sandbox_code import denormalize_box, extract_source
 from tools._sandbox_launch import SandboxUnavailable
+from tools._sandbox_process import WorkerGone, WorkerProcess
 
 __all__ = ["CodeResult", "CodeSandbox", "SandboxLimits", "SandboxUnavailable", "denormalize_box", "extract_source",
            "run_code", "main"]
 ISOLATION_MODES = ("auto", "bwrap", "landlock", "unsafe-none")
 MAX_INPUT_BYTES = 64 * 1024 * 1024
-STARTUP_TIMEOUT_S = 60.0
-PIPE_BUFFER_BYTES = 1024 * 1024
 ANSWER_MARGIN_S = 30.0  # beyond the wall limit: collection, re-encoding, queueing in the worker
 log = logging.getLogger(__name__)
 
@@ -117,129 +110,6 @@ def _failed(error: str, started: float) -> CodeResult:
                       memory_exceeded=False, output_images=[], duration_s=time.monotonic() - started)
 
 
-class _WorkerGone(RuntimeError):
-    pass
-
-
-class _Pending:
-    def __init__(self):
-        self.event = threading.Event()
-        self.frame: tuple[dict, bytes] | None = None
-
-
-class _WorkerProcess:
-    """One running worker: its pipes, a reader thread and the calls waiting for answers."""
-
-    def __init__(self, plan: launch.LaunchPlan):
-        self.host_jobs_root = plan.host_jobs_root
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(plan.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
-                                     env=plan.env, cwd="/", close_fds=True, start_new_session=True, bufsize=0)
-        self.requests, self.responses = self.proc.stdin.fileno(), self.proc.stdout.fileno()
-        for fd in (self.requests, self.responses):
-            try:  # a typical image fits in one pipe buffer: fewer context switches per call
-                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BUFFER_BYTES)
-            except OSError:
-                pass
-        self.pending: dict[int, _Pending] = {}
-        self.pending_lock = threading.Lock()  # never held during pipe I/O
-        self.write_lock = threading.Lock()
-        self.alive = True
-        # poll, not select: select() fails on descriptors above 1023, which a long-lived process reaches
-        waiter = select.poll()
-        waiter.register(self.responses, select.POLLIN)
-        ready = waiter.poll(STARTUP_TIMEOUT_S * 1000)
-        frame = wire.read_frame(self.responses) if ready else None
-        if frame is None or frame[0].get("op") != "ready":
-            reason = frame[0].get("error") if frame else "no answer"
-            try:
-                self.proc.wait(timeout=1.0)  # e.g. bwrap refused to start: let it finish writing why
-            except subprocess.TimeoutExpired:
-                pass
-            log = self.log_tail()  # read before stop() closes the log
-            self.stop()
-            raise SandboxUnavailable(f"{plan.mode} worker did not start: {reason}. {log}".strip())
-        self.details = frame[0]["details"]
-        self.reader = threading.Thread(target=self._read_answers, name="code-sandbox-reader", daemon=True)
-        self.reader.start()
-
-    def log_tail(self, size: int = 800) -> str:
-        try:
-            self.log.seek(0)
-            return self.log.read().decode(errors="replace")[-size:].strip()
-        except (OSError, ValueError):
-            return ""
-
-    def submit(self, message: dict, blob: bytes) -> _Pending:
-        pending = _Pending()
-        with self.pending_lock:
-            if not self.alive:
-                raise _WorkerGone()
-            self.pending[message["id"]] = pending
-        try:
-            with self.write_lock:
-                wire.write_frame(self.requests, message, blob)
-        except OSError:
-            with self.pending_lock:
-                self.pending.pop(message["id"], None)
-                self.alive = False
-            raise _WorkerGone() from None
-        return pending
-
-    def _read_answers(self) -> None:
-        try:
-            while (frame := wire.read_frame(self.responses)) is not None:
-                with self.pending_lock:
-                    pending = self.pending.pop(frame[0].get("id"), None)
-                if pending is not None:
-                    pending.frame = frame
-                    pending.event.set()
-        except (OSError, ValueError):
-            pass
-        with self.pending_lock:
-            self.alive = False
-            waiting, self.pending = list(self.pending.values()), {}
-        for pending in waiting:
-            pending.event.set()  # frame None: the worker went away
-
-    def stop(self, grace_s: float = 3.0) -> None:
-        self.alive = False
-        try:
-            self.proc.stdin.close()  # EOF: the worker kills its jobs and exits
-        except OSError:
-            pass
-        try:
-            self.proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            _kill_tree(self.proc.pid)  # bwrap's children live in their own session and PID namespace
-            self.proc.wait()
-        if getattr(self, "reader", None) is not None:
-            self.reader.join(timeout=2.0)  # it sees EOF now; never close a fd another thread reads
-        self.proc.stdout.close()
-        self.log.close()
-        if self.host_jobs_root:
-            shutil.rmtree(self.host_jobs_root, ignore_errors=True)
-
-
-def _kill_tree(pid: int) -> None:
-    """SIGKILL a process and all its descendants (found through /proc/<pid>/task/*/children)."""
-    found, queue = [], [pid]
-    while queue:
-        current = queue.pop()
-        found.append(current)
-        try:
-            for task in os.listdir(f"/proc/{current}/task"):
-                with open(f"/proc/{current}/task/{task}/children") as children:
-                    queue.extend(int(child) for child in children.read().split())
-        except OSError:
-            continue
-    for victim in found:
-        try:
-            os.kill(victim, signal.SIGKILL)
-        except OSError:
-            pass
-
-
 class CodeSandbox:
     """Runs model code on an image in an isolated, warm worker; thread-safe; a context manager."""
 
@@ -263,14 +133,14 @@ class CodeSandbox:
         # A sandbox dropped without close() still stops its worker.
         self._finalizer = weakref.finalize(self, _stop_worker_of, self.__dict__)
 
-    def _start_worker(self) -> _WorkerProcess:
+    def _start_worker(self) -> WorkerProcess:
         modes = ["bwrap", "landlock"] if self.isolation == "auto" else [self.isolation]
         if self.isolation_in_use:
             modes = [self.isolation_in_use]  # a restart keeps what worked
         reasons = []
         for mode in modes:
             try:
-                worker = _WorkerProcess(launch.plan(mode, self.scratch_mb * 1024 * 1024))
+                worker = WorkerProcess(launch.plan(mode, self.scratch_mb * 1024 * 1024))
             except SandboxUnavailable as exc:
                 reasons.append(f"{mode}: {exc}")
                 continue
@@ -280,7 +150,7 @@ class CodeSandbox:
             return worker
         raise SandboxUnavailable(f"no sandbox isolation works here ({'; '.join(reasons)}). {_advice(reasons)}")
 
-    def _current_worker(self) -> _WorkerProcess:
+    def _current_worker(self) -> WorkerProcess:
         with self._lock:
             if self._closed:
                 raise RuntimeError("this CodeSandbox is closed")
@@ -289,7 +159,7 @@ class CodeSandbox:
                 self._worker = self._start_worker()
             return self._worker
 
-    def _restart(self, worker: _WorkerProcess) -> None:
+    def _restart(self, worker: WorkerProcess) -> None:
         with self._lock:
             if self._worker is worker:
                 worker.alive = False
@@ -333,7 +203,7 @@ class CodeSandbox:
             worker = self._current_worker()
             try:
                 pending = worker.submit(message, image)
-            except _WorkerGone:
+            except WorkerGone:
                 continue  # died between jobs: start a fresh one and retry once
             if not pending.event.wait(timeout_s):
                 self._restart(worker)

@@ -26,8 +26,15 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.corpus_files import (FOLDER_SUFFIXES, TEXT_FIELDS, CorpusDocument, CorpusError,  # noqa: F401 (re-exported)
-                                content_hash, quick_signature, read_documents)
+from tools.corpus_files import (  # noqa: F401 (re-exported)
+    FOLDER_SUFFIXES,
+    TEXT_FIELDS,
+    CorpusDocument,
+    CorpusError,
+    content_hash,
+    quick_signature,
+    read_documents,
+)
 
 SCHEMA_VERSION = "3"  # bump whenever parsing or the index layout changes: old indexes rebuild
 MAX_QUERY_TERMS = 32

@@ -19,10 +19,10 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from tools.local_corpus import CorpusError, LocalCorpus, RerankUnavailable, SearchTimeout
 from tools.search_cache import SearchCache, normalise_query
@@ -253,7 +253,7 @@ class SearchTool:
         k = self.k if k is None else k
         try:
             return self._search(query, k, started)
-        except Exception as exc:  # noqa: BLE001 - the last guard: a rollout must never crash on search
+        except Exception as exc:
             return self._failure(query, k, f"Search error: internal failure ({type(exc).__name__}: {exc}).",
                                  started, "error")
 
@@ -307,7 +307,7 @@ class SearchTool:
         try:
             self.cache.record_call(self.backend.name, query, k, outcome, paid_backend=self.backend.paid,
                                    latency_s=latency, error=error)
-        except Exception:  # noqa: BLE001 - an unwritable log must not hide the search error itself
+        except Exception:
             pass
         return SearchResponse(query, [], error, error, False, self.backend.name, latency)
 

@@ -20,51 +20,17 @@ format. A processor whose template cannot render tool calls (Qwen2.5-VL's)
 gets the Qwen3-VL one, as FIELD-NOTES measured.
 """
 
+from pathlib import Path
 from typing import Any
 
 from workbench import protocol
 from workbench.backends.tiny import QWEN3_VL_CHAT_TEMPLATE
 
-TAG_TOOLS = ("search", "code", "problem")  # <problem> rides the tool path: its "result" is the <tips> hint
 TAG_TOOL_ARGUMENT = "argument"  # one argument name for every tag tool: a response template cannot vary keys
 ACTION_CLOSE_TAGS = {"tags": ("</search>", "</code>", "</problem>", "</answer>"), "native": ()}
 
-TAGS_CHAT_TEMPLATE = r"""{%- macro render(content) -%}
-{%- if content is string -%}{{ content }}{%- else -%}
-{%- for block in content -%}
-{%- if block.type == 'image' or ('image' in block and block.image is not none) or 'image_url' in block -%}
-<|vision_start|><|image_pad|><|vision_end|>
-{%- elif block.type == 'video' or ('video' in block and block.video is not none) -%}
-<|vision_start|><|video_pad|><|vision_end|>
-{%- elif block.text is defined and block.text is not none -%}{{ block.text }}{%- endif -%}
-{%- endfor -%}{%- endif -%}
-{%- endmacro -%}
-{%- for message in messages -%}
-{%- if message.role == 'tool' -%}
-{%- if loop.first or messages[loop.index0 - 1].role != 'tool' -%}{{ '<|im_start|>user\n' }}{%- endif -%}
-{{ render(message.content) }}
-{%- if loop.last or messages[loop.index0 + 1].role != 'tool' -%}{{ '<|im_end|>\n' }}{%- endif -%}
-{%- elif message.role == 'assistant' -%}
-{{ '<|im_start|>assistant\n' }}
-{%- generation -%}
-{%- if message.content is defined and message.content is not none -%}{{ render(message.content) }}{%- endif -%}
-{%- for call in (message.tool_calls or []) -%}
-{%- set call = call.function if call.function is defined else call -%}
-{%- if call.name in ('search', 'code', 'problem') -%}
-{{ '<' + call.name + '>' }}{%- if call.arguments is mapping and 'argument' in call.arguments -%}{{ call.arguments.argument }}{%- endif -%}{{ '</' + call.name + '>' }}
-{%- else -%}
-{{ '<tool_call>\n{"name": "' + call.name + '", "arguments": ' }}{{ call.arguments if call.arguments is string else call.arguments | tojson }}{{ '}\n</tool_call>' }}
-{%- endif -%}
-{%- endfor -%}
-{{ '<|im_end|>' }}
-{%- endgeneration -%}
-{{ '\n' }}
-{%- else -%}
-{{ '<|im_start|>' + message.role + '\n' }}{{ render(message.content) }}{{ '<|im_end|>\n' }}
-{%- endif -%}
-{%- endfor -%}
-{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}
-"""
+# ChatML like Qwen's, tool results as user turns, generation markers for assistant-only loss (module docstring).
+TAGS_CHAT_TEMPLATE = (Path(__file__).parent / "tags_chat_template.jinja").read_text(encoding="utf-8")
 
 # transformers' response_template format: tag actions become tool_calls, the rest stays content.
 TAGS_RESPONSE_TEMPLATE: dict[str, Any] = {
@@ -149,8 +115,9 @@ def prepare_processor(processor: Any, protocol_name: str, *, tool_calls: bool) -
 def tool_docstring(name: str, protocol_name: str) -> tuple[str, str]:
     """(argument name, Google-style docstring) of a rollout tool, from the workbench's tool schemas."""
     if name == "problem":
+        labels = ", ".join(protocol.PROBLEM_LABELS)
         return TAG_TOOL_ARGUMENT, ("Name what is wrong with the image and get a hint.\n\nArgs:\n"
-                                   f"    {TAG_TOOL_ARGUMENT}: A set of labels from {', '.join(protocol.PROBLEM_LABELS)}.\n")
+                                   f"    {TAG_TOOL_ARGUMENT}: A set of labels from {labels}.\n")
     function = protocol.tool_schemas((name,))[0]["function"]
     native_argument = function["parameters"]["required"][0]
     argument = TAG_TOOL_ARGUMENT if protocol_name == "tags" else native_argument

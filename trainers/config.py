@@ -114,7 +114,8 @@ class TrainJobConfig:
                  f"lr_scheduler_type={self.lr_scheduler_type!r}: use one of {LR_SCHEDULERS}")
         _require(self.weight_decay >= 0, f"weight_decay={self.weight_decay}: use 0 or more")
         _require(self.max_grad_norm > 0, f"max_grad_norm={self.max_grad_norm}: use a positive value (1.0)")
-        _require(self.per_device_train_batch_size >= 1, f"per_device_train_batch_size={self.per_device_train_batch_size}: use 1 or more")
+        _require(self.per_device_train_batch_size >= 1,
+                 f"per_device_train_batch_size={self.per_device_train_batch_size}: use 1 or more")
         _require(self.gradient_accumulation_steps >= 1,
                  f"gradient_accumulation_steps={self.gradient_accumulation_steps}: use 1 or more")
         _require(self.min_pixels == 0 or self.min_pixels >= 28 * 28,
@@ -297,7 +298,8 @@ class GrpoJobConfig(TrainJobConfig):
         """The per-device batch sizes next to the current one whose total is a multiple of num_generations."""
         per_device_share = self.gradient_accumulation_steps * self.world_size
         unit = self.num_generations // math.gcd(self.num_generations, per_device_share)
-        lower, upper = (self.per_device_train_batch_size // unit) * unit, (self.per_device_train_batch_size // unit + 1) * unit
+        lower = (self.per_device_train_batch_size // unit) * unit
+        upper = lower + unit
         return f"{lower} or {upper}" if lower else str(upper)
 
     def reward_spec(self) -> RewardSpec:

@@ -20,7 +20,7 @@ Images are decoded lazily, shrunk to the processor's pixel budget and cached.
 
 import math
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from PIL import Image
 
 from workbench import protocol
 from workbench.benchmarks.loaders import load_mat_coding, load_mat_search
-from workbench.benchmarks.scoring import read_json_records
+from workbench.records import read_json_records
 from workbench.trace import Trace
 
 STEP_TYPES = ("pre_problem", "pre_code", "pre_answer", "pre_search")
@@ -269,12 +269,3 @@ def build_dataset(samples: list[StepSample] | list[EpisodeItem], *, max_pixels: 
         return batch
 
     return dataset.with_transform(with_images)
-
-
-def describe_samples(samples: list[StepSample] | list[EpisodeItem]) -> dict[str, Any]:
-    """A small summary stored with the run (counts per step kind, example row)."""
-    counts: dict[str, int] = {}
-    for sample in samples:
-        key = getattr(sample, "type", None) or ("episode" if isinstance(sample, EpisodeItem) else "step")
-        counts[key] = counts.get(key, 0) + 1
-    return {"rows": len(samples), "by_kind": counts, "example": asdict(samples[0]) if samples else None}

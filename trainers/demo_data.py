@@ -7,9 +7,11 @@ Builds, from the synthetic MAT-Coding-mini world (workbench.synth):
   the chat layout the multi-turn training uses; they feed cold-start SFT;
 - a Visual-ARFT-format coding training file cut from those traces (steps
   mode: pre_problem / pre_code / pre_answer rows with the chain as context).
-`demo_sft_config` / `demo_grpo_config` are the click-to-train settings for
-the tiny model (cold-start SFT, then multi-turn GRPO with the code tool), the
-ones bench/bench_train.py measures.
+`click_to_train_config` is the GRPO run the Train tab's "Fill in a demo run"
+sets up from the demo model (the one definition: `trainers.demo_model`
+makes the shipped run with it too); `demo_sft_config` / `demo_grpo_config`
+train the untrained tiny model (cold-start SFT, then multi-turn GRPO with
+the code tool), the ones bench/bench_train.py measures.
 """
 
 import json
@@ -42,11 +44,11 @@ def write_demo_items(folder: str | Path, count: int = 16, seed: int = 0) -> Demo
 def record_expert_traces(data: DemoData, store: Store, *, run_id: str | None = None, protocol_name: str = "tags",
                          workers: int = 2) -> str:
     """Replay the expert on every item through the agent runner with the real code tool; returns the run id."""
-    from workbench.agent.tools import build_tools
-    from workbench.benchmarks.loaders import load_mat_coding
-    from workbench.backends.replay import ReplayBackend
     from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig
+    from workbench.agent.tools import build_tools
+    from workbench.backends.replay import ReplayBackend
     from workbench.benchmarks import mini_expert
+    from workbench.benchmarks.loaders import load_mat_coding
 
     if protocol_name != "tags":
         raise ValueError("the scripted expert writes tag-protocol turns; use protocol_name='tags'")
@@ -105,6 +107,19 @@ def demo_sft_config(data: DemoData, steps: int = 60) -> SftJobConfig:
     return SftJobConfig(model="tiny", trace_runs=[data.expert_run], finetune="full", max_steps=steps,
                         per_device_train_batch_size=4, learning_rate=1e-3, save_steps=0,
                         run_name="cold start (tiny, expert traces)", **TINY_PIXELS)
+
+
+def click_to_train_config(model: str, items_file: str, eval_file: str, steps: int = 24) -> GrpoJobConfig:
+    """Multi-turn GRPO with the live code tool on items SFT never saw, a KL pull (beta 0.04) towards the
+    starting model, 8 prompts x 4 samples per step at temperature 1.0, held-out reward on all held-out items
+    (2 samples each) every 8 steps; about 10 minutes on 2 CPU cores from the demo model. From the demo model,
+    smaller batches (2 or 4 prompts) lowered the held-out reward or left it flat at every learning rate and
+    temperature tried; 8 prompts at 1.0 raised it on each seed tried (model card)."""
+    return GrpoJobConfig(model=model, data_files=[str(items_file)], mode="episodes", tools=["code"],
+                         finetune="full", num_generations=4, per_device_train_batch_size=32, max_completion_length=384,
+                         max_turns=4, max_steps=steps, save_steps=8, temperature=1.0, learning_rate=6e-5, beta=0.04,
+                         seed=0, eval_data_files=[str(eval_file)], eval_steps=8, max_eval_items=0,
+                         num_generations_eval=2)
 
 
 def demo_grpo_config(data: DemoData, model: str, steps: int = 50) -> GrpoJobConfig:

@@ -33,14 +33,14 @@ import time
 from pathlib import Path
 
 from trainers.config import GrpoJobConfig, SftJobConfig
+from trainers.demo_data import click_to_train_config
 from trainers.grpo import run_grpo
 from trainers.sft import run_sft
 from workbench import settings
-from workbench.benchmarks.evaluation import EvalConfig, run_evaluation
 from workbench.agent.runner import RunnerConfig
-from workbench.store import Store
 from workbench.benchmarks import mat_search_mini, mini_expert
-from workbench.synth import demo_assets
+from workbench.benchmarks.evaluation import EvalConfig, run_evaluation
+from workbench.store import Store
 from workbench.synth.demo_world import World, build_search_drill, build_world, record_expert_traces
 from workbench.trace_io import export_run_bundle
 
@@ -138,18 +138,11 @@ def evaluate(model: str, world: World, store: Store, tools: bool, limit: int | N
 
 
 def grpo_config(model: str, world: World, steps: int) -> GrpoJobConfig:
-    """Multi-turn GRPO with the live code tool on items SFT never saw (the "rl" split), a KL pull (beta 0.04)
-    towards the SFT model, 8 prompts x 4 samples per step at temperature 1.0, held-out reward on all 100
-    held-out items (2 samples each) every 8 steps (CPU: minutes). From this model, smaller batches
-    (2 or 4 prompts) lowered the held-out reward or left it flat at every learning rate and temperature tried;
-    8 prompts at 1.0 raised it on each seed tried (model card). The Train tab's demo settings
-    (workbench.ui.tab_train.demo_values) mirror these; change both together."""
-    return GrpoJobConfig(model=model, data_files=[str(world.coding("rl"))], mode="episodes", tools=["code"],
-                         finetune="full", num_generations=4, per_device_train_batch_size=32, max_completion_length=384,
-                         max_turns=4, max_steps=steps, save_steps=0, save_total_limit=1, temperature=1.0,
-                         learning_rate=6e-5, beta=0.04, seed=0, eval_data_files=[str(world.coding("test"))],
-                         eval_steps=8, max_eval_items=0, num_generations_eval=2, log_traces_every=4,
-                         run_name="demo GRPO: multi-turn, code tool, from the demo model")
+    """The Train tab's click-to-train GRPO (`trainers.demo_data.click_to_train_config`) on the world's coding
+    rl split, held-out reward on its held-out split, saving only the end and every 4th step's rollouts."""
+    config = click_to_train_config(model, str(world.coding("rl")), str(world.coding("test")), steps)
+    return dataclasses.replace(config, save_steps=0, save_total_limit=1, log_traces_every=4,
+                               run_name="demo GRPO: multi-turn, code tool, from the demo model")
 
 
 def search_grpo_config(model: str, world: World, steps: int) -> GrpoJobConfig:
@@ -205,7 +198,7 @@ def write_model_card(out: Path, figures: dict) -> None:
     from safetensors import safe_open
 
     with safe_open(str(out / "model.safetensors"), "pt") as weights:
-        parameters = sum(_count(weights.get_slice(name).get_shape()) for name in weights.keys())
+        parameters = sum(_count(weights.get_slice(name).get_shape()) for name in weights.keys())  # noqa: SIM118  (safetensors handles are not iterable)
     size_mb = (out / "model.safetensors").stat().st_size / 1e6
     results = figures.get("results", {})
     lines = [
@@ -232,7 +225,8 @@ def write_model_card(out: Path, figures: dict) -> None:
         "MAT-Search-mini train questions from 100 small worlds (36 companies each, own corpus); held-out: 100 "
         "coding items (other seed) and 60 search questions on an unseen world with its own corpus; GRPO's prompts: "
         "400 more coding items (a third seed) that no SFT stage saw.",
-        "- Traces: a scripted expert (`workbench.benchmarks.mini_expert`) replayed through the real runner with the real "
+        "- Traces: a scripted expert (`workbench.benchmarks.mini_expert`) replayed through the real runner with the "
+        "real "
         "code sandbox and local search; every fourth coding item also without tools (direct answer).",
         "- Training: TRL SFTTrainer, full fine-tune, assistant-only loss, 30 warm-up steps, each trace with the "
         "system prompt it was recorded with. SFT stages, in order:",

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from trl import GRPOConfig, GRPOTrainer
+from trl import GRPOTrainer
 
 from trainers import chat_format, data, modeling
+from trainers.arguments import grpo_arguments
 from trainers.config import GrpoJobConfig
 from trainers.job_run import JobContext, cli_main, fail_run, resume_checkpoint, start_run, succeed_run
 from trainers.logging_callback import BatchColumns, FinalCheckpointCallback, StoreLoggingCallback
@@ -102,33 +103,6 @@ class GrpoSetup:
             self.toolbox.close()
         if self.code_runner is not None:
             self.code_runner.close()
-
-
-def grpo_arguments(config: GrpoJobConfig, output_dir: Path, reward_weights: list[float]) -> GRPOConfig:
-    return GRPOConfig(
-        output_dir=str(output_dir), use_cpu=config.gpus == 0, **modeling.precision_flags(config),
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps, num_generations=config.num_generations,
-        max_completion_length=config.max_completion_length, temperature=config.temperature, top_p=config.top_p,
-        beta=config.beta, epsilon=config.epsilon, loss_type=config.loss_type, scale_rewards=config.scale_rewards,
-        learning_rate=config.learning_rate, warmup_steps=config.warmup_steps,
-        lr_scheduler_type=modeling.lr_scheduler_type(config), weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm, max_steps=config.max_steps, seed=config.seed,
-        reward_weights=reward_weights, shuffle_dataset=config.shuffle_dataset, logging_steps=1, report_to=[],
-        save_strategy="steps", save_steps=config.save_steps or config.max_steps,
-        save_total_limit=config.save_total_limit or None, activation_checkpointing=config.gradient_checkpointing,
-        max_tool_calling_iterations=config.max_turns - 1 if config.mode == "episodes" else None,
-        **_eval_arguments(config),
-        use_vllm=config.use_vllm, vllm_mode="colocate", vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
-        dataloader_num_workers=0, disable_tqdm=True, **config.trl_args)
-
-
-def _eval_arguments(config: GrpoJobConfig) -> dict:
-    if not config.eval_steps:
-        return {}
-    return {"eval_strategy": "steps", "eval_steps": config.eval_steps, "eval_on_start": True,
-            "per_device_eval_batch_size": config.per_device_train_batch_size,
-            "num_generations_eval": config.num_generations_eval or None}
 
 
 def _load_rows(config: GrpoJobConfig, files: list[str] | None = None, limit: int | None = None) -> list:

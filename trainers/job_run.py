@@ -15,9 +15,10 @@ import re
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from trainers.config import CONFIG_CLASSES, ConfigError, TrainJobConfig, config_from_dict, load_values
 from trainers.preflight import validate_for_launch

@@ -123,13 +123,11 @@ def _check_trl_args(config: TrainJobConfig) -> None:
 
     with tempfile.TemporaryDirectory(prefix="preflight-") as folder:
         try:
-            if isinstance(config, GrpoJobConfig):
-                from trainers.grpo import grpo_arguments
+            from trainers.arguments import grpo_arguments, sft_arguments
 
+            if isinstance(config, GrpoJobConfig):
                 grpo_arguments(config, Path(folder), [1.0])
             else:
-                from trainers.sft import sft_arguments
-
                 sft_arguments(config, Path(folder))
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"TRL refuses the settings passed through to it ({sorted(config.trl_args)}): "

@@ -21,8 +21,9 @@ stores them on traces). The adapter only reshapes inputs:
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from trainers.chat_format import assistant_turn_text
 from workbench import rewards, settings

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from trainers.config import CONFIG_CLASSES, ConfigError, TrainJobConfig, config_from_dict
+from trainers.config import CONFIG_CLASSES, TrainJobConfig, config_from_dict
 from trainers.launch import build_command, format_command
 from workbench import jobs, settings
 from workbench.store import Store

@@ -15,9 +15,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from trl import SFTConfig, SFTTrainer
+from trl import SFTTrainer
 
 from trainers import chat_format, modeling
+from trainers.arguments import sft_arguments
 from trainers.config import SftJobConfig
 from trainers.job_run import JobContext, cli_main, fail_run, resume_checkpoint, start_run, succeed_run
 from trainers.logging_callback import FinalCheckpointCallback, StoreLoggingCallback
@@ -35,20 +36,6 @@ class SftSetup:
     def close(self) -> None:
         if self.logging is not None:
             self.logging.close()
-
-
-def sft_arguments(config: SftJobConfig, output_dir: Path) -> SFTConfig:
-    steps = {"max_steps": config.max_steps} if config.max_steps else {"num_train_epochs": config.num_train_epochs}
-    return SFTConfig(
-        output_dir=str(output_dir), use_cpu=config.gpus == 0, **modeling.precision_flags(config), **steps,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps, learning_rate=config.learning_rate,
-        warmup_steps=config.warmup_steps, lr_scheduler_type=modeling.lr_scheduler_type(config),
-        weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm,
-        seed=config.seed, max_length=config.max_length, assistant_only_loss=True, remove_unused_columns=False,
-        logging_steps=1, report_to=[], save_strategy="steps", save_steps=config.save_steps or 10 ** 9,
-        save_total_limit=config.save_total_limit or None, activation_checkpointing=config.gradient_checkpointing,
-        dataloader_num_workers=0, disable_tqdm=True, **config.trl_args)
 
 
 def build_sft_trainer(config: SftJobConfig, output_dir: Path, *, store: Store | None = None,

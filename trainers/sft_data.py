@@ -18,15 +18,16 @@ protocol, as the Qwen3-VL template renders tool messages).
 """
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from trainers.config import SftJobConfig
 from workbench import protocol
 from workbench.store import Store
-from workbench.trace_io import images_folder
 from workbench.trace import Trace
+from workbench.trace_io import images_folder
 
 
 @dataclass

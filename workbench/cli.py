@@ -16,7 +16,8 @@ from workbench.agent.config import RunnerConfig
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="demo",
-                        help="'demo' (the shipped demo model), 'tiny' (untrained), a local folder or hub id, or openai:<model>@<base_url>")
+                        help="'demo' (the shipped demo model), 'tiny' (untrained), a local folder or hub id, or "
+                             "openai:<model>@<base_url>")
     parser.add_argument("--adapter", default=None, help="a LoRA adapter folder to load on top of the model")
 
 
@@ -24,7 +25,8 @@ def _add_runner_args(parser: argparse.ArgumentParser) -> None:
     help_text = RunnerConfig.field_help()
     parser.add_argument("--tools", default="code", help=help_text["tools"] + " Comma-separated; '' for none.")
     parser.add_argument("--protocol", default="tags", help=help_text["protocol"])
-    parser.add_argument("--layout", default="chat", help=help_text["layout"] + " Default chat: the demo model's layout.")
+    parser.add_argument("--layout", default="chat",
+                        help=help_text["layout"] + " Default chat: the demo model's layout.")
     parser.add_argument("--max-turns", type=int, default=5, help=help_text["max_turns"])
     parser.add_argument("--samples", type=int, default=1, help=help_text["samples"])
     parser.add_argument("--temperature", type=float, default=0.0, help=help_text["temperature"])
@@ -139,7 +141,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m workbench", description="Visual-ARFT workbench")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs instead of one-line errors")
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks and debug logs instead of one-line errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the agent on one image and question; stores the trace")

@@ -78,7 +78,7 @@ def _parse_tags(text: str, rest: str, think: str | None) -> ParsedTurn:
         error = f"<{opened.group(1)}> is never closed (the turn may have hit the token limit)"
     else:
         where = " after </think>" if think is not None else ""
-        error = f"no action: expected one of {', '.join('<%s>' % a for a in ACTIONS)}{where}"
+        error = f"no action: expected one of {', '.join(f'<{a}>' for a in ACTIONS)}{where}"
     return ParsedTurn(text, think, error=error)
 
 

@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 IMAGE_REF_PREFIX = "sha256:"
-STOP_REASONS = ("answered", "max_turns", "parse_error", "tool_error", "error", "length")
 
 
 def image_ref(sha: str) -> str:

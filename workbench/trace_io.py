@@ -12,12 +12,12 @@ reaches a fresh workbench.
 
 import json
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from workbench import protocol
 from workbench.images import image_path
-from workbench.benchmarks.scoring import read_json_records
+from workbench.records import read_json_records
 from workbench.store import Store
 from workbench.trace import ToolCall, Trace, Turn
 

@@ -9,17 +9,17 @@ Callers can iterate `AgentRunner.stream()` to see each turn as it happens.
 """
 
 import time
-import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Protocol
 
 from workbench import protocol as proto
 from workbench import settings
+from workbench.agent.config import RunnerConfig
 from workbench.backends import ChatBackend, GenerationConfig
 from workbench.images import image_path, sha_of_path
-from workbench.agent.config import RunnerConfig  # noqa: F401  (re-exported: the runner's settings)
 from workbench.store import Store
 from workbench.trace import ToolCall, Trace, Turn, image_ref
 
@@ -282,7 +282,3 @@ class AgentRunner:
     def _save(self, traces: list[Trace]) -> None:
         if traces and self.store is not None:
             self.store.save_traces(traces)
-
-
-def new_run_id() -> str:
-    return uuid.uuid4().hex[:12]

@@ -5,13 +5,13 @@ a run per playground session, and wires real tools into the runner.
 """
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
+from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig, TurnEvent
 from workbench.agent.tools import build_tools
 from workbench.backends import ChatBackend, resolve_model
 from workbench.images import load_image
-from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig, TurnEvent
 from workbench.store import Store
 from workbench.trace import Trace
 

@@ -22,8 +22,8 @@ from typing import Any
 
 from workbench import settings
 from workbench.backends.base import ChatBackend, Generation, GenerationConfig, trim_at_stop
-from workbench.backends.remote import OpenAIBackend
 from workbench.backends.local import TransformersBackend
+from workbench.backends.remote import OpenAIBackend
 
 __all__ = ["ChatBackend", "Generation", "GenerationConfig", "OpenAIBackend", "TransformersBackend",
            "DEMO_MODEL", "TINY_MODELS", "resolve_model", "trim_at_stop"]

@@ -19,8 +19,6 @@ from PIL import Image
 from workbench.images import ImageError, image_path, load_image
 from workbench.trace import ref_sha
 
-FINISH_REASONS = ("stop", "length", "error")
-
 
 @dataclass
 class Generation:

@@ -27,7 +27,8 @@ DynamicLayer's concatenation per token, and rows moved within the buffer.
 """
 
 import copy
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from transformers.cache_utils import DynamicLayer

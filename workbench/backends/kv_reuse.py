@@ -35,8 +35,9 @@ reuse off; kv_decode's docstring says what is and is not guaranteed).
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

@@ -38,8 +38,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from workbench.backends.base import (Generation, GenerationConfig, block_image_source, error_generation,
-                                     image_blocks, load_block_image, trim_at_stop)
+from workbench.backends.base import (
+    Generation,
+    GenerationConfig,
+    block_image_source,
+    error_generation,
+    image_blocks,
+    load_block_image,
+    trim_at_stop,
+)
 from workbench.images import ImageError
 
 MODEL_HINT = ("Pass 'tiny' for the embedded tiny model, a folder saved with save_pretrained (it holds "

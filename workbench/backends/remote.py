@@ -23,8 +23,15 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from workbench.backends.base import (Generation, GenerationConfig, block_image_source, error_generation,
-                                     is_image_block, load_block_image, trim_at_stop)
+from workbench.backends.base import (
+    Generation,
+    GenerationConfig,
+    block_image_source,
+    error_generation,
+    is_image_block,
+    load_block_image,
+    trim_at_stop,
+)
 from workbench.images import ImageError
 from workbench.trace import ref_sha
 

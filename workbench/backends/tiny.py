@@ -41,173 +41,9 @@ PROTOCOL_TAGS = [
 
 # The Qwen3-VL instruct chat template (public, Apache-2.0), verbatim: supports
 # system/user/assistant/tool roles, image and video blocks, `tools=` and `tool_calls`.
-QWEN3_VL_CHAT_TEMPLATE = r"""{%- if tools %}
-    {{- '<|im_start|>system\n' }}
-    {%- if messages[0].role == 'system' %}
-        {%- if messages[0].content is string %}
-            {{- messages[0].content }}
-        {%- else %}
-            {%- for content in messages[0].content %}
-                {%- if 'text' in content %}
-                    {{- content.text }}
-                {%- endif %}
-            {%- endfor %}
-        {%- endif %}
-        {{- '\n\n' }}
-    {%- endif %}
-    {{- "# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>" }}
-    {%- for tool in tools %}
-        {{- "\n" }}
-        {{- tool | tojson }}
-    {%- endfor %}
-    {{- "\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" }}
-{%- else %}
-    {%- if messages[0].role == 'system' %}
-        {{- '<|im_start|>system\n' }}
-        {%- if messages[0].content is string %}
-            {{- messages[0].content }}
-        {%- else %}
-            {%- for content in messages[0].content %}
-                {%- if 'text' in content %}
-                    {{- content.text }}
-                {%- endif %}
-            {%- endfor %}
-        {%- endif %}
-        {{- '<|im_end|>\n' }}
-    {%- endif %}
-{%- endif %}
-{%- set image_count = namespace(value=0) %}
-{%- set video_count = namespace(value=0) %}
-{%- for message in messages %}
-    {%- if message.role == "user" %}
-        {{- '<|im_start|>' + message.role + '\n' }}
-        {%- if message.content is string %}
-            {{- message.content }}
-        {%- else %}
-            {%- for content in message.content %}
-                {%- if content.type == 'image' or 'image' in content or 'image_url' in content %}
-                    {%- set image_count.value = image_count.value + 1 %}
-                    {%- if add_vision_id %}Picture {{ image_count.value }}: {% endif -%}
-                    <|vision_start|><|image_pad|><|vision_end|>
-                {%- elif content.type == 'video' or 'video' in content %}
-                    {%- set video_count.value = video_count.value + 1 %}
-                    {%- if add_vision_id %}Video {{ video_count.value }}: {% endif -%}
-                    <|vision_start|><|video_pad|><|vision_end|>
-                {%- elif 'text' in content %}
-                    {{- content.text }}
-                {%- endif %}
-            {%- endfor %}
-        {%- endif %}
-        {{- '<|im_end|>\n' }}
-    {%- elif message.role == "assistant" %}
-        {{- '<|im_start|>' + message.role + '\n' }}
-        {%- if message.content is string %}
-            {{- message.content }}
-        {%- else %}
-            {%- for content_item in message.content %}
-                {%- if 'text' in content_item %}
-                    {{- content_item.text }}
-                {%- endif %}
-            {%- endfor %}
-        {%- endif %}
-        {%- if message.tool_calls %}
-            {%- for tool_call in message.tool_calls %}
-                {%- if (loop.first and message.content) or (not loop.first) %}
-                    {{- '\n' }}
-                {%- endif %}
-                {%- if tool_call.function %}
-                    {%- set tool_call = tool_call.function %}
-                {%- endif %}
-                {{- '<tool_call>\n{"name": "' }}
-                {{- tool_call.name }}
-                {{- '", "arguments": ' }}
-                {%- if tool_call.arguments is string %}
-                    {{- tool_call.arguments }}
-                {%- else %}
-                    {{- tool_call.arguments | tojson }}
-                {%- endif %}
-                {{- '}\n</tool_call>' }}
-            {%- endfor %}
-        {%- endif %}
-        {{- '<|im_end|>\n' }}
-    {%- elif message.role == "tool" %}
-        {%- if loop.first or (messages[loop.index0 - 1].role != "tool") %}
-            {{- '<|im_start|>user' }}
-        {%- endif %}
-        {{- '\n<tool_response>\n' }}
-        {%- if message.content is string %}
-            {{- message.content }}
-        {%- else %}
-            {%- for content in message.content %}
-                {%- if content.type == 'image' or 'image' in content or 'image_url' in content %}
-                    {%- set image_count.value = image_count.value + 1 %}
-                    {%- if add_vision_id %}Picture {{ image_count.value }}: {% endif -%}
-                    <|vision_start|><|image_pad|><|vision_end|>
-                {%- elif content.type == 'video' or 'video' in content %}
-                    {%- set video_count.value = video_count.value + 1 %}
-                    {%- if add_vision_id %}Video {{ video_count.value }}: {% endif -%}
-                    <|vision_start|><|video_pad|><|vision_end|>
-                {%- elif 'text' in content %}
-                    {{- content.text }}
-                {%- endif %}
-            {%- endfor %}
-        {%- endif %}
-        {{- '\n</tool_response>' }}
-        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
-            {{- '<|im_end|>\n' }}
-        {%- endif %}
-    {%- endif %}
-{%- endfor %}
-{%- if add_generation_prompt %}
-    {{- '<|im_start|>assistant\n' }}
-{%- endif %}
-"""
-
+QWEN3_VL_CHAT_TEMPLATE = (Path(__file__).parent / "qwen3_vl_chat_template.jinja").read_text(encoding="utf-8")
 # A little text in the protocol's language; the tokenizer's merges come from it.
-_TRAINING_TEXT = """\
-You are a helpful assistant that looks at the image, thinks step by step and uses tools when needed.
-Answer the question about the image. First think inside <think> and </think>, then act.
-To search the web, write <search> one short query </search> and read the <information> that comes back.
-<query> Who designed the building in the image and when was it finished? </query>
-<think> The image shows a tall tower. I should search for its architect. </think>
-<search> tower architect year finished </search>
-<information> 1. Content: The tower was designed by an engineer and finished in 1889. 2. Content: It is 330 metres tall. </information>
-<think> The search results say it was finished in 1889. </think>
-<answer> 1889 </answer>
-<query> What is the text within the [366, 723, 506, 851] of the image? </query>
-<think> The image looks dark and rotated, so I should name the problems first. </think>
-<problem> {'dark', 'rotation90'} </problem>
-<tips> Write Python code that fixes the named problems of the image. </tips>
-<think> I will rotate the image and make it brighter with OpenCV. </think>
-<code>
-```python
-import cv2
-import numpy as np
-from PIL import Image
-image = cv2.imread("path_to_input_image.jpg")
-image = cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE)
-image = cv2.convertScaleAbs(image, alpha=1.5, beta=40)
-height, width = image.shape[:2]
-x_min, y_min, x_max, y_max = 366, 723, 506, 851
-crop = image[int(y_min * height / 1000):int(y_max * height / 1000), int(x_min * width / 1000):int(x_max * width / 1000)]
-cv2.imwrite("path_to_output_image.jpg", crop)
-```
-</code>
-<think> The fixed image is clear now; the sign says OPEN. </think>
-<answer> OPEN </answer>
-Problems: rotation90, rotation180, dark, overexposure, blur, noise, crop, none.
-<tool_call>
-{"name": "search", "arguments": {"query": "name of the bridge in the photo"}}
-</tool_call>
-<tool_response>
-1. Content: The bridge opened in 1937 and spans the strait.
-</tool_response>
-<tool_call>
-{"name": "code", "arguments": {"code": "from PIL import Image\\nimage = Image.open('path_to_input_image.jpg')\\nimage.rotate(180).save('path_to_output_image.jpg')"}}
-</tool_call>
-What colour is the car? How many people are in the picture? Which city is this? What year was it built?
-The quick brown fox jumps over the lazy dog. 0 1 2 3 4 5 6 7 8 9 10 100 1000 2024 2025.
-"""
+_TRAINING_TEXT = (Path(__file__).parent / "tiny_tokenizer_text.txt").read_text(encoding="utf-8")
 
 
 def _train_tokenizer(extra_text: str = "", vocab_size: int = TOKENIZER_VOCAB_SIZE):
@@ -265,8 +101,13 @@ def _configs(arch: str, tokenizer):
 
 
 def _processor(arch: str, tokenizer):
-    from transformers import (Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor, Qwen3VLProcessor,
-                              Qwen3VLVideoProcessor)
+    from transformers import (
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+    )
 
     size = {"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}
     if arch == "qwen2_5_vl":

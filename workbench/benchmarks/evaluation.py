@@ -8,12 +8,12 @@ interrupted evaluation never looks finished. `import_predictions` stores an
 existing result file as a run that the UI can compare.
 """
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable
 
-from workbench.benchmarks.loaders import BENCHMARK_FORMATS, BenchmarkItem, load_benchmark
 from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig
+from workbench.benchmarks.loaders import BENCHMARK_FORMATS, BenchmarkItem, load_benchmark
 from workbench.benchmarks.scoring import ScoreReport, f1_em, load_predictions, score_predictions
 from workbench.store import Store
 from workbench.trace import Trace
@@ -133,7 +133,8 @@ def _finish(store: Store, run_id: str, report: ScoreReport) -> None:
     store.update_run(run_id, status="succeeded", summary=summary)
 
 
-def import_predictions(path: str | Path, benchmark: str, name: str, store: Store | None = None) -> tuple[str, ScoreReport]:
+def import_predictions(path: str | Path, benchmark: str, name: str,
+                       store: Store | None = None) -> tuple[str, ScoreReport]:
     """Score a result file ({id, gt, pred_answer}) and store it as an 'imported' run with per-item traces."""
     predictions = load_predictions(path)
     report = score_predictions(predictions, benchmark)

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.benchmarks.scoring import MAT_SPLITS, SPLITS, read_json_records
+from workbench.benchmarks.scoring import MAT_SPLITS, SPLITS
+from workbench.records import read_json_records
 
 BENCHMARK_FORMATS = ("mat-coding", "mat-search", "multihop")
 

@@ -13,12 +13,13 @@ itself contains CJK characters loses its spaces, while character tokens are
 used when either side does.
 """
 
-import json
 import re
 import string
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from workbench.records import describe_item, read_json_records
 
 BENCHMARKS = ("mat-coding", "mat-search", "multihop")
 # Leading items per split, by position in the file (PROTOCOL.md): (simple count, full size).
@@ -64,10 +65,6 @@ def normalize_answer(text: str, benchmark: str = "multihop") -> str:
     else:
         text = text.lower().translate(_PLAIN_PUNCT)
     return " ".join(_ARTICLES.sub(" ", text).split())
-
-
-def _tokens(normalized: str, char_level: bool) -> list[str]:
-    return list(normalized) if char_level else normalized.split()
 
 
 def _overlap_f1(pred_tokens: list[str], gold_tokens: list[str]) -> float:
@@ -119,12 +116,6 @@ def f1_em(pred: str | None, golds: str | list[str], benchmark: str = "multihop")
 # Validation of prediction items
 
 
-def _describe(position: int, item: Any) -> str:
-    if isinstance(item, dict) and "id" in item:
-        return f"item {position} (id {item['id']!r})"
-    return f"item {position}"
-
-
 def validate_predictions(items: Any, source: str = "predictions") -> list[dict]:
     """Check the {id, gt, pred_answer} schema; raise PredictionFileError naming the first bad item."""
     if not isinstance(items, list):
@@ -132,7 +123,7 @@ def validate_predictions(items: Any, source: str = "predictions") -> list[dict]:
                                   f"got {type(items).__name__}")
     seen: dict[str, int] = {}
     for position, item in enumerate(items):
-        where = f"{source}: {_describe(position, item)}"
+        where = f"{source}: {describe_item(position, item)}"
         if not isinstance(item, dict):
             raise PredictionFileError(f"{where}: expected an object with id, gt, pred_answer; "
                                       f"got {type(item).__name__}")
@@ -162,61 +153,6 @@ def validate_predictions(items: Any, source: str = "predictions") -> list[dict]:
             raise PredictionFileError(f"{where}: 'pred_answer' must be a string or null, "
                                       f"got {type(pred).__name__}")
     return items
-
-
-# ----------------------------------------------------------------------------------------------
-# Reading files
-
-
-def _first_bad_utf8_item(raw: bytes, error: UnicodeDecodeError) -> str:
-    """Name the item holding the first invalid byte, by parsing with the bad bytes escaped."""
-    where = f"byte 0x{raw[error.start]:02x} at offset {error.start} is not valid UTF-8"
-    try:
-        records = _parse_records(raw.decode("utf-8", errors="surrogateescape"))
-    except ValueError:
-        return where
-    for position, record in enumerate(records if isinstance(records, list) else []):
-        dumped = json.dumps(record, ensure_ascii=False) if isinstance(record, (dict, list)) else str(record)
-        if any("\udc80" <= ch <= "\udcff" for ch in dumped):
-            return f"{_describe(position, record)}: {where}"
-    return where
-
-
-def _parse_records(text: str) -> Any:
-    """A JSON document, or JSON Lines when the text is one object per line."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        lines = [line for line in text.splitlines() if line.strip()]
-        if exc.msg != "Extra data" or not lines or not lines[0].lstrip().startswith("{"):
-            raise ValueError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-        records = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as line_exc:
-                raise ValueError(f"not valid JSON Lines: line {number}: {line_exc.msg} "
-                                 f"at column {line_exc.colno}") from None
-        return records
-
-
-def read_json_records(path: str | Path, error_class: type[ValueError] = ValueError) -> Any:
-    """Parse a UTF-8 JSON or JSON Lines file; errors name the file and, for bad bytes, the item."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise error_class(f"{path}: cannot read ({exc.strerror or exc})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise error_class(f"{path}: {_first_bad_utf8_item(raw, exc)}; save the file as UTF-8") from None
-    try:
-        return _parse_records(text)
-    except ValueError as exc:
-        raise error_class(f"{path}: {exc}") from None
 
 
 def load_predictions(path: str | Path) -> list[dict]:

@@ -13,9 +13,10 @@ code. Image similarity is SSIM (or PSNR) on grey, downscaled copies.
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -10,13 +10,14 @@ every run; `score_components` gives each component per completion for logging.
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from workbench.benchmarks.scoring import BENCHMARKS
 from workbench.rewards import code as rewards_code
 from workbench.rewards import text as rewards_text
-from workbench.benchmarks.scoring import BENCHMARKS
 
 DESCRIPTION_VERSION = 1
 

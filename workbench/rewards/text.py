@@ -18,8 +18,8 @@ import re
 from collections import Counter
 from typing import Any
 
-from workbench.protocol import parse_problem_labels
 from workbench.benchmarks.scoring import f1_em
+from workbench.protocol import parse_problem_labels
 
 ACTION_KINDS = ("search", "problem", "code", "answer")
 STEP_TYPES = {"pre_search": "search", "pre_problem": "problem", "pre_code": "code", "pre_answer": "answer"}

@@ -60,12 +60,13 @@ def pick_items(world_root: str | Path) -> None:
 def run_demo_items(backend, benchmark: str, *, store=None, run_id: str | None = None) -> list:
     """The backend's episodes (chat layout, the benchmark's tool, the shipped corpus) on one benchmark's demo
     items, each scored with F1/EM."""
+    from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig
     from workbench.agent.tools import build_tools
     from workbench.benchmarks.loaders import load_benchmark
-    from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig
     from workbench.benchmarks.scoring import f1_em
 
-    path, tool = {"mat-coding": (settings.DEMO_CODING_ITEMS, "code"), "mat-search": (settings.DEMO_SEARCH_ITEMS, "search")}[benchmark]
+    path, tool = {"mat-coding": (settings.DEMO_CODING_ITEMS, "code"),
+                  "mat-search": (settings.DEMO_SEARCH_ITEMS, "search")}[benchmark]
     items = [AgentItem(item.question, [item.image], item_id=f"{benchmark}-{item.id}", gold=item.answers)
              for item in load_benchmark(benchmark, path)]
 

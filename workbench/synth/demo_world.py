@@ -13,15 +13,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.agent.tools import build_tools
-from workbench.benchmarks.loaders import load_benchmark
-from workbench.protocol import find_box
-from workbench.backends.replay import ReplayBackend
 from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig
-from workbench.benchmarks.scoring import f1_em
-from workbench.store import Store
+from workbench.agent.tools import build_tools
+from workbench.backends.replay import ReplayBackend
 from workbench.benchmarks import mat_coding_mini, mat_search_mini, mini_expert
-
+from workbench.benchmarks.loaders import load_benchmark
+from workbench.benchmarks.scoring import f1_em
+from workbench.protocol import find_box
+from workbench.store import Store
 
 SEARCH_RL_SEED_OFFSET = 3000  # the search "rl" split's worlds (3000..), clear of held-out 1000 and drills 5000..
 
@@ -131,7 +130,8 @@ def record_expert_traces(world: World, store: Store | None = None, *, coding: bo
     questions of `search_file`, default the search train split); store the episodes, scored, as a run."""
     store = store or Store()
     search_file = search_file or world.search("train")
-    run_id = store.create_run(name, "imported", config={"source": "workbench.benchmarks.mini_expert", "world": str(world.root),
+    run_id = store.create_run(name, "imported", config={"source": "workbench.benchmarks.mini_expert",
+                                                        "world": str(world.root),
                                                          "search": str(search_file)})
     # Tools are built per job, when it runs: a drill has a corpus per world, and a search tool per corpus
     # alive at once ran the process out of file descriptors.

@@ -21,8 +21,8 @@ from workbench import jobs
 from workbench.store import Store
 from workbench.ui import render, tab_eval, tab_playground, tab_runs, tab_search, tab_traces, tab_train
 from workbench.ui.context import UIContext
-from workbench.ui.deployment import DeploymentPolicy
 from workbench.ui.demo_runs import seed_demo_runs
+from workbench.ui.deployment import DeploymentPolicy
 
 TITLE = "Visual-ARFT Workbench"
 DEFAULT_HOST = "127.0.0.1"
@@ -38,7 +38,8 @@ def _intro(policy: DeploymentPolicy) -> str:
                  "**Search cache**.")
     if policy.public_demo:
         text += ("\n\n*Public demo:* only the shipped demo model (a tiny model trained on the demo world; "
-                 "see its model card) runs here; you see your own runs and the shipped examples. Run the workbench yourself for more.")
+                 "see its model card) runs here; you see your own runs and the shipped examples. Run the workbench "
+                 "yourself for more.")
     return text
 
 
@@ -120,11 +121,6 @@ def _one_timer_per_tab(tabs: list, timers: dict) -> None:
         own = timers.get(tab)
         tab.select(lambda own=own: {timer: gr.Timer(active=timer is own) for timer in ordered}, None, ordered,
                    api_visibility="private")
-
-
-def build_app(public_demo: bool | None = None) -> gr.Blocks:
-    """The app; `public_demo=None` reads WORKBENCH_PUBLIC_DEMO."""
-    return create_app(public_demo)[0]
 
 
 def launch_options(policy: DeploymentPolicy) -> dict:

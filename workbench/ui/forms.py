@@ -62,7 +62,8 @@ def form_fields(cls: type) -> list[dataclasses.Field]:
 
 
 def build_form(cls: type, specs: dict[str, FieldSpec] | None = None, defaults: dict[str, Any] | None = None,
-               only: tuple[str, ...] | None = None, exclude: tuple[str, ...] = ()) -> dict[str, gr.components.Component]:
+               only: tuple[str, ...] | None = None,
+               exclude: tuple[str, ...] = ()) -> dict[str, gr.components.Component]:
     """Create one Gradio control per dataclass field (inside the current Blocks context).
 
     `only` / `exclude` pick a subset, so one config can be laid out in several places.

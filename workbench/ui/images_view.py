@@ -28,7 +28,7 @@ def box_pixels(box: tuple[float, float, float, float], width: int, height: int) 
     x0, y0, x1, y1 = box
     xs = sorted((x0 * width / 1000, x1 * width / 1000))
     ys = sorted((y0 * height / 1000, y1 * height / 1000))
-    clamp = lambda v, hi: int(round(min(max(v, 0), hi)))  # noqa: E731
+    clamp = lambda v, hi: int(round(min(max(v, 0), hi)))
     return clamp(xs[0], width), clamp(ys[0], height), clamp(xs[1], width), clamp(ys[1], height)
 
 

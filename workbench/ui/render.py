@@ -8,7 +8,7 @@ model writes can inject markup or script into the page.
 
 import html
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from workbench.trace import ToolCall, Trace, Turn
 
@@ -146,7 +146,8 @@ def turn_html(turn: Turn, total: int) -> str:
         if call.name == "search":
             parts.append(search_results_html(call))
     if turn.feedback and not (call and call.name == "search"):
-        parts.append(f'<div class="wb-feedback"><b>Fed back to the model</b><pre>{esc(clip(turn.feedback, 1500))}</pre></div>')
+        parts.append('<div class="wb-feedback"><b>Fed back to the model</b>'
+                     f'<pre>{esc(clip(turn.feedback, 1500))}</pre></div>')
     raw = (f"<pre>{esc(clip(turn.raw, 4000))}</pre>" if (turn.raw or "").strip()
            else '<p class="wb-muted">The model wrote nothing readable (empty output).</p>')
     parts.append(f'<details class="wb-raw" {"open" if turn.parse_error else ""}>'

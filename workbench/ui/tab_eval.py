@@ -21,18 +21,24 @@ import pandas as pd
 
 from tools.search import BACKENDS as SEARCH_BACKENDS
 from tools.search import MODES as SEARCH_MODES
-from workbench import jobs, protocol
-from workbench.benchmarks.loaders import BENCHMARK_FORMATS, load_benchmark
-from workbench.benchmarks.evaluation import DEFAULT_TOOLS, EvalConfig, import_predictions
-from workbench.agent.runner import RunnerConfig
-from workbench.store import Store
 from trainers.service import LaunchedJob
+from workbench import jobs, protocol
+from workbench.agent.runner import RunnerConfig
+from workbench.benchmarks.evaluation import DEFAULT_TOOLS, EvalConfig, import_predictions
+from workbench.benchmarks.loaders import BENCHMARK_FORMATS, load_benchmark
 from workbench.jobs.watch import JobWatch
+from workbench.store import Store
 from workbench.ui import render
 from workbench.ui.context import UIContext
 from workbench.ui.forms import FieldSpec, build_form, form_values
-from workbench.ui.tab_train import (JOB_HEADERS, cancel_job_callback, poll_jobs, progress_html,
-                                    selected_job_id, tail_lines)
+from workbench.ui.tab_train import (
+    JOB_HEADERS,
+    cancel_job_callback,
+    poll_jobs,
+    progress_html,
+    selected_job_id,
+    tail_lines,
+)
 
 POLL_SECONDS = 2.0
 EVAL_FIELDS = ("benchmark", "data", "images", "model", "adapter", "limit", "name", "corpus", "search_backend",
@@ -45,7 +51,8 @@ TYPE_HEADERS = ["type", "n", "F1 %", "EM %"]
 SPECS = {"benchmark": FieldSpec(choices=list(BENCHMARK_FORMATS)),
          "search_backend": FieldSpec(choices=list(SEARCH_BACKENDS)),
          "search_mode": FieldSpec(choices=list(SEARCH_MODES)),
-         "tools": FieldSpec(choices=list(protocol.TOOL_ARGUMENT)), "protocol": FieldSpec(choices=list(protocol.PROTOCOLS)),
+         "tools": FieldSpec(choices=list(protocol.TOOL_ARGUMENT)),
+         "protocol": FieldSpec(choices=list(protocol.PROTOCOLS)),
          "layout": FieldSpec(choices=list(protocol.LAYOUTS)), "max_turns": FieldSpec(minimum=1, maximum=20, step=1)}
 RUNNER_DEFAULTS = {"tools": DEFAULT_TOOLS["mat-coding"], "max_new_tokens": 256}
 

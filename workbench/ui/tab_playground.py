@@ -8,18 +8,19 @@ intake (type, size, pixel checks). In a public demo, the model and adapter
 are locked and each run is tagged with the visitor's session.
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import gradio as gr
 
 from workbench import protocol
-from workbench.images import ImageError, image_path, load_image
 from workbench.agent.runner import RunnerConfig
+from workbench.images import ImageError, image_path, load_image
 from workbench.trace import Trace
 from workbench.ui import render
-from workbench.ui.assets import demo_corpus, demo_image, demo_images, demo_image_path, demo_names
+from workbench.ui.assets import demo_corpus, demo_image, demo_image_path, demo_images, demo_names
 from workbench.ui.context import UIContext
 from workbench.ui.deployment import DeploymentPolicy, PolicyError, Viewer
 from workbench.ui.forms import FieldSpec, build_form, form_fields, form_values
@@ -219,7 +220,8 @@ def build(ctx: UIContext) -> PlaygroundTab:
                                info="A held-out item of the demo world, with its question and tool.",
                                elem_id="pg-demo")
             preview = gr.Gallery(label="What the model will see (crop box in red)", columns=2, height=300,
-                                 interactive=False, object_fit="contain", preview=False, fit_columns=False, elem_id="pg-preview")
+                                 interactive=False, object_fit="contain", preview=False, fit_columns=False,
+                                 elem_id="pg-preview")
         with gr.Column(scale=6):
             question = gr.Textbox(label="Question", lines=2, elem_id="pg-question",
                                   placeholder="Which way does the arrow point?")

@@ -40,7 +40,8 @@ def run_choices(store: Store, viewer: Viewer) -> list[tuple[str, str]]:
             for run in viewer.visible_runs(store)]
 
 
-def select_runs(store: Store, viewer: Viewer, session: RunsSession | None, run_ids: list[str]) -> tuple[RunsSession, list[str]]:
+def select_runs(store: Store, viewer: Viewer, session: RunsSession | None,
+                run_ids: list[str]) -> tuple[RunsSession, list[str]]:
     """Keep the visible runs of `run_ids` (at most MAX_SELECTED), load what the cache lacks."""
     session = session or RunsSession()
     chosen = []

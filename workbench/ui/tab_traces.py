@@ -221,7 +221,8 @@ def build(ctx: UIContext) -> TracesTab:
             turn_box = gr.HTML(elem_id="tr-turn-html")
         with gr.Column(scale=2):
             gallery = gr.Gallery(label="Images: input (crop box) · before · after", columns=2, height=320,
-                                 interactive=False, object_fit="contain", preview=False, fit_columns=False, elem_id="tr-gallery")
+                                 interactive=False, object_fit="contain", preview=False, fit_columns=False,
+                                 elem_id="tr-gallery")
     with gr.Row(visible=False) as code_row:
         code = gr.Code(language="python", label="Code the model wrote", interactive=False, scale=3,
                        elem_id="tr-code")

@@ -21,11 +21,27 @@ import pandas as pd
 
 from tools.search import BACKENDS as SEARCH_BACKENDS
 from tools.search import MODES as SEARCH_MODES
-from trainers.config import (CONFIG_CLASSES, DEEPSPEED_STAGES, FINETUNE_MODES, GRPO_MODES, LOSS_TYPES,
-                             LR_SCHEDULERS, PRECISIONS, SCALE_REWARDS, TrainJobConfig)
+from trainers.config import (
+    CONFIG_CLASSES,
+    DEEPSPEED_STAGES,
+    FINETUNE_MODES,
+    GRPO_MODES,
+    LOSS_TYPES,
+    LR_SCHEDULERS,
+    PRECISIONS,
+    SCALE_REWARDS,
+    TrainJobConfig,
+)
+from trainers.demo_data import click_to_train_config
 from trainers.launch import format_command
-from trainers.service import (TRAIN_KINDS, LaunchedJob, launch_training, prepare_demo_training, preview_command,
-                              resume_training)
+from trainers.service import (
+    TRAIN_KINDS,
+    LaunchedJob,
+    launch_training,
+    prepare_demo_training,
+    preview_command,
+    resume_training,
+)
 from workbench import jobs, protocol
 from workbench.jobs.watch import JobWatch, job_age
 from workbench.run_charts import MetricSeriesCache
@@ -38,7 +54,8 @@ POLL_SECONDS = 2.0
 LOG_LINES = 150
 KIND_CHOICES = [("GRPO: reinforcement learning with the Visual-ARFT rewards", "grpo"),
                 ("SFT: cold start on recorded traces", "sft")]
-LINE_LIST_FIELDS = ("data_files", "eval_data_files", "trace_runs", "trace_files")  # lists of paths / run ids: one per line
+# lists of paths / run ids: one per line
+LINE_LIST_FIELDS = ("data_files", "eval_data_files", "trace_runs", "trace_files")
 JSON_FIELDS = ("rewards", "trl_args")
 COMMON_MAIN = ("model", "finetune", "run_name")
 OWN_MAIN = {"grpo": ("data_files", "mode", "tools", "protocol", "max_steps", "num_generations",
@@ -121,17 +138,27 @@ def launch_from_form(store: Store, kind: str, values: dict[str, Any]) -> Launche
 
 
 def demo_values(demo: dict[str, str]) -> dict[tuple[str, str], Any]:
-    """Form values (scope, field) for a click-to-train run: multi-turn GRPO with the live code tool from the
-    demo model, its held-out reward measured every 8 steps (the settings of trainers.demo_model.grpo_config,
-    about 10 minutes on 2 CPU cores, 4 of them the four held-out evaluations)."""
-    return {("common", "model"): "demo", ("common", "finetune"): "full", ("common", "per_device_train_batch_size"): 32,
-            ("common", "save_steps"): 8, ("common", "learning_rate"): 6e-5, ("common", "max_pixels"): 0,
-            ("common", "min_pixels"): 0, ("grpo", "data_files"): demo["items_file"], ("grpo", "mode"): "episodes",
-            ("grpo", "tools"): ["code"], ("grpo", "max_steps"): 24, ("grpo", "num_generations"): 4,
-            ("grpo", "max_completion_length"): 384, ("grpo", "max_turns"): 4, ("grpo", "temperature"): 1.0,
-            ("grpo", "beta"): 0.04, ("grpo", "eval_data_files"): demo["eval_file"], ("grpo", "eval_steps"): 8,
-            ("grpo", "max_eval_items"): 0, ("grpo", "num_generations_eval"): 2, ("sft", "trace_runs"): demo["expert_run"],
-            ("sft", "max_steps"): 20}
+    """Form values (scope, field) for a click-to-train run: `trainers.demo_data.click_to_train_config` on the
+    demo data, and a cold-start SFT on its expert traces for the SFT form."""
+    grpo = click_to_train_config("demo", demo["items_file"], demo["eval_file"])
+    shared = set(common_fields())
+    values = {("common" if name in shared else "grpo", name): form_text(name, getattr(grpo, name))
+              for name in common_fields() + own_fields("grpo")}
+    values.update({("sft", "trace_runs"): demo["expert_run"], ("sft", "max_steps"): 20})
+    return values
+
+
+def form_text(name: str, value: Any) -> Any:
+    """A config value as its form control shows it: path lists one per line, JSON fields as JSON text.
+
+    >>> form_text("data_files", ["a.json", "b.json"]), form_text("rewards", {"format": 1.0}), form_text("beta", 0.1)
+    ('a.json\\nb.json', '{"format": 1.0}', 0.1)
+    """
+    if name in LINE_LIST_FIELDS:
+        return "\n".join(value or [])
+    if name in JSON_FIELDS:
+        return json.dumps(value or {})
+    return value
 
 
 # -- job list and detail (shared with the Eval tab) ------------------------------------------
