@@ -11,10 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig, ToolOutcome
+from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig
 from workbench.backends import GenerationConfig, TransformersBackend
 from workbench.backends.kv_reuse import Entry, Row, usable_prefix
 from workbench.backends.tiny import build_tiny_model
+from workbench.trace import ToolCall
 
 ARCHES = ("qwen2_5_vl", "qwen3_vl")
 SYSTEM = "You answer questions about images."
@@ -187,7 +188,7 @@ def test_runner_episodes_are_the_same_with_and_without_reuse(pair, tmp_path, mon
     for index in range(3):
         _image(index, (112, 84 + 28 * index)).save(tmp_path / f"{index}.png")
         items.append(AgentItem(f"What is written in image {index}?", [tmp_path / f"{index}.png"], item_id=str(index)))
-    tools = {"code": lambda argument, context: ToolOutcome(text="ran")}
+    tools = {"code": lambda argument, context: ToolCall("code", argument, "ran")}
     config = RunnerConfig(tools=("code",), max_turns=3, max_new_tokens=24, retry_parse_errors=True,
                           samples=samples, temperature=temperature)
     before = kv._kv.reused_tokens

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig, ToolContext, ToolOutcome
+from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig
+from workbench.agent.tools import ToolContext
 from workbench.backends.replay import ReplayBackend
 from workbench.store import Store
+from workbench.trace import ToolCall
 
 PROBLEM = "<think>upside down</think><problem>{'rotation180'}</problem>"
 CODE = "<think>rotate it</think><code>```python\nrotate\n```</code>"
@@ -28,14 +30,14 @@ class RotateTool:
     def __init__(self):
         self.calls = 0
 
-    def __call__(self, argument: str, context: ToolContext) -> ToolOutcome:
+    def __call__(self, argument: str, context: ToolContext) -> ToolCall:
         self.calls += 1
         if "crash" in argument:
             raise RuntimeError("tool blew up")
         context.workdir.mkdir(parents=True, exist_ok=True)
         out = context.workdir / f"out{self.calls}.png"
         Image.open(context.image).rotate(180).save(out)
-        return ToolOutcome(text="", images=[out], stdout="rotated")
+        return ToolCall(self.name, argument, "", stdout="rotated", output_files=[str(out)])
 
 
 @pytest.fixture

@@ -11,11 +11,11 @@ from trainers.config import GrpoJobConfig, SftJobConfig
 from trainers.demo_data import prepare_demo_data
 from trainers.logging_callback import group_std
 from trainers.reward_adapters import component_rewards
-from trainers.tool_env import ToolCallRecord
 from trainers.trace_builder import RolloutSnapshot, build_trace
 from workbench import protocol
 from workbench.rewards import RewardSpec
 from workbench.store import Store
+from workbench.trace import ToolCall
 
 
 @pytest.fixture
@@ -162,8 +162,8 @@ def test_rollout_becomes_a_trace_with_tool_call_and_images(store):
     completion = _episode_completion(True)
     completion[3]["content"] = [{"type": "image", "image": output},
                                 {"type": "text", "text": "<information> ran </information>"}]
-    records = [ToolCallRecord("problem", "{'dark'}", True, "tips"),
-               ToolCallRecord("code", "```python\nx = 1\n```", True, "", output_images=["/gone/out.jpg"])]
+    records = [ToolCall("problem", "{'dark'}", "tips"),
+               ToolCall("code", "```python\nx = 1\n```", "", output_files=["/gone/out.jpg"])]
     snapshot = RolloutSnapshot(
         prompt=[{"role": "system", "content": [{"type": "text", "text": "sys"}]},
                 {"role": "user", "content": [{"type": "image", "image": image},
@@ -239,7 +239,7 @@ def test_native_protocol_parses_tool_calls_and_runs_the_environment_tool(demo, t
         environment.reset(question=item.question, image_file=item.image_file)
         result = getattr(environment, call["name"])(**call["arguments"])
         assert isinstance(result, list) and isinstance(result[0]["image"], Image.Image)
-        assert environment.code_ok is True and environment.tool_calls[0].output_images
+        assert environment.code_ok is True and environment.tool_calls[0].output_files
         prompt = trainer.processing_class.apply_chat_template(
             [{"role": "user", "content": [{"type": "text", "text": "q"}]}], tools=trainer.tools, tokenize=False)
         assert "# Tools" in prompt and protocol.tool_schemas(("code",))[0]["function"]["description"] in prompt

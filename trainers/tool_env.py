@@ -13,9 +13,11 @@ runner's `<tips>` hint. Results are the same texts and images the agent
 runner gives a model at inference (workbench.agent.tools), so RL trains the
 loop the playground and evaluation run.
 
-Every call is recorded (`ToolCallRecord`): the rewards read execution
-results from them (`code_ok`, `output_image`) and the logging callback turns
-them into trace tool calls and the tool-call / tool-failure rates. Tools are
+Every call is recorded as the workbench's one tool-result shape
+(`workbench.trace.ToolCall`, made by `workbench.agent.tools.call_tool` as the
+runner makes it): the rewards read execution results from them (`code_ok`,
+`last_output_image`) and the logging callback turns them into trace tool
+calls and the tool-call / tool-failure rates. Tools are
 shared by all instances (one sandbox worker, one search cache) through a
 `ToolBox`, built once per training process. A row may name its own search
 corpus (`search_corpus`: questions from many small worlds, each with its
@@ -23,38 +25,22 @@ documents); the ToolBox keeps a search tool for the few corpora in use.
 """
 
 import shutil
-import time
 import types
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from trainers.chat_format import tool_docstring
-from workbench import protocol, settings
-from workbench.agent.runner import AgentTool, ToolContext, ToolOutcome
+from workbench import settings
+from workbench.agent.tools import AgentTool, ToolContext, call_tool, problem_feedback
+from workbench.trace import ToolCall
 
 REAL_TOOLS = ("code", "search")  # `problem` is an action with a hint, not a tool: it is not counted as one
 CORPUS_TOOLS_KEPT = 16  # per-row corpora: one search tool (index connections) each, so keep only the recent ones
-
-
-@dataclass
-class ToolCallRecord:
-    """One call made during an episode and what came back."""
-
-    name: str
-    argument: str
-    ok: bool
-    text: str
-    error: str | None = None
-    output_images: list[str] = field(default_factory=list)
-    stdout: str = ""
-    stderr: str = ""
-    latency_s: float = 0.0
 
 
 class ToolBox:
@@ -90,15 +76,8 @@ class ToolBox:
         self.corpus_tools.move_to_end(corpus)
         return self.corpus_tools[corpus]
 
-    def call(self, name: str, argument: str, context: ToolContext,
-             corpus: str | None = None) -> tuple[ToolOutcome, float]:
-        started = time.perf_counter()
-        try:
-            outcome = self.tool(name, corpus)(argument, context)
-        except Exception as exc:  # a tool bug is a failed call for this episode, not a crashed run
-            outcome = ToolOutcome(text=f"<information> tool error: {type(exc).__name__}: {exc} </information>",
-                                  ok=False, error=f"{type(exc).__name__}: {exc}")
-        return outcome, time.perf_counter() - started
+    def call(self, name: str, argument: str, context: ToolContext, corpus: str | None = None) -> ToolCall:
+        return call_tool(lambda tool_name: self.tool(tool_name, corpus), name, argument, context)
 
     def close(self) -> None:
         close_code_tool = getattr(self.tools.get("code"), "close", None)
@@ -114,7 +93,7 @@ class ToolEpisodeEnvironment:
 
     def __init__(self, toolbox: ToolBox):
         self.toolbox = toolbox
-        self.records: list[ToolCallRecord] = []
+        self.records: list[ToolCall] = []
         self.problem_labels: list[str] | None = None
         self.question = ""
         self.search_corpus: str | None = None
@@ -137,7 +116,7 @@ class ToolEpisodeEnvironment:
 
     # -- what the rewards and the logging callback read ------------------------
     @property
-    def tool_calls(self) -> list[ToolCallRecord]:
+    def tool_calls(self) -> list[ToolCall]:
         return [r for r in self.records if r.name in REAL_TOOLS]
 
     @property
@@ -148,33 +127,29 @@ class ToolEpisodeEnvironment:
 
     @property
     def last_output_image(self) -> str | None:
-        images = [image for r in self.records if r.name == "code" for image in r.output_images]
+        images = [image for r in self.records if r.name == "code" for image in r.output_files]
         return images[-1] if images else None
 
     # -- tool bodies -----------------------------------------------------------
     def _run_tool(self, name: str, argument: str) -> str | list[dict[str, Any]]:
         if self.current_image is None and name == "code":
-            record = ToolCallRecord(name, argument, False, "<information> no image in this episode </information>",
-                                    error="no image")
-            self.records.append(record)
-            return record.text
+            call = ToolCall(name, argument, "<information> no image in this episode </information>", ok=False,
+                            error="no image")
+            self.records.append(call)
+            return call.output_text
         context = ToolContext(self.current_image, self.original_image, self.workdir, self.question)
-        outcome, latency = self.toolbox.call(name, argument, context, self.search_corpus)
-        images = [str(p) for p in outcome.images]
-        self.records.append(ToolCallRecord(name, argument, outcome.ok, outcome.text, outcome.error, images,
-                                           outcome.stdout, outcome.stderr, latency))
-        if not images:
-            return outcome.text
-        self.current_image = Path(images[-1])  # the next code call works on what this one produced
-        with Image.open(images[-1]) as opened:
+        call = self.toolbox.call(name, argument, context, self.search_corpus)
+        self.records.append(call)
+        if not call.output_files:
+            return call.output_text
+        self.current_image = Path(call.output_files[-1])  # the next code call works on what this one produced
+        with Image.open(call.output_files[-1]) as opened:
             shown = opened.convert("RGB")
-        return [{"type": "image", "image": shown}, {"type": "text", "text": outcome.text}]
+        return [{"type": "image", "image": shown}, {"type": "text", "text": call.output_text}]
 
     def _problem(self, argument: str) -> str:
-        labels, error = protocol.parse_problem_labels(argument)
-        self.problem_labels = labels
-        text = f"<tips> {error} </tips>" if error else protocol.tips_for(labels)
-        self.records.append(ToolCallRecord("problem", argument, error is None, text, error))
+        self.problem_labels, text, error = problem_feedback(argument)
+        self.records.append(ToolCall("problem", argument, text, ok=error is None, error=error))
         return text
 
 

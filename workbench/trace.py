@@ -25,7 +25,12 @@ def ref_sha(ref: str) -> str | None:
 
 @dataclass
 class ToolCall:
-    """One tool execution requested by a model turn, and what came back."""
+    """One tool execution requested by a model turn, and what came back: the one shape of a tool result.
+
+    `output_text` is exactly what the model is shown next. `output_files` are the
+    image files the tool wrote, in this process (not stored); once a trace is
+    stored they are `output_images`, SHA-256s in the image store.
+    """
 
     name: str
     argument: str
@@ -37,6 +42,7 @@ class ToolCall:
     stderr: str = ""
     details: dict[str, Any] = field(default_factory=dict)
     latency_s: float = 0.0
+    output_files: list[str] = field(default_factory=list, compare=False, repr=False)
 
 
 @dataclass
@@ -107,7 +113,11 @@ class Trace:
         return shas
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        for turn in data["turns"]:
+            if turn["tool_call"]:
+                turn["tool_call"].pop("output_files")  # where this process's tool wrote them: not part of the trace
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False)

@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from workbench import protocol as proto
 from workbench import settings
 from workbench.agent.config import RunnerConfig
+from workbench.agent.tools import AgentTool, ToolContext, call_tool, problem_feedback
 from workbench.backends import ChatBackend, GenerationConfig
 from workbench.images import image_path, sha_of_path
 from workbench.store import Store
@@ -40,35 +41,6 @@ class AgentItem:
             raise ValueError("the question is empty; type a question about the image")
         if not self.images:
             raise ValueError("no image given; upload or pick an image")
-
-
-@dataclass
-class ToolContext:
-    """What a tool may see of the episode that called it."""
-
-    image: Path
-    original_image: Path
-    workdir: Path
-    question: str
-
-
-@dataclass
-class ToolOutcome:
-    """What a tool returns to the runner; images are files to be stored."""
-
-    text: str
-    images: list[Path] = field(default_factory=list)
-    ok: bool = True
-    error: str | None = None
-    stdout: str = ""
-    stderr: str = ""
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-class AgentTool(Protocol):
-    name: str
-
-    def __call__(self, argument: str, context: ToolContext) -> ToolOutcome: ...
 
 
 @dataclass
@@ -188,7 +160,8 @@ class AgentRunner:
             else:
                 context = ToolContext(episode.image, episode.original_image, episode.workdir,
                                       episode.item.question)
-                pending.append((episode, turn, pool.submit(self._call_tool, turn, context)))
+                pending.append((episode, turn, pool.submit(call_tool, self.tools.__getitem__, turn.action,
+                                                           turn.argument or "", context)))
         for episode, turn, future in pending:
             self._apply_tool(episode, turn, future.result())
         events = []
@@ -212,42 +185,24 @@ class AgentRunner:
         episode.steps.append(proto.Step(turn.raw, turn.feedback))
 
     def _on_problem(self, episode: _Episode, turn: Turn) -> None:
-        labels, error = proto.parse_problem_labels(turn.argument or "")
-        turn.feedback = proto.tips_for(labels)
-        if error:
-            turn.feedback = f"<tips> {error} </tips>"
+        labels, turn.feedback, _ = problem_feedback(turn.argument or "")
         episode.trace.metadata["problem_labels"] = labels
         episode.steps.append(proto.Step(turn.raw, turn.feedback))
 
-    def _call_tool(self, turn: Turn, context: ToolContext) -> tuple[ToolOutcome, float]:
-        started = time.perf_counter()
-        argument = turn.argument or ""
-        try:
-            outcome = self.tools[turn.action](argument, context)
-        except Exception as exc:  # a tool bug must not kill the batch
-            outcome = ToolOutcome(text=f"tool error: {type(exc).__name__}: {exc}", ok=False,
-                                  error=f"{type(exc).__name__}: {exc}")
-        return outcome, time.perf_counter() - started
-
-    def _apply_tool(self, episode: _Episode, turn: Turn, result: tuple[ToolOutcome, float]) -> None:
-        outcome, latency = result
-        shas, image_error = [], None
-        for path in outcome.images:
+    def _apply_tool(self, episode: _Episode, turn: Turn, call: ToolCall) -> None:
+        """Store the images the tool wrote, record the call on the turn, and show its result next turn."""
+        for path in call.output_files:
             try:
-                shas.append(self._put_image(path))
+                call.output_images.append(self._put_image(path))
             except ValueError as exc:  # an unreadable tool output image is a tool failure
-                image_error = str(exc)
-        ok = outcome.ok and image_error is None
-        turn.tool_call = ToolCall(
-            name=turn.action or "", argument=turn.argument or "", output_text=outcome.text,
-            output_images=shas, ok=ok, error=outcome.error or image_error, stdout=outcome.stdout,
-            stderr=outcome.stderr, details=outcome.details, latency_s=latency)
-        turn.feedback = outcome.text
-        new_image = image_path(shas[-1]) if shas else None
+                call.ok, call.error = False, call.error or str(exc)
+        turn.tool_call = call
+        turn.feedback = call.output_text
+        new_image = image_path(call.output_images[-1]) if call.output_images else None
         if new_image is not None:
             episode.image = new_image
-        episode.steps.append(proto.Step(turn.raw, outcome.text, str(new_image) if new_image else None,
-                                           tool_name=turn.action))
+        episode.steps.append(proto.Step(turn.raw, call.output_text, str(new_image) if new_image else None,
+                                        tool_name=turn.action))
 
     @staticmethod
     def _unfinished_reason(episode: _Episode) -> str:

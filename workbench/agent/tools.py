@@ -1,23 +1,79 @@
-"""Adapters that let the agent runner call the real tools (code sandbox, search).
+"""The tools as a model calls them, the same in the agent runner and in training rollouts.
 
-Each adapter turns a protocol argument (a `<code>` block, a `<search>` query)
-into a tool call and the tool's result into the text and images fed back to
-the model. The tools themselves live in `tools/` and know nothing of the
-runner.
+Each tool adapter turns a protocol argument (a `<code>` block, a `<search>`
+query) into a call of a real tool (`tools/`, which knows nothing of the
+agent) and returns a `ToolCall` (workbench.trace): the text fed back to the
+model, the image files it wrote (`output_files`), and how it went.
+`call_tool` is the one way to call them -- it times the call and turns a
+tool that raises into a failed call with the error as its text -- and
+`problem_feedback` answers a `<problem>` step; the runner and the training
+environment both use them, so a model sees byte-identical tool text at
+inference and in training.
 """
 
 import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from tools.code_sandbox import CodeSandbox, SandboxUnavailable, shared_sandbox
 from tools.search import SearchTool
 from workbench import protocol, settings
-from workbench.agent.runner import AgentTool, ToolContext, ToolOutcome
+from workbench.trace import ToolCall
 
 FEEDBACK_CHARS = 1200
 ISOLATION_NAMES = {"bwrap": "bubblewrap namespaces + Landlock + seccomp",
                    "landlock": "Landlock + seccomp (no namespaces: bubblewrap is unavailable here)",
                    "unsafe-none": "nothing but a separate process (unsafe-none)"}
+
+
+@dataclass
+class ToolContext:
+    """What a tool may see of the episode that called it."""
+
+    image: Path
+    original_image: Path
+    workdir: Path
+    question: str
+
+
+class AgentTool(Protocol):
+    name: str
+
+    def __call__(self, argument: str, context: ToolContext) -> ToolCall: ...
+
+
+def call_tool(lookup: Callable[[str], AgentTool], name: str, argument: str, context: ToolContext) -> ToolCall:
+    """Call the tool `lookup(name)` gives; timed, and a tool that raises (or cannot be found) fails the call.
+
+    >>> def missing(name):
+    ...     raise KeyError(name)
+    >>> call = call_tool(missing, "search", "q", None)
+    >>> call.ok, call.output_text
+    (False, "<information> tool error: KeyError: 'search' </information>")
+    """
+    started = time.perf_counter()
+    try:
+        call = lookup(name)(argument, context)
+    except Exception as exc:  # a tool bug fails this call, not the batch or the training run
+        error = f"{type(exc).__name__}: {exc}"
+        call = ToolCall(name=name, argument=argument, output_text=f"<information> tool error: {error} </information>",
+                        ok=False, error=error)
+    call.latency_s = time.perf_counter() - started
+    return call
+
+
+def problem_feedback(argument: str) -> tuple[list[str], str, str | None]:
+    """A `<problem>` step's labels, the `<tips>` hint that answers it, and what was wrong with it (or None).
+
+    >>> labels, tips, error = problem_feedback("{'dark', 'foggy'}")
+    >>> labels, tips == f"<tips> {error} </tips>", error.startswith("unknown problem label(s) ['foggy']")
+    (['dark', 'foggy'], True, True)
+    """
+    labels, error = protocol.parse_problem_labels(argument)
+    return labels, (f"<tips> {error} </tips>" if error else protocol.tips_for(labels)), error
 
 
 def _clip(text: str, limit: int = FEEDBACK_CHARS) -> str:
@@ -55,12 +111,12 @@ class CodeTool:
         if self.own_sandbox is not None:
             self.own_sandbox.close()
 
-    def __call__(self, argument: str, context: ToolContext) -> ToolOutcome:
+    def __call__(self, argument: str, context: ToolContext) -> ToolCall:
         try:
             sandbox = self.sandbox
         except SandboxUnavailable as exc:
-            return ToolOutcome(text="<information> Code execution is off on this host. </information>", ok=False,
-                               error=f"code execution is off on this host: {exc}")
+            return ToolCall(self.name, argument, "<information> Code execution is off on this host. </information>",
+                            ok=False, error=f"code execution is off on this host: {exc}")
         code = protocol.extract_code(argument)
         job_dir = Path(context.workdir) / f"code-{next(self._counter)}"
         job_dir.mkdir(parents=True, exist_ok=True)
@@ -78,8 +134,8 @@ class CodeTool:
             text = f"<information> Code error{where}: {_clip(result.error or result.stderr)} </information>"
         ok = result.ok and bool(result.output_images)
         error = None if ok else (result.error or "no output image")
-        return ToolOutcome(text=text, images=[Path(p) for p in result.output_images], ok=ok, error=error,
-                           stdout=result.stdout, stderr=result.stderr, details=details)
+        return ToolCall(self.name, argument, text, ok=ok, error=error, stdout=result.stdout, stderr=result.stderr,
+                        details=details, output_files=list(result.output_images))
 
 
 class SearchAgentTool:
@@ -90,11 +146,11 @@ class SearchAgentTool:
     def __init__(self, search: SearchTool):
         self.search = search
 
-    def __call__(self, argument: str, context: ToolContext) -> ToolOutcome:
+    def __call__(self, argument: str, context: ToolContext) -> ToolCall:
         response = self.search.search(argument)
         text = response.text if response.error is None else f"<information> {response.error} </information>"
-        return ToolOutcome(text=text, ok=response.error is None, error=response.error,
-                           details=response.to_dict())
+        return ToolCall(self.name, argument, text, ok=response.error is None, error=response.error,
+                        details=response.to_dict())
 
 
 def build_tools(names: tuple[str, ...], *, search_backend: str = "local", corpus: str | Path | None = None,
