@@ -46,6 +46,7 @@ def _runner_config(args: argparse.Namespace) -> RunnerConfig:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from workbench.agent.service import run_question
+    from workbench.store import Store
 
     config = _runner_config(args)
     if "code" in config.tools:
@@ -54,8 +55,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         status = code_tool_status()
         if status.startswith("Code execution is off"):
             print(f"warning: {status} The question still runs; code turns fail.", file=sys.stderr)
-    traces = run_question(args.question, args.image, model=args.model, adapter=args.adapter, config=config,
-                          search_backend=args.search_backend, corpus=args.corpus, search_mode=args.search_mode)
+    traces = run_question(Store(), args.question, args.image, model=args.model, adapter=args.adapter, config=config,
+                          source="cli", search_backend=args.search_backend, corpus=args.corpus,
+                          search_mode=args.search_mode)
     if args.json:
         print(json.dumps([t.to_dict() for t in traces] if len(traces) > 1 else traces[0].to_dict(),
                          ensure_ascii=False))

@@ -1,12 +1,14 @@
 """Agent service: load models once and run questions; used by the CLI and the UI.
 
-Keeps loaded backends per process (loading a model is the slow part), opens
-a run per playground session, and wires real tools into the runner.
+Keeps loaded backends per process (loading a model is the slow part), owns
+each question's run from creation to its final state, and wires the real
+tools into the runner.
 """
 
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig, TurnEvent
 from workbench.agent.tools import build_tools
@@ -28,26 +30,40 @@ def get_backend(model: str, adapter: str | None = None) -> ChatBackend:
         return _backends[key]
 
 
-def stream_question(question: str, images: list[str | Path], *, model: str = "demo", adapter: str | None = None,
-                    config: RunnerConfig | None = None, store: Store | None = None, run_id: str | None = None,
-                    search_backend: str = "local", corpus: str | Path | None = None,
-                    search_mode: str = "cache-first") -> Iterator[TurnEvent]:
-    """Run one question (G samples) and yield every turn as it happens; traces are stored."""
+def stream_question(store: Store, question: str, images: list[str | Path], *, model: str = "demo",
+                    adapter: str | None = None, config: RunnerConfig | None = None, source: str = "playground",
+                    tags: dict[str, Any] | None = None, search_backend: str = "local",
+                    corpus: str | Path | None = None, search_mode: str = "cache-first") -> Iterator[TurnEvent]:
+    """Run one question (G samples) in a run of its own, yielding every turn as it happens.
+
+    The service owns the run from start to end: it is created once the model is
+    loaded (config: the runner settings, model, adapter, `source`, and `tags`
+    such as a public-demo visitor), its traces are stored as they finish, and
+    it ends succeeded, or failed with the error when anything raises (a closed
+    stream counts as cancelled).
+    """
     config = config or RunnerConfig()
     item = AgentItem(question=question, images=list(images))
-    store = store or Store()
     for image in item.images:  # a bad image is refused before the model loads
         load_image(image)
     tools = build_tools(config.tools, search_backend=search_backend, corpus=corpus, search_mode=search_mode)
     backend = get_backend(model, adapter)
-    if run_id is None:
-        run_id = store.create_run(f"playground: {question[:40]}", "playground", model_id=backend.model_id,
-                                  config={"runner": config.__dict__, "model": model, "adapter": adapter})
+    run_config = {"runner": {**config.__dict__, "tools": list(config.tools)}, "model": model,
+                  "adapter": adapter or None, "source": source, **(tags or {})}
+    run_id = store.create_run(f"{source}: {question[:40]}", "playground", model_id=backend.model_id,
+                              config=run_config)
     runner = AgentRunner(backend, tools, config, store=store, run_id=run_id)
-    yield from runner.stream([item])
+    try:
+        yield from runner.stream([item])
+    except GeneratorExit:
+        store.update_run(run_id, status="cancelled", summary={"error": "the run was stopped before it finished"})
+        raise
+    except BaseException as exc:
+        store.update_run(run_id, status="failed", summary={"error": f"{type(exc).__name__}: {exc}"})
+        raise
     store.update_run(run_id, status="succeeded")
 
 
-def run_question(question: str, images: list[str | Path], **kwargs) -> list[Trace]:
+def run_question(store: Store, question: str, images: list[str | Path], **kwargs: Any) -> list[Trace]:
     """Run one question to completion; returns its traces (one per sample)."""
-    return [event.trace for event in stream_question(question, images, **kwargs) if event.done]
+    return [event.trace for event in stream_question(store, question, images, **kwargs) if event.done]

@@ -170,34 +170,27 @@ def run_playground(ctx: UIContext, viewer: Viewer, files: Any, demo_name: str | 
             notices.append(status + " The question still runs; code turns report the tool as unavailable.")
     yield PlaygroundUpdate("loading the model …", render.transcript_html([]), warnings=notices)
     try:
-        backend = agent_service.get_backend(model, adapter or None)
+        agent_service.get_backend(model, adapter or None)  # here, so a model that cannot load is a plain error
     except (ValueError, OSError) as exc:
         raise PlaygroundError(f"could not load model {model!r}: {exc}") from exc
-    run_config = {"runner": {**config.__dict__, "tools": list(config.tools)}, "model": model,
-                  "adapter": adapter or None, "source": "playground", **viewer.run_tags()}
-    run_id = ctx.store.create_run(f"playground: {question[:40]}", "playground", model_id=backend.model_id,
-                                  config=run_config)
     live: dict[str, Trace] = {}
+    events = agent_service.stream_question(ctx.store, question, images, model=model, adapter=adapter or None,
+                                           config=config, tags=viewer.run_tags(), corpus=corpus,
+                                           search_mode=search_mode)
     try:
-        events = agent_service.stream_question(question, images, model=model, adapter=adapter or None,
-                                               config=config, store=ctx.store, run_id=run_id,
-                                               corpus=corpus, search_mode=search_mode)
         for event in events:
             live[event.trace.id] = event.trace
             traces = sorted(live.values(), key=lambda t: t.sample_index)
             finished = sum(t.stop_reason is not None for t in traces)
             status = (f"turn {event.turn.index + 1}: sample {event.trace.sample_index} "
                       f"{event.turn.action or 'parse error'} · {finished}/{config.samples} samples finished")
-            yield PlaygroundUpdate(status, render.transcript_html(traces), run_id, "", traces)
-    except ValueError as exc:
-        ctx.store.update_run(run_id, status="failed")
+            yield PlaygroundUpdate(status, render.transcript_html(traces), event.trace.run_id, "", traces)
+    except ValueError as exc:  # the service has marked the run failed
         raise PlaygroundError(str(exc)) from exc
-    except Exception:
-        ctx.store.update_run(run_id, status="failed")
-        raise
     traces = sorted(live.values(), key=lambda t: t.sample_index)
     first = traces[0].id if traces else ""
     outcomes = ", ".join(f"sample {t.sample_index}: {t.stop_reason}" for t in traces)
+    run_id = traces[0].run_id if traces else ""
     yield PlaygroundUpdate(f"done · {outcomes} · opening the trace", render.transcript_html(traces), run_id,
                            first, traces)
 
