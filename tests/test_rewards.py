@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from trl.trainer.utils import get_callable_name, is_async_callable
 
+from workbench.fields import field_help
 from workbench.protocol import INPUT_PLACEHOLDER, OUTPUT_PLACEHOLDER
 from workbench.rewards import (
     CodeRun,
@@ -266,7 +267,7 @@ def test_describe_is_the_exact_stored_definition():
     assert {k: v["weight"] for k, v in described["components"].items()} == spec.weights()
     assert described["options"]["restoration_metric"]["value"] == "psnr"
     assert RewardSpec.from_dict(described["spec"]) == spec
-    assert all(RewardSpec.field_help().values())
+    assert all(field_help(RewardSpec).values())
 
 
 @pytest.mark.parametrize("settings, message", [

@@ -9,6 +9,7 @@ import pytest
 from trainers.config import ConfigError, GrpoJobConfig, SftJobConfig, config_from_dict, load_config
 from trainers.launch import accelerate_yaml, build_command, format_command
 from trainers.preflight import validate_for_launch
+from workbench.fields import field_help
 from workbench.store import Store
 
 
@@ -118,8 +119,8 @@ def test_config_round_trips_through_dict_and_file(data_file, tmp_path):
         load_config(path, kind="sft")
     with pytest.raises(ConfigError, match="unknown setting 'nmu_generations'.*did you mean num_generations"):
         GrpoJobConfig.from_dict({**values, "nmu_generations": 4})
-    assert all(GrpoJobConfig.field_help().values()), "every field needs help text for the UI"
-    assert all(SftJobConfig.field_help().values())
+    assert all(field_help(GrpoJobConfig).values()), "every field needs help text for the UI"
+    assert all(field_help(SftJobConfig).values())
 
 
 def test_configs_take_trls_own_names_and_the_old_names_still_load(data_file):

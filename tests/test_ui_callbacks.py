@@ -10,6 +10,7 @@ from PIL import Image
 from tests.ui_fixtures import CURVE_RUNS, seed_metric_runs
 from workbench import images as image_intake
 from workbench.agent.runner import RunnerConfig
+from workbench.fields import field_help
 from workbench.run_charts import MetricSeriesCache, Series, detect_tool_collapse, ema
 from workbench.store import Store
 from workbench.trace import ToolCall, Trace, Turn
@@ -65,7 +66,7 @@ def test_form_controls_follow_field_types_and_help():
     assert isinstance(controls["retry_parse_errors"], gr.Checkbox)
     assert isinstance(controls["system_prompt"], gr.Textbox)
     assert controls["max_new_tokens"].label == "Max new tokens"
-    assert controls["max_turns"].info == RunnerConfig.field_help()["max_turns"]
+    assert controls["max_turns"].info == field_help(RunnerConfig)["max_turns"]
 
 
 def test_form_values_build_the_dataclass_and_name_bad_fields():

@@ -16,7 +16,7 @@ import json
 import math
 import re
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from tools.search import BACKENDS as SEARCH_BACKENDS
 from tools.search import MODES as SEARCH_MODES
 from trainers.trl_names import check_trl_args, normalize_keys
 from workbench import protocol as proto
+from workbench.fields import setting
 from workbench.rewards import RewardSpec
 
 # Attention + MLP projections of the language model only: the vision tower's MLP reuses the names
@@ -42,12 +43,6 @@ class ConfigError(ValueError):
     """A config value that cannot work; the message names the field and what to change."""
 
 
-def _help(text: str, default: Any = None, **kw: Any) -> Any:
-    if "default_factory" in kw:
-        return field(metadata={"help": text}, **kw)
-    return field(default=default, metadata={"help": text}, **kw)
-
-
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
@@ -59,40 +54,40 @@ class TrainJobConfig:
 
     KIND = "train"
 
-    model: str = _help("Model to train: 'demo' (the shipped demo model), 'tiny' (untrained, Qwen2.5-VL-style), "
+    model: str = setting("Model to train: 'demo' (the shipped demo model), 'tiny' (untrained, Qwen2.5-VL-style), "
                        "'tiny-qwen3-vl', a local model folder or a Hugging Face hub id such as "
                        "Qwen/Qwen2.5-VL-3B-Instruct.", "demo")
-    init_adapter: str | None = _help("LoRA adapter folder to start from (e.g. the checkpoint of a cold-start SFT "
+    init_adapter: str | None = setting("LoRA adapter folder to start from (e.g. the checkpoint of a cold-start SFT "
                                      "run); it keeps training (LoRA) or is merged first (full).", None)
-    finetune: str = _help("lora: train a LoRA adapter (small checkpoints); full: train every weight.", "lora")
-    lora_r: int = _help("LoRA rank.", 8)
-    lora_alpha: int = _help("LoRA scaling (alpha); the update is scaled by alpha / r.", 16)
-    lora_dropout: float = _help("Dropout on the LoRA input.", 0.0)
-    lora_target: str = _help("Regex over module names (full match) choosing LoRA targets; the default takes the "
+    finetune: str = setting("lora: train a LoRA adapter (small checkpoints); full: train every weight.", "lora")
+    lora_r: int = setting("LoRA rank.", 8)
+    lora_alpha: int = setting("LoRA scaling (alpha); the update is scaled by alpha / r.", 16)
+    lora_dropout: float = setting("Dropout on the LoRA input.", 0.0)
+    lora_target: str = setting("Regex over module names (full match) choosing LoRA targets; the default takes the "
                              "language model's attention and MLP and leaves the vision tower alone.",
                              LANGUAGE_MODEL_LORA_TARGET)
-    learning_rate: float = _help("Peak learning rate (AdamW).", 1e-5)
-    warmup_steps: int = _help("Linear warm-up steps.", 0)
-    lr_scheduler_type: str = _help("Learning rate after warm-up: linear (decays to 0 at the last step), cosine, or "
+    learning_rate: float = setting("Peak learning rate (AdamW).", 1e-5)
+    warmup_steps: int = setting("Linear warm-up steps.", 0)
+    lr_scheduler_type: str = setting("Learning rate after warm-up: linear (decays to 0 at the last step), cosine, or "
                                    "constant (long drills whose skill appears late); TRL's other schedulers by name.",
                                    "linear")
-    weight_decay: float = _help("AdamW weight decay.", 0.0)
-    max_grad_norm: float = _help("Gradient clipping norm.", 1.0)
-    per_device_train_batch_size: int = _help("Sequences per device per forward pass.", 8)
-    gradient_accumulation_steps: int = _help("Forward passes accumulated into one optimiser step.", 1)
-    max_pixels: int = _help("Largest image area (pixels) fed to the vision tower; 0 keeps the model's own "
+    weight_decay: float = setting("AdamW weight decay.", 0.0)
+    max_grad_norm: float = setting("Gradient clipping norm.", 1.0)
+    per_device_train_batch_size: int = setting("Sequences per device per forward pass.", 8)
+    gradient_accumulation_steps: int = setting("Forward passes accumulated into one optimiser step.", 1)
+    max_pixels: int = setting("Largest image area (pixels) fed to the vision tower; 0 keeps the model's own "
                             "setting (the paper used 401408).", 0)
-    min_pixels: int = _help("Smallest image area (pixels) fed to the vision tower; 0 keeps the model's own.", 0)
-    precision: str = _help("auto: bf16 on GPUs that support it, fp32 on CPU; or force fp32 / bf16 / fp16.", "auto")
-    gradient_checkpointing: bool = _help("Recompute activations in the backward pass: less memory, ~30% slower.",
+    min_pixels: int = setting("Smallest image area (pixels) fed to the vision tower; 0 keeps the model's own.", 0)
+    precision: str = setting("auto: bf16 on GPUs that support it, fp32 on CPU; or force fp32 / bf16 / fp16.", "auto")
+    gradient_checkpointing: bool = setting("Recompute activations in the backward pass: less memory, ~30% slower.",
                                          False)
-    save_steps: int = _help("Save a checkpoint (and record it) every this many steps; 0 saves only at the end.", 25)
-    save_total_limit: int = _help("Most checkpoints kept on disk (older ones are deleted); 0 keeps all.", 3)
-    seed: int = _help("Random seed (sampling, LoRA init, data order).", 0)
-    gpus: int = _help("GPUs to launch on: 0 runs on CPU, 1 on one GPU, more under accelerate launch.", 0)
-    deepspeed_stage: int = _help("With more than one GPU: DeepSpeed ZeRO stage 2 or 3, or 0 for plain DDP.", 2)
-    run_name: str = _help("Name shown for the run; empty picks one from the model and data.", "")
-    trl_args: dict[str, Any] = _help("Other settings of TRL's GRPOConfig / SFTConfig by their TRL names (e.g. "
+    save_steps: int = setting("Save a checkpoint (and record it) every this many steps; 0 saves only at the end.", 25)
+    save_total_limit: int = setting("Most checkpoints kept on disk (older ones are deleted); 0 keeps all.", 3)
+    seed: int = setting("Random seed (sampling, LoRA init, data order).", 0)
+    gpus: int = setting("GPUs to launch on: 0 runs on CPU, 1 on one GPU, more under accelerate launch.", 0)
+    deepspeed_stage: int = setting("With more than one GPU: DeepSpeed ZeRO stage 2 or 3, or 0 for plain DDP.", 2)
+    run_name: str = setting("Name shown for the run; empty picks one from the model and data.", "")
+    trl_args: dict[str, Any] = setting("Other settings of TRL's GRPOConfig / SFTConfig by their TRL names (e.g. "
                                      "top_k, mask_truncated_completions), passed to TRL unchanged.",
                                      default_factory=dict)
 
@@ -165,10 +160,6 @@ class TrainJobConfig:
         path.write_text(json.dumps(self.to_dict(), indent=1), encoding="utf-8")
         return path
 
-    @classmethod
-    def field_help(cls) -> dict[str, str]:
-        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
-
     @property
     def world_size(self) -> int:
         return max(1, self.gpus)
@@ -186,53 +177,53 @@ class GrpoJobConfig(TrainJobConfig):
 
     KIND = "grpo"
 
-    data_files: list[str] = _help("Training files (JSON list or JSON Lines): Visual-ARFT search "
+    data_files: list[str] = setting("Training files (JSON list or JSON Lines): Visual-ARFT search "
                                   "(image_path/problem/solution) or coding (type/image_path/problem/context/"
                                   "solution/gt) files, or MAT-style benchmark items for episodes.",
                                   default_factory=list)
-    image_root: str | None = _help("Folder that relative image paths start from; empty means each data file's "
+    image_root: str | None = setting("Folder that relative image paths start from; empty means each data file's "
                                    "own folder.", None)
-    mode: str = _help("steps: the paper's recipe, one completion per trajectory step with the chain so far in "
+    mode: str = setting("steps: the paper's recipe, one completion per trajectory step with the chain so far in "
                       "the prompt; episodes: whole multi-turn episodes where the tools really run.", "steps")
-    tools: list[str] = _help("Tools the model may call in episodes: code, search.", default_factory=lambda: ["code"])
-    protocol: str = _help("tags: <search>/<code> tags (paper); native: Qwen3-VL <tool_call> JSON.", "tags")
-    max_turns: int = _help("Most model turns per episode (the paper uses 5).", proto.MAX_TURNS)
-    max_steps: int = _help("Optimiser steps to train.", 100)
-    num_generations: int = _help("Completions sampled per prompt (G); the paper used 8.", 8)
-    max_completion_length: int = _help("Most tokens per completion; in episodes this includes tool results "
+    tools: list[str] = setting("Tools the model may call in episodes: code, search.", default_factory=lambda: ["code"])
+    protocol: str = setting("tags: <search>/<code> tags (paper); native: Qwen3-VL <tool_call> JSON.", "tags")
+    max_turns: int = setting("Most model turns per episode (the paper uses 5).", proto.MAX_TURNS)
+    max_steps: int = setting("Optimiser steps to train.", 100)
+    num_generations: int = setting("Completions sampled per prompt (G); the paper used 8.", 8)
+    max_completion_length: int = setting("Most tokens per completion; in episodes this includes tool results "
                                        "(image tokens too).", 512)
-    temperature: float = _help("Sampling temperature for rollouts.", 1.0)
-    top_p: float = _help("Nucleus sampling mass for rollouts.", 1.0)
-    beta: float = _help("KL penalty weight against the starting model; 0 turns KL off (and its metric).", 0.04)
-    epsilon: float = _help("PPO-style clipping range of the probability ratio.", 0.2)
-    loss_type: str = _help("grpo (paper), dapo, dr_grpo or bnpo loss normalisation.", "grpo")
-    scale_rewards: str = _help("Advantage scaling: group (divide by the group's std, paper), batch or none.",
+    temperature: float = setting("Sampling temperature for rollouts.", 1.0)
+    top_p: float = setting("Nucleus sampling mass for rollouts.", 1.0)
+    beta: float = setting("KL penalty weight against the starting model; 0 turns KL off (and its metric).", 0.04)
+    epsilon: float = setting("PPO-style clipping range of the probability ratio.", 0.2)
+    loss_type: str = setting("grpo (paper), dapo, dr_grpo or bnpo loss normalisation.", "grpo")
+    scale_rewards: str = setting("Advantage scaling: group (divide by the group's std, paper), batch or none.",
                                "group")
-    rewards: dict[str, Any] = _help("Reward weights and options (see RewardSpec); empty uses the paper's: "
+    rewards: dict[str, Any] = setting("Reward weights and options (see RewardSpec); empty uses the paper's: "
                                     "format 1 + answer F1 / problem / search similarity / code 0.9.",
                                     default_factory=dict)
-    stop_after_action: bool = _help("End each generation at the closing tag of its action (</search>, </code>, "
+    stop_after_action: bool = setting("End each generation at the closing tag of its action (</search>, </code>, "
                                     "...), so the model cannot write the tool result itself.", True)
-    max_items: int = _help("Use only the first N training rows (0 = all).", 0)
-    eval_data_files: list[str] = _help("Held-out files in the same format as data_files; their mean reward is "
+    max_items: int = setting("Use only the first N training rows (0 = all).", 0)
+    eval_data_files: list[str] = setting("Held-out files in the same format as data_files; their mean reward is "
                                        "logged as eval_reward (before training and every eval_steps).",
                                        default_factory=list)
-    eval_steps: int = _help("Measure the held-out reward every this many steps (0 = never).", 0)
-    max_eval_items: int = _help("Use only the first N held-out rows (0 = all).", 0)
-    num_generations_eval: int = _help("Completions sampled per held-out row at each evaluation (0 = num_generations); "
-                                  "fewer samples of more rows measure a policy with less noise for the same cost.",
-                                  0)
-    shuffle_dataset: bool = _help("Shuffle the training rows.", True)
-    search_backend: str = _help("Search backend for the search tool in episodes: local (BM25 corpus, free) or "
+    eval_steps: int = setting("Measure the held-out reward every this many steps (0 = never).", 0)
+    max_eval_items: int = setting("Use only the first N held-out rows (0 = all).", 0)
+    num_generations_eval: int = setting("Completions sampled per held-out row at each evaluation (0 = "
+                                        "num_generations); fewer samples of more rows measure a policy with less "
+                                        "noise for the same cost.", 0)
+    shuffle_dataset: bool = setting("Shuffle the training rows.", True)
+    search_backend: str = setting("Search backend for the search tool in episodes: local (BM25 corpus, free) or "
                                 "serpapi (web, paid per call).", "local")
-    search_corpus: str | None = _help("JSONL corpus for the local search backend.", None)
-    search_mode: str = _help("Search cache policy: cache-first, offline (cache only) or live.", "cache-first")
-    use_vllm: bool = _help("Generate rollouts with vLLM colocated on the training GPUs (needs gpus >= 1 and "
+    search_corpus: str | None = setting("JSONL corpus for the local search backend.", None)
+    search_mode: str = setting("Search cache policy: cache-first, offline (cache only) or live.", "cache-first")
+    use_vllm: bool = setting("Generate rollouts with vLLM colocated on the training GPUs (needs gpus >= 1 and "
                            "vllm installed).", False)
-    vllm_gpu_memory_utilization: float = _help("Share of GPU memory vLLM may take in colocate mode.", 0.3)
-    log_traces_every: int = _help("Save one sampled group of rollouts (all G samples) every this many steps; "
+    vllm_gpu_memory_utilization: float = setting("Share of GPU memory vLLM may take in colocate mode.", 0.3)
+    log_traces_every: int = setting("Save one sampled group of rollouts (all G samples) every this many steps; "
                                   "0 saves none.", 1)
-    trace_groups: int = _help("Groups saved at each sampled step.", 1)
+    trace_groups: int = setting("Groups saved at each sampled step.", 1)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -317,18 +308,18 @@ class SftJobConfig(TrainJobConfig):
 
     KIND = "sft"
 
-    trace_runs: list[str] = _help("Run ids in the workbench store whose traces to train on.", default_factory=list)
-    trace_files: list[str] = _help("JSONL trace exports (Trace.to_dict lines with a <file>.images/ folder).",
+    trace_runs: list[str] = setting("Run ids in the workbench store whose traces to train on.", default_factory=list)
+    trace_files: list[str] = setting("JSONL trace exports (Trace.to_dict lines with a <file>.images/ folder).",
                                    default_factory=list)
-    min_reward: float | None = _help("Keep only traces whose total reward is at least this (empty keeps all).",
+    min_reward: float | None = setting("Keep only traces whose total reward is at least this (empty keeps all).",
                                      None)
-    only_answered: bool = _help("Keep only episodes that ended with an <answer>.", True)
-    tools: list[str] = _help("Tools named in the system prompt, as in the RL run that follows.",
+    only_answered: bool = setting("Keep only episodes that ended with an <answer>.", True)
+    tools: list[str] = setting("Tools named in the system prompt, as in the RL run that follows.",
                              default_factory=lambda: ["code"])
-    protocol: str = _help("Protocol of the traces to keep and of the system prompt: tags or native.", "tags")
-    max_steps: int = _help("Optimiser steps; 0 trains for `num_train_epochs` passes over the traces instead.", 0)
-    num_train_epochs: float = _help("Passes over the traces when max_steps is 0.", 3.0)
-    max_length: int = _help("Longest tokenised conversation; longer ones are cut at the end.", 2048)
+    protocol: str = setting("Protocol of the traces to keep and of the system prompt: tags or native.", "tags")
+    max_steps: int = setting("Optimiser steps; 0 trains for `num_train_epochs` passes over the traces instead.", 0)
+    num_train_epochs: float = setting("Passes over the traces when max_steps is 0.", 3.0)
+    max_length: int = setting("Longest tokenised conversation; longer ones are cut at the end.", 2048)
 
     def __post_init__(self) -> None:
         super().__post_init__()

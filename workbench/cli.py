@@ -12,6 +12,7 @@ import os
 import sys
 
 from workbench.agent.config import RunnerConfig
+from workbench.fields import field_help
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +23,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_runner_args(parser: argparse.ArgumentParser) -> None:
-    help_text = RunnerConfig.field_help()
+    help_text = field_help(RunnerConfig)
     parser.add_argument("--tools", default="code", help=help_text["tools"] + " Comma-separated; '' for none.")
     parser.add_argument("--protocol", default="tags", help=help_text["protocol"])
     parser.add_argument("--layout", default="chat",

@@ -5,35 +5,31 @@ CLI, the UI forms and configs can read its fields and help texts without
 loading torch.
 """
 
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass
 
 from workbench import protocol as proto
-
-
-def _help(text: str, **kw: Any) -> Any:
-    return field(metadata={"help": text}, **kw)
+from workbench.fields import setting
 
 
 @dataclass
 class RunnerConfig:
     """How episodes are rolled out."""
 
-    tools: tuple[str, ...] = _help("Tools the model may call: any of code, search.", default=("code", "search"))
-    protocol: str = _help("tags: <think>/<search>/<code> tags (paper); native: <tool_call> JSON (Qwen3-VL).",
+    tools: tuple[str, ...] = setting("Tools the model may call: any of code, search.", default=("code", "search"))
+    protocol: str = setting("tags: <think>/<search>/<code> tags (paper); native: <tool_call> JSON (Qwen3-VL).",
                           default="tags")
-    layout: str = _help("single_user: one growing user message (paper); chat: alternating messages.",
+    layout: str = setting("single_user: one growing user message (paper); chat: alternating messages.",
                         default="single_user")
-    max_turns: int = _help("Most model turns per episode (the paper uses 5).", default=proto.MAX_TURNS)
-    samples: int = _help("Samples per question (G); > 1 needs temperature > 0.", default=1)
-    max_new_tokens: int = _help("Most tokens generated per turn.", default=512)
-    temperature: float = _help("Sampling temperature; 0 is greedy.", default=0.0)
-    top_p: float = _help("Nucleus sampling mass.", default=1.0)
-    seed: int = _help("Seed for sampling, so runs can be repeated.", default=0)
-    tool_workers: int = _help("Tool calls run at once.", default=4)
-    retry_parse_errors: bool = _help("On a malformed turn, tell the model and let it try again "
+    max_turns: int = setting("Most model turns per episode (the paper uses 5).", default=proto.MAX_TURNS)
+    samples: int = setting("Samples per question (G); > 1 needs temperature > 0.", default=1)
+    max_new_tokens: int = setting("Most tokens generated per turn.", default=512)
+    temperature: float = setting("Sampling temperature; 0 is greedy.", default=0.0)
+    top_p: float = setting("Nucleus sampling mass.", default=1.0)
+    seed: int = setting("Seed for sampling, so runs can be repeated.", default=0)
+    tool_workers: int = setting("Tool calls run at once.", default=4)
+    retry_parse_errors: bool = setting("On a malformed turn, tell the model and let it try again "
                                      "(else the episode stops).", default=False)
-    system_prompt: str | None = _help("Replace the built-in system prompt.", default=None)
+    system_prompt: str | None = setting("Replace the built-in system prompt.", default=None)
 
     def __post_init__(self) -> None:
         self.tools = tuple(self.tools)
@@ -53,6 +49,3 @@ class RunnerConfig:
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={self.max_new_tokens}; use at least 1")
 
-    @classmethod
-    def field_help(cls) -> dict[str, str]:
-        return {f.name: f.metadata.get("help", "") for f in fields(cls)}

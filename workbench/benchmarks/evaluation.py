@@ -9,39 +9,36 @@ existing result file as a run that the UI can compare.
 """
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig
 from workbench.benchmarks.loaders import BENCHMARK_FORMATS, BenchmarkItem, load_benchmark
 from workbench.benchmarks.scoring import ScoreReport, f1_em, load_predictions, score_predictions
+from workbench.fields import setting
 from workbench.store import Store
 from workbench.trace import Trace
 
 DEFAULT_TOOLS = {"mat-coding": ("code",), "mat-search": ("search",), "multihop": ("search",)}
 
 
-def _help(text: str, **kw):
-    return field(metadata={"help": text}, **kw)
-
-
 @dataclass
 class EvalConfig:
     """What to evaluate, on which model, with which tools."""
 
-    benchmark: str = _help("Benchmark format: mat-coding, mat-search or multihop.", default="mat-coding")
-    data: str = _help("The benchmark JSON/JSONL file.", default="")
-    images: str | None = _help("Folder the item image paths are relative to (default: the file's folder).",
+    benchmark: str = setting("Benchmark format: mat-coding, mat-search or multihop.", default="mat-coding")
+    data: str = setting("The benchmark JSON/JSONL file.", default="")
+    images: str | None = setting("Folder the item image paths are relative to (default: the file's folder).",
                                default=None)
-    model: str = _help("Model: 'demo' (shipped demo model), 'tiny' (untrained), a folder, a hub id, or "
+    model: str = setting("Model: 'demo' (shipped demo model), 'tiny' (untrained), a folder, a hub id, or "
                        "openai:<model>@<base_url>.", default="demo")
-    adapter: str | None = _help("LoRA adapter folder to load on the model.", default=None)
-    limit: int | None = _help("Evaluate only the first N items.", default=None)
-    batch_items: int = _help("Items rolled out together per batch.", default=8)
-    corpus: str | None = _help("Documents for the local search backend (JSONL or folder).", default=None)
-    search_backend: str = _help("local or serpapi.", default="local")
-    search_mode: str = _help("Search cache mode: live, cache-first or offline.", default="cache-first")
-    name: str = _help("Name of the run.", default="")
+    adapter: str | None = setting("LoRA adapter folder to load on the model.", default=None)
+    limit: int | None = setting("Evaluate only the first N items.", default=None)
+    batch_items: int = setting("Items rolled out together per batch.", default=8)
+    corpus: str | None = setting("Documents for the local search backend (JSONL or folder).", default=None)
+    search_backend: str = setting("local or serpapi.", default="local")
+    search_mode: str = setting("Search cache mode: live, cache-first or offline.", default="cache-first")
+    name: str = setting("Name of the run.", default="")
 
     def __post_init__(self) -> None:
         if self.benchmark not in BENCHMARK_FORMATS:
@@ -54,10 +51,6 @@ class EvalConfig:
             raise ValueError(f"limit={self.limit}; use a positive number or leave it empty for all items")
         if self.batch_items < 1:
             raise ValueError(f"batch_items={self.batch_items}; use at least 1")
-
-    @classmethod
-    def field_help(cls) -> dict[str, str]:
-        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
 
 
 def _scorer(benchmark: str) -> Callable[[Trace, AgentItem], dict[str, float]]:

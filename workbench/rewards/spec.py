@@ -11,48 +11,44 @@ every run; `score_components` gives each component per completion for logging.
 import functools
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from workbench.benchmarks.scoring import BENCHMARKS
+from workbench.fields import field_help, setting
 from workbench.rewards import code as rewards_code
 from workbench.rewards import text as rewards_text
 
 DESCRIPTION_VERSION = 1
 
 
-def _weight(default: float, text: str) -> Any:
-    return field(default=default, metadata={"help": text, "component": True})
-
-
-def _option(default: Any, text: str) -> Any:
-    return field(default=default, metadata={"help": text})
-
-
 @dataclass
 class RewardSpec:
     """Weights of the reward components and the options they use."""
 
-    format: float = _weight(1.0, "<think> then exactly one well-formed action of the kind the step expects "
-                                 "(1/0); any repeated tag scores 0.")
-    answer_f1: float = _weight(1.0, "Token F1 of <answer> vs the gold answers (max over golds), answer steps.")
-    answer_em: float = _weight(0.0, "Exact match of <answer> with a gold answer after normalisation, answer steps.")
-    problem: float = _weight(1.0, "<problem> label set vs gold: 1 equal; 0.5 for naming only the rotation of a "
-                                  "rotation+X pair; else 0.")
-    search_similarity: float = _weight(1.0, "Cosine similarity (all-MiniLM-L6-v2) of <search> vs the reference "
-                                            "query; below search_threshold counts 0.")
-    code_constant: float = _weight(1.0, "The paper's code reward: code_constant_value for any python code action "
-                                        "on a code step.")
-    code_ran: float = _weight(0.0, "1 when the step's code ran without error (needs execution results).")
-    code_image: float = _weight(0.0, "1 when the step's code wrote a readable output image.")
-    code_restoration: float = _weight(0.0, "Share of the input->clean image gap the output closed (0..1), when "
-                                           "a clean reference image exists.")
-    normalization: str = _option("mat-coding", "Answer normalisation: mat-coding (also full-width punctuation "
-                                               "and CJK characters) or multihop (plain).")
-    search_threshold: float = _option(0.5, "Query similarity below this scores 0 (the paper uses 0.5).")
-    code_constant_value: float = _option(0.9, "Value of the constant code reward (the paper uses 0.9).")
-    restoration_metric: str = _option("ssim", "Image similarity for code_restoration: ssim or psnr.")
+    format: float = setting("<think> then exactly one well-formed action of the kind the step expects (1/0); any "
+                            "repeated tag scores 0.", 1.0, component=True)
+    answer_f1: float = setting("Token F1 of <answer> vs the gold answers (max over golds), answer steps.",
+                               1.0, component=True)
+    answer_em: float = setting("Exact match of <answer> with a gold answer after normalisation, answer steps.",
+                               0.0, component=True)
+    problem: float = setting("<problem> label set vs gold: 1 equal; 0.5 for naming only the rotation of a rotation+X "
+                             "pair; else 0.", 1.0, component=True)
+    search_similarity: float = setting("Cosine similarity (all-MiniLM-L6-v2) of <search> vs the reference query; "
+                                       "below search_threshold counts 0.", 1.0, component=True)
+    code_constant: float = setting("The paper's code reward: code_constant_value for any python code action on a "
+                                   "code step.", 1.0, component=True)
+    code_ran: float = setting("1 when the step's code ran without error (needs execution results).",
+                              0.0, component=True)
+    code_image: float = setting("1 when the step's code wrote a readable output image.", 0.0, component=True)
+    code_restoration: float = setting("Share of the input->clean image gap the output closed (0..1), when a clean "
+                                      "reference image exists.", 0.0, component=True)
+    normalization: str = setting("Answer normalisation: mat-coding (also full-width punctuation and CJK characters) "
+                                 "or multihop (plain).", "mat-coding")
+    search_threshold: float = setting("Query similarity below this scores 0 (the paper uses 0.5).", 0.5)
+    code_constant_value: float = setting("Value of the constant code reward (the paper uses 0.9).", 0.9)
+    restoration_metric: str = setting("Image similarity for code_restoration: ssim or psnr.", "ssim")
 
     def __post_init__(self) -> None:
         for name, weight in self.weights().items():
@@ -68,10 +64,6 @@ class RewardSpec:
     @classmethod
     def component_names(cls) -> list[str]:
         return [f.name for f in fields(cls) if f.metadata.get("component")]
-
-    @classmethod
-    def field_help(cls) -> dict[str, str]:
-        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "RewardSpec":
@@ -197,7 +189,7 @@ def describe(spec: RewardSpec | None = None) -> dict[str, Any]:
     (0.5, True)
     """
     spec = spec or RewardSpec()
-    help_text = RewardSpec.field_help()
+    help_text = field_help(RewardSpec)
     components = {name: {"weight": weight, "applies_to": APPLIES_TO[name], "definition": help_text[name]}
                   for name, weight in spec.weights().items()}
     options = {f.name: getattr(spec, f.name) for f in fields(spec) if not f.metadata.get("component")}
