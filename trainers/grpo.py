@@ -30,7 +30,7 @@ from trl import GRPOTrainer
 from trainers import chat_format, data, modeling
 from trainers.arguments import grpo_arguments
 from trainers.config import GrpoJobConfig
-from trainers.job_run import JobContext, cli_main, fail_run, resume_checkpoint, start_run, succeed_run
+from trainers.job_run import JobContext, cli_main, run_training
 from trainers.logging_callback import BatchColumns, FinalCheckpointCallback, StoreLoggingCallback
 from trainers.reward_adapters import SandboxCodeRunner, component_rewards
 from trainers.tool_env import ToolBox, environment_factory
@@ -95,6 +95,10 @@ class GrpoSetup:
     rows: int
     reward_weights: dict[str, float]
     code_runner: SandboxCodeRunner | None = None
+
+    def summary(self) -> dict:
+        return {"rows": self.rows, "traces_logged": self.logging.traces_written if self.logging else 0,
+                "logging_main_thread_s": round(self.logging.main_thread_seconds, 3) if self.logging else 0.0}
 
     def close(self) -> None:
         if self.logging is not None:
@@ -175,32 +179,15 @@ def build_grpo_trainer(config: GrpoJobConfig, output_dir: Path, *, store: Store 
     return GrpoSetup(trainer, logging, toolbox, len(rows), reward_weights, code_runner)
 
 
-def run_grpo(config: GrpoJobConfig, *, run_id: str | None = None, job_id: str | None = None,
-             resume: bool = False, store: Store | None = None) -> str:
+def run_grpo(config: GrpoJobConfig, *, store: Store, run_id: str | None = None, job_id: str | None = None,
+             resume: bool = False) -> str:
     """Train; returns the run id. The run row ends succeeded (summary) or failed (error)."""
-    context: JobContext | None = None
-    setup: GrpoSetup | None = None
-    try:
-        context = start_run(config, run_id=run_id, job_id=job_id, model_id=modeling.model_id_for(config.model),
-                            reward_spec=describe(config.reward_spec()), store=store)
-        checkpoint = resume_checkpoint(context) if resume else None
-        if resume:
-            print(f"[workbench] resuming from {checkpoint}" if checkpoint else
-                  "[workbench] no checkpoint to resume from; starting at step 0", flush=True)
-        setup = build_grpo_trainer(config, context.output_dir, store=context.store, run_id=context.run_id,
-                                   job_id=context.job_id)
-        result = setup.trainer.train(resume_from_checkpoint=checkpoint)
-        setup.close()
-        state = setup.trainer.state
-        succeed_run(context, checkpoint, steps=state.global_step, rows=setup.rows, train_loss=result.training_loss,
-                    traces_logged=setup.logging.traces_written if setup.logging else 0,
-                    logging_main_thread_s=round(setup.logging.main_thread_seconds, 3) if setup.logging else 0.0)
-        return context.run_id
-    except BaseException as exc:
-        if setup is not None:
-            setup.close()
-        fail_run(context, exc)
-        raise
+    def build(context: JobContext) -> GrpoSetup:
+        return build_grpo_trainer(config, context.output_dir, store=context.store, run_id=context.run_id,
+                                  job_id=context.job_id)
+
+    return run_training(config, build, store=store, run_id=run_id, job_id=job_id, resume=resume,
+                        reward_spec=describe(config.reward_spec()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,8 +18,9 @@ import traceback
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from trainers import modeling
 from trainers.config import CONFIG_CLASSES, ConfigError, TrainJobConfig, config_from_dict, load_values
 from trainers.preflight import validate_for_launch
 from trainers.trl_names import parse_overrides
@@ -56,13 +57,12 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def start_run(config: TrainJobConfig, *, run_id: str | None, job_id: str | None, model_id: str,
-              reward_spec: dict | None = None, store: Store | None = None) -> JobContext:
+def start_run(config: TrainJobConfig, store: Store, *, run_id: str | None, job_id: str | None, model_id: str,
+              reward_spec: dict | None = None) -> JobContext:
     """Create the run (or reopen it on resume / when the UI created it first) and mark it running.
 
     Under a multi-process launch only rank 0 writes; every rank must be given the same run id.
     """
-    store = store or Store()
     if not is_main_process():
         if run_id is None:
             raise ValueError("a multi-process launch needs --run-id so that every process writes to one run")
@@ -109,6 +109,46 @@ def fail_run(context: JobContext | None, exc: BaseException) -> None:
         return
     finish_run(context, "failed", {"error": f"{type(exc).__name__}: {exc}",
                                    "traceback": traceback.format_exc(limit=8)})
+
+
+class TrainingSetup(Protocol):
+    """A ready trainer and what the job keeps beside it (logging, tools), as `build_*_trainer` returns it."""
+
+    trainer: Any
+
+    def summary(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+def run_training(config: TrainJobConfig, build: Callable[[JobContext], TrainingSetup], *, store: Store,
+                 run_id: str | None, job_id: str | None, resume: bool, reward_spec: dict | None = None) -> str:
+    """The lifecycle every training job shares; returns the run id.
+
+    Opens the run, builds the trainer, trains (from the run's last checkpoint
+    when resuming), and ends the run succeeded with its summary, or failed
+    with the error, whatever raised.
+    """
+    context: JobContext | None = None
+    setup: TrainingSetup | None = None
+    try:
+        context = start_run(config, store, run_id=run_id, job_id=job_id, reward_spec=reward_spec,
+                            model_id=modeling.model_id_for(config.model))
+        checkpoint = resume_checkpoint(context) if resume else None
+        if resume:
+            print(f"[workbench] resuming from {checkpoint}" if checkpoint else
+                  "[workbench] no checkpoint to resume from; starting at step 0", flush=True)
+        setup = build(context)
+        result = setup.trainer.train(resume_from_checkpoint=checkpoint)
+        setup.close()
+        succeed_run(context, checkpoint, steps=setup.trainer.state.global_step, train_loss=result.training_loss,
+                    **setup.summary())
+        return context.run_id
+    except BaseException as exc:
+        if setup is not None:
+            setup.close()
+        fail_run(context, exc)
+        raise
 
 
 def argument_parser(kind: str) -> argparse.ArgumentParser:
@@ -165,7 +205,7 @@ def cli_main(kind: str, run: Callable[..., str], argv: list[str] | None = None) 
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        run_id = run(config, run_id=args.run_id, job_id=args.job_id, resume=args.resume)
+        run_id = run(config, store=Store(), run_id=args.run_id, job_id=args.job_id, resume=args.resume)
     except (ConfigError, FileNotFoundError) as exc:
         if args.debug:
             raise

@@ -20,7 +20,7 @@ from trl import SFTTrainer
 from trainers import chat_format, modeling
 from trainers.arguments import sft_arguments
 from trainers.config import SftJobConfig
-from trainers.job_run import JobContext, cli_main, fail_run, resume_checkpoint, start_run, succeed_run
+from trainers.job_run import JobContext, cli_main, run_training
 from trainers.logging_callback import FinalCheckpointCallback, StoreLoggingCallback
 from trainers.sft_data import build_sft_dataset, collect_traces, recorded_system_prompt
 from workbench import protocol
@@ -32,6 +32,9 @@ class SftSetup:
     trainer: SFTTrainer
     logging: StoreLoggingCallback | None
     traces: int
+
+    def summary(self) -> dict:
+        return {"traces": self.traces}
 
     def close(self) -> None:
         if self.logging is not None:
@@ -66,27 +69,14 @@ def build_sft_trainer(config: SftJobConfig, output_dir: Path, *, store: Store | 
     return SftSetup(trainer, logging, len(sources))
 
 
-def run_sft(config: SftJobConfig, *, run_id: str | None = None, job_id: str | None = None, resume: bool = False,
-            store: Store | None = None) -> str:
+def run_sft(config: SftJobConfig, *, store: Store, run_id: str | None = None, job_id: str | None = None,
+            resume: bool = False) -> str:
     """Train on the traces; returns the run id (the run row ends succeeded or failed)."""
-    context: JobContext | None = None
-    setup: SftSetup | None = None
-    try:
-        context = start_run(config, run_id=run_id, job_id=job_id, model_id=modeling.model_id_for(config.model),
-                            store=store)
-        checkpoint = resume_checkpoint(context) if resume else None
-        setup = build_sft_trainer(config, context.output_dir, store=context.store, run_id=context.run_id,
-                                  job_id=context.job_id)
-        result = setup.trainer.train(resume_from_checkpoint=checkpoint)
-        setup.close()
-        succeed_run(context, checkpoint, steps=setup.trainer.state.global_step, traces=setup.traces,
-                    train_loss=result.training_loss)
-        return context.run_id
-    except BaseException as exc:
-        if setup is not None:
-            setup.close()
-        fail_run(context, exc)
-        raise
+    def build(context: JobContext) -> SftSetup:
+        return build_sft_trainer(config, context.output_dir, store=context.store, run_id=context.run_id,
+                                 job_id=context.job_id)
+
+    return run_training(config, build, store=store, run_id=run_id, job_id=job_id, resume=resume)
 
 
 def main(argv: list[str] | None = None) -> int:
