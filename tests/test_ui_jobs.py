@@ -28,7 +28,7 @@ from workbench.jobs.watch import JobWatch
 from workbench.run_charts import MetricSeriesCache
 from workbench.search_service import search_overview
 from workbench.store import Store
-from workbench.ui import tab_eval, tab_search, tab_train
+from workbench.ui import jobs_panel, tab_eval, tab_search, tab_train
 from workbench.ui.app import create_app, launch_options
 
 TINY_PIXELS = {"max_pixels": 56 * 56, "min_pixels": 28 * 28}
@@ -117,7 +117,7 @@ def test_job_watch_reads_changed_rows_only_and_settles_runs_of_cancelled_jobs(st
     first = watch.poll(store)
     assert [row["id"] for row in first] == [sleeper], "only the watched kind"
     assert watch.poll(store) == [], "nothing changed since"
-    table, chosen, box = tab_train.poll_jobs(store, JobWatch(("sft",)), "", False)
+    table, chosen, box = jobs_panel.poll_jobs(store, JobWatch(("sft",)), "", False)
     assert chosen == box == sleeper and table["job id"].tolist() == [sleeper], "a new page re-attaches"
 
     jobs.cancel(store, sleeper)
@@ -145,14 +145,14 @@ def test_a_dead_jobs_run_is_settled_by_reconcile_without_any_tab(store):
 def test_cancel_job_checks_the_kind_the_tab_shows_and_refuses_ended_jobs(store):
     sleeper = jobs.submit(store, "eval", {}, ["sleep", "60"])
     with pytest.raises(ValueError, match="pick an sft job to cancel"):
-        tab_train.cancel_job(store, sleeper, kind="sft")
+        jobs_panel.cancel_job(store, sleeper, kind="sft")
     assert store.get_job(sleeper)["status"] == "running"
-    assert tab_train.cancel_job(store, sleeper, kind="eval") == f"Cancelled eval job {sleeper}."
+    assert jobs_panel.cancel_job(store, sleeper, kind="eval") == f"Cancelled eval job {sleeper}."
     assert store.get_job(sleeper)["status"] == "cancelled"
     with pytest.raises(ValueError, match="already ended"):
-        tab_train.cancel_job(store, sleeper)
+        jobs_panel.cancel_job(store, sleeper)
     with pytest.raises(ValueError, match="pick a job to cancel"):
-        tab_train.cancel_job(store, "")
+        jobs_panel.cancel_job(store, "")
 
 
 def test_job_detail_redraws_log_and_curves_only_when_they_change(store):
@@ -174,7 +174,7 @@ def test_job_detail_redraws_log_and_curves_only_when_they_change(store):
     store.log_metrics(run_id, 3, {"reward": 0.6})
     assert list(tab_train.job_detail(store, session, job_id).figures[0].data[0].y) == [0.1, 0.3, 0.6]
     assert isinstance(session.cache, MetricSeriesCache) and session.cache.last_row_id[run_id] > 0
-    table = tab_train.jobs_table([store.get_job(job_id)])
+    table = jobs_panel.jobs_table([store.get_job(job_id)])
     assert table.iloc[0].tolist()[:4] == ["running", "20 %", "grpo", run_id]
     with pytest.raises(ValueError, match="no job"):
         tab_train.job_detail(store, session, "nope")

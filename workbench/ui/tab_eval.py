@@ -28,17 +28,10 @@ from workbench.benchmarks.evaluation import DEFAULT_TOOLS, EvalConfig, import_pr
 from workbench.benchmarks.loaders import BENCHMARK_FORMATS, load_benchmark
 from workbench.jobs.watch import JobWatch
 from workbench.store import Store
-from workbench.ui import render
+from workbench.ui import jobs_panel, render
 from workbench.ui.context import UIContext
 from workbench.ui.forms import FieldSpec, build_form, form_values
-from workbench.ui.tab_train import (
-    JOB_HEADERS,
-    cancel_job_callback,
-    poll_jobs,
-    progress_html,
-    selected_job_id,
-    tail_lines,
-)
+from workbench.ui.jobs_panel import JOB_HEADERS, poll_jobs, progress_html, tail_lines
 
 POLL_SECONDS = 2.0
 EVAL_FIELDS = ("benchmark", "data", "images", "model", "adapter", "limit", "name", "corpus", "search_backend",
@@ -279,7 +272,7 @@ def build(ctx: UIContext) -> EvalTab:
         return poll(job_value, session, False)
 
     def on_cancel(job_value):
-        return cancel_job_callback(store, job_value, kind="eval")
+        return jobs_panel.cancel_job_callback(store, job_value, kind="eval")
 
     def on_import(path, benchmark, name):
         try:
@@ -300,14 +293,8 @@ def build(ctx: UIContext) -> EvalTab:
     launched = launch.click(on_launch, list(controls.values()), [message, job_id], api_name="launch_eval",
                             concurrency_limit=2, concurrency_id="eval-launch")
     launched.then(on_refresh, [job_id, state], refresh_outputs, api_visibility="private")
-    refresh.click(on_refresh, [job_id, state], refresh_outputs, api_name="show_eval_jobs")
-    job_id.submit(on_refresh, [job_id, state], refresh_outputs, api_visibility="private")
-    table.select(selected_job_id, None, job_id, api_visibility="private").then(
-        on_refresh, [job_id, state], refresh_outputs, api_visibility="private")
-    cancel.click(on_cancel, job_id, message, api_name="cancel_eval_job").then(
-        on_refresh, [job_id, state], refresh_outputs, api_visibility="private")
+    jobs_panel.wire(jobs_panel.JobPanel(table, job_id, cancel, refresh, timer, state, message), on_refresh, on_tick,
+                    on_cancel, refresh_outputs, api_kind="eval")
     import_button.click(on_import, [result_file, import_benchmark, import_name],
                         [import_message, import_splits, import_types], api_name="import_results")
-    timer.tick(on_tick, [job_id, state], refresh_outputs, api_visibility="private", concurrency_limit=4,
-               concurrency_id="poll")
     return EvalTab(timer, on_refresh, [job_id, state], refresh_outputs, names)

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
-import pandas as pd
 
 from tools.search import BACKENDS as SEARCH_BACKENDS
 from tools.search import MODES as SEARCH_MODES
@@ -46,12 +45,12 @@ from workbench import jobs, protocol
 from workbench.jobs.watch import JobWatch, job_age
 from workbench.run_charts import MetricSeriesCache
 from workbench.store import Store
-from workbench.ui import figures, render
+from workbench.ui import figures, jobs_panel, render
 from workbench.ui.context import UIContext
 from workbench.ui.forms import FieldSpec, build_form, field_label, form_fields, form_values
+from workbench.ui.jobs_panel import JOB_HEADERS, poll_jobs, progress_html, tail_lines
 
 POLL_SECONDS = 2.0
-LOG_LINES = 150
 KIND_CHOICES = [("GRPO: reinforcement learning with the Visual-ARFT rewards", "grpo"),
                 ("SFT: cold start on recorded traces", "sft")]
 # lists of paths / run ids: one per line
@@ -61,9 +60,6 @@ COMMON_MAIN = ("model", "finetune", "run_name")
 OWN_MAIN = {"grpo": ("data_files", "mode", "tools", "protocol", "max_steps", "num_generations",
                      "max_completion_length"),
             "sft": ("trace_runs", "trace_files", "tools", "protocol", "max_steps", "num_train_epochs")}
-JOB_HEADERS = ["status", "progress", "kind", "run", "created", "error", "job id"]
-STATUS_COLOURS = {"queued": "#64748b", "running": "#2563eb", "succeeded": "#15803d", "failed": "#b91c1c",
-                  "cancelled": "#b45309"}
 SPECS = {
     "finetune": FieldSpec(choices=list(FINETUNE_MODES)), "precision": FieldSpec(choices=list(PRECISIONS)),
     "lr_scheduler_type": FieldSpec(choices=list(LR_SCHEDULERS)),
@@ -161,27 +157,6 @@ def form_text(name: str, value: Any) -> Any:
     return value
 
 
-# -- job list and detail (shared with the Eval tab) ------------------------------------------
-def jobs_table(rows: list[dict]) -> pd.DataFrame:
-    data = [[row["status"], f"{100 * (row['progress'] or 0.0):.0f} %", row["kind"], row["run_id"] or "",
-             job_age(row), render.clip(row["error"] or "", 80), row["id"]] for row in rows]
-    return pd.DataFrame(data, columns=JOB_HEADERS)
-
-
-def progress_html(job: dict | None, fraction: float | None = None, note: str = "") -> str:
-    """A progress bar coloured by the job's status; `fraction` overrides the job row's progress."""
-    if job is None:
-        return '<p class="wb-muted">Pick a job from the list.</p>'
-    share = (job["progress"] or 0.0) if fraction is None else fraction
-    share = max(0.0, min(1.0, share))
-    colour = STATUS_COLOURS.get(job["status"], "#475569")
-    label = f"{job['status']} · {100 * share:.0f} %" + (f" · {render.esc(note)}" if note else "")
-    return (f'<div class="wb-progress" style="border:1px solid #cbd5e1;border-radius:6px;height:22px;'
-            f'position:relative;background:#f1f5f9"><div style="width:{100 * share:.1f}%;height:100%;'
-            f'background:{colour};border-radius:6px;opacity:0.8"></div><span style="position:absolute;left:8px;'
-            f'top:1px;font-size:0.85em">{label}</span></div>')
-
-
 def job_markdown(job: dict, run: dict | None) -> str:
     lines = [f"**Job {job['id']}** · {job['kind']} · **{job['status']}** · created {job_age(job)}"]
     if job["run_id"]:
@@ -192,27 +167,6 @@ def job_markdown(job: dict, run: dict | None) -> str:
         lines.append(f"Exit code: {job['exit_code']}")
     lines.append(f"```\n{format_command(job['command'])}\n```")
     return "\n\n".join(lines)
-
-
-def running_job(rows: list[dict]) -> str | None:
-    """The newest running job of `rows` (newest first): what a reloaded page re-attaches to."""
-    return next((row["id"] for row in rows if row["status"] == "running"), None)
-
-
-def poll_jobs(store: Store, watch: JobWatch, job_value: str | None, force: bool) -> tuple[Any, str | None, Any]:
-    """Poll the watch; returns (job table or skip, job to show, job-id box update or skip).
-
-    On the first poll of a page with no job chosen, the newest running job is chosen.
-    """
-    first = watch.seen_until is None
-    changed = watch.poll(store)
-    listing = jobs_table(watch.listed()) if first or changed or force else gr.skip()
-    chosen = (job_value or "").strip() or (running_job(watch.listed()) if first else None)
-    return listing, chosen, chosen if chosen and chosen != job_value else gr.skip()
-
-
-def tail_lines(text: str, lines: int = LOG_LINES) -> str:
-    return "\n".join(text.splitlines()[-lines:])
 
 
 @dataclass
@@ -271,32 +225,7 @@ def job_detail(store: Store, session: TrainSession, job_id: str, force: bool = F
     return detail
 
 
-def cancel_job(store: Store, job_id: str, kind: str | None = None) -> str:
-    """Cancel a queued or running job (of `kind`, when given); ValueError says what to pick instead."""
-    job = store.get_job(job_id or "")
-    if job is None or (kind is not None and job["kind"] != kind):
-        raise ValueError(f"pick {'an ' + kind if kind else 'a'} job to cancel")
-    if job["status"] not in ("queued", "running"):
-        raise ValueError(f"job {job_id} already ended ({job['status']})")
-    jobs.cancel(store, job_id)
-    return f"Cancelled {kind + ' ' if kind else ''}job {job_id}."
-
-
 # -- Gradio ----------------------------------------------------------------------------------
-def selected_job_id(event: gr.SelectData):
-    """The job id of a clicked job-list row (its last column); shared with the Eval tab."""
-    row = event.row_value or []
-    return row[-1] if row else gr.skip()
-
-
-def cancel_job_callback(store: Store, job_value: str, kind: str | None = None) -> str:
-    """`cancel_job` for a Cancel button: what to pick instead shows as an error toast."""
-    try:
-        return cancel_job(store, job_value, kind=kind)
-    except ValueError as exc:
-        raise gr.Error(str(exc), print_exception=False) from None
-
-
 def _text_field(cls: type, name: str, value: Any, lines: int, note: str) -> gr.Textbox:
     help_text = next(f.metadata.get("help", "") for f in form_fields(cls) if f.name == name)
     return gr.Textbox(value=value, label=field_label(name), info=f"{help_text} {note}".strip(), lines=lines)
@@ -417,7 +346,7 @@ def build(ctx: UIContext) -> TrainTab:
         return poll(job_value, session, False)
 
     def on_cancel(job_value):
-        return cancel_job_callback(store, job_value)
+        return jobs_panel.cancel_job_callback(store, job_value)
 
     def on_resume(job_value, steps):
         try:
@@ -444,14 +373,8 @@ def build(ctx: UIContext) -> TrainTab:
     launched = launch.click(on_launch, form_inputs, [message, job_id], api_name="launch_training",
                             concurrency_limit=1, concurrency_id="train-launch")
     launched.then(on_refresh, [job_id, state], refresh_outputs, api_visibility="private")
-    refresh.click(on_refresh, [job_id, state], refresh_outputs, api_name="show_training_jobs")
-    job_id.submit(on_refresh, [job_id, state], refresh_outputs, api_visibility="private")
-    table.select(selected_job_id, None, job_id, api_visibility="private").then(
-        on_refresh, [job_id, state], refresh_outputs, api_visibility="private")
-    cancel.click(on_cancel, job_id, message, api_name="cancel_training_job").then(
-        on_refresh, [job_id, state], refresh_outputs, api_visibility="private")
+    jobs_panel.wire(jobs_panel.JobPanel(table, job_id, cancel, refresh, timer, state, message), on_refresh, on_tick,
+                    on_cancel, refresh_outputs, api_kind="training")
     resume.click(on_resume, [job_id, resume_steps], [message, job_id], api_name="resume_training_job").then(
         on_refresh, [job_id, state], refresh_outputs, api_visibility="private")
-    timer.tick(on_tick, [job_id, state], refresh_outputs, api_visibility="private", concurrency_limit=4,
-               concurrency_id="poll")
     return TrainTab(timer, on_refresh, [job_id, state], refresh_outputs, keys)
