@@ -1,13 +1,19 @@
 """Store round-trips: runs, metrics, traces with turns and tool calls, images, jobs, migrations."""
 
 import sqlite3
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
+import sqlite_utils
 from PIL import Image
 
 from workbench.store import MIGRATIONS, Store
 from workbench.trace import ToolCall, Trace, Turn
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def make_trace(store: Store, run_id: str, item: str = "item-1", reward: float = 1.0) -> Trace:
@@ -100,10 +106,32 @@ def test_jobs_round_trip_and_status_check():
 
 def test_migrations_are_versioned_and_idempotent(workbench_home):
     store = Store()
-    assert store.schema_version == len(MIGRATIONS)
+    assert store.schema_version == len(MIGRATIONS.pending(sqlite_utils.Database(memory=True)))
     Store(store.path)  # opening again must not re-run migrations
     conn = sqlite3.connect(store.path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_database_from_before_sqlite_utils_migrations_keeps_its_data(tmp_path):
+    """Databases versioned by PRAGMA user_version (every earlier release) open without re-running migrations."""
+    path = tmp_path / "old.db"
+    old = sqlite_utils.Database(path)
+    for migration in MIGRATIONS.pending(sqlite_utils.Database(memory=True)):
+        migration.fn(old)
+    old["runs"].insert({"id": "r1", "name": "kept", "kind": "train", "status": "succeeded", "config": "{}",
+                        "summary": "{}", "created_at": 1.0, "updated_at": 1.0})
+    old.execute("PRAGMA user_version=2")
+    old.conn.commit()
+    store = Store(path)
+    assert store.get_run("r1")["name"] == "kept" and store.schema_version == 2
+
+
+def test_two_processes_opening_a_new_database_at_once_migrate_it_once(tmp_path):
+    path = tmp_path / "race.db"
+    code = f"from workbench.store import Store; Store({str(path)!r}).create_run('x', 'train')"
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT) for _ in range(4)]
+    assert [p.wait(60) for p in procs] == [0, 0, 0, 0]
+    assert len(Store(path).list_runs()) == 4
 
 
 def test_concurrent_writers_do_not_lose_rows():

@@ -1,6 +1,6 @@
 """The workbench database: the only module that talks SQL.
 
-One SQLite file (WAL mode, busy timeout, versioned migrations) holds runs,
+One SQLite file (WAL mode, busy timeout, sqlite-utils migrations) holds runs,
 jobs, metrics, traces, turns, tool calls and the image index. Image bytes
 live in the content-addressed folder managed by `workbench.images`; this
 module only records them. Every reader gets plain dicts or `Trace` objects.
@@ -9,16 +9,19 @@ Several processes share the file (the app, training jobs, eval jobs): each
 `Store` opens one connection per thread, and writers keep transactions short.
 """
 
+import contextlib
+import datetime
 import json
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+from sqlite_utils.migrations import Migrations
 
 from workbench import images as image_files
 from workbench import settings
@@ -29,6 +32,10 @@ JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 _JSON_TRACE_COLUMNS = ("images", "gold", "rewards", "messages", "metadata")
 
 
+MIGRATIONS = Migrations("workbench")
+
+
+@MIGRATIONS(name="001_runs_jobs_metrics_traces_images")
 def _migration_1(db: sqlite_utils.Database) -> None:
     db["runs"].create(
         {"id": str, "name": str, "kind": str, "status": str, "model_id": str, "benchmark": str,
@@ -77,13 +84,24 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     )
 
 
+@MIGRATIONS(name="002_checkpoints_and_job_start_times")
 def _migration_2(db: sqlite_utils.Database) -> None:
     db["checkpoints"].create(
         {"run_id": str, "step": int, "path": str, "created_at": float}, pk=("run_id", "step"))
     db["jobs"].add_column("pid_start", str)  # process start time, so a reused PID is not mistaken for the job
 
 
-MIGRATIONS = [_migration_1, _migration_2]
+
+
+def _record_legacy_version(db: sqlite_utils.Database) -> None:
+    """A database made before the workbench used sqlite-utils migrations counted its schema in PRAGMA
+    user_version: record that many migrations as applied, so they never run twice."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    MIGRATIONS.ensure_migrations_table(db)
+    now = str(datetime.datetime.now(datetime.UTC))
+    db[Migrations.migrations_table].insert_all(
+        {"migration_set": MIGRATIONS.name, "name": migration.name, "applied_at": now}
+        for migration in MIGRATIONS.pending(db)[:version])
 
 
 def _dumps(value: Any) -> str | None:
@@ -116,32 +134,31 @@ class Store:
         return db
 
     def _migrate(self) -> None:
-        db = self.db
-        with db.conn:
-            db.execute("BEGIN IMMEDIATE")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
-                migration(db)
-                db.execute(f"PRAGMA user_version={number}")
+        with self._transaction() as db:  # one process migrates at a time; the next finds nothing pending
+            if db.execute("PRAGMA user_version").fetchone()[0] and not MIGRATIONS.applied(db):
+                _record_legacy_version(db)
+            MIGRATIONS.apply(db)
 
     @property
     def schema_version(self) -> int:
-        return self.db.execute("PRAGMA user_version").fetchone()[0]
+        """How many schema migrations this database has had."""
+        return len(MIGRATIONS.applied(self.db))
 
-    def _transaction(self):
-        """A write transaction taken eagerly, so concurrent writers queue instead of failing."""
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite_utils.Database]:
+        """A write transaction taken eagerly (BEGIN IMMEDIATE), so concurrent writers wait for the lock.
+
+        sqlite-utils' `atomic()` begins lazily: a transaction that reads before it
+        writes can then fail at once with "database is locked" under a second writer.
+        """
         db = self.db
-
-        class _Tx:
-            def __enter__(self_inner):
-                db.execute("BEGIN IMMEDIATE")
-                return db
-
-            def __exit__(self_inner, exc_type, exc, tb):
-                db.execute("ROLLBACK" if exc_type else "COMMIT")
-                return False
-
-        return _Tx()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     # -- runs ------------------------------------------------------------------
     def create_run(self, name: str, kind: str, *, config: dict | None = None, model_id: str | None = None,
