@@ -24,7 +24,8 @@ MAX_LINES = 500
 LAYERS = {
     "tools": ("tools",),
     "core": ("workbench.settings", "workbench.fields", "workbench.trace", "workbench.trace_io",
-             "workbench.protocol", "workbench.images", "workbench.records", "workbench.store", "workbench"),
+             "workbench.protocol", "workbench.images", "workbench.records", "workbench.store", "workbench.versions",
+             "workbench"),
     "backends": ("workbench.backends",),
     "benchmark_data": ("workbench.benchmarks", "workbench.benchmarks.loaders", "workbench.benchmarks.scoring",
                        "workbench.benchmarks.mat_coding_mini", "workbench.benchmarks.mat_search_mini",

@@ -38,6 +38,7 @@ from workbench import protocol
 from workbench.rewards import describe
 from workbench.rewards.spec import EXECUTION_COMPONENTS
 from workbench.store import Store
+from workbench.versions import require_private_api
 
 
 class VisualArftGRPOTrainer(GRPOTrainer):
@@ -123,6 +124,7 @@ def build_grpo_trainer(config: GrpoJobConfig, output_dir: Path, *, store: Store 
                        run_id: str | None = None, job_id: str | None = None,
                        with_logging: bool = True) -> GrpoSetup:
     """The trainer for `config` writing checkpoints to `output_dir`; with_logging adds the store callback."""
+    require_private_api("trl", GRPOTrainer, "_get_tool_suffix_ids", "_generate_single_turn")  # overridden below
     model_path = modeling.resolve_model_path(config.model)
     processor = modeling.load_processor(model_path, config, padding_side="left")
     tools = config.episode_tools

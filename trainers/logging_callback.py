@@ -33,6 +33,7 @@ from transformers import TrainerCallback
 
 from trainers.trace_builder import RolloutSnapshot, build_trace
 from workbench.store import Store
+from workbench.versions import require_private_api
 
 SKIPPED_LOG_KEYS = {"total_flos"}
 
@@ -143,6 +144,8 @@ class StoreLoggingCallback(TrainerCallback):
 
     def attach(self, trainer: Any) -> "StoreLoggingCallback":
         """Give the callback the trainer whose per-sample logs and environments it samples."""
+        if getattr(trainer, "_logs", None) is not None:  # GRPO's per-sample logs: private, so version-checked
+            require_private_api("trl", trainer, "_logs")
         self._trainer = trainer
         trainer.add_callback(self)
         return self

@@ -33,6 +33,8 @@ from typing import Any
 import torch
 from transformers.cache_utils import DynamicLayer
 
+from workbench.versions import require_private_api
+
 
 class Decoder:
     """One batch's decode: from left-padded prompts whose key/values are cached up to their last token."""
@@ -43,6 +45,7 @@ class Decoder:
         self.config = copy.deepcopy(generation_config)  # preparing special tokens writes tensors into it
         device = input_ids.device
         # private generate helpers, so the tokens are chosen exactly as generate chooses them
+        require_private_api("transformers", model, "_prepare_special_tokens", "_get_logits_processor")
         model._prepare_special_tokens(self.config, True, device=device)
         self.processors = model._get_logits_processor(self.config, input_ids_seq_length=input_ids.shape[1],
                                                       device=device, model_kwargs={"attention_mask": attention_mask})
