@@ -29,8 +29,9 @@ NATIVE_STOP_STRINGS = ["</tool_call>", "</answer>"]
 TOOL_ARGUMENT = {"search": "query", "code": "code"}
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.S)
-_ACTION = re.compile(r"<(search|problem|code|answer)>(.*?)</\1>", re.S)
-_OPEN_ACTION = re.compile(r"<(search|problem|code|answer)>", re.S)
+_ACTION_NAMES = "|".join(ACTIONS)
+ACTION_PATTERN = re.compile(rf"<({_ACTION_NAMES})>(.*?)</\1>", re.S)  # an action block: group 1 its name, 2 its body
+_OPEN_ACTION = re.compile(rf"<({_ACTION_NAMES})>", re.S)
 _TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
 _FENCE = re.compile(r"```(?:python|py)?\s*\n?(.*?)```", re.S)
 _CHAIN_TAG = re.compile(r"<(query|think|search|problem|code|answer|information|tips)>(.*?)</\1>", re.S)
@@ -70,7 +71,7 @@ def parse_turn(text: str, protocol: str = "tags", allowed: tuple[str, ...] | Non
 
 
 def _parse_tags(text: str, rest: str, think: str | None) -> ParsedTurn:
-    match = _ACTION.search(rest)
+    match = ACTION_PATTERN.search(rest)
     if match:
         return ParsedTurn(text, think, match.group(1), match.group(2).strip())
     opened = _OPEN_ACTION.search(rest)

