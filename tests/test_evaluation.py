@@ -37,8 +37,8 @@ def test_eval_scores_and_stores_every_item(tmp_path):
     path, items = write_benchmark(tmp_path)
     store = Store()
     backend = answer_backend(items, wrong={1})
-    run_id = run_evaluation(EvalConfig(benchmark="mat-coding", data=str(path)), RunnerConfig(tools=()),
-                            store=store, backend=backend, tools={})
+    run_id = run_evaluation(store, EvalConfig(benchmark="mat-coding", data=str(path)), RunnerConfig(tools=()),
+                            backend=backend, tools={})
     run = store.get_run(run_id)
     assert run["status"] == "succeeded" and run["kind"] == "eval"
     assert run["summary"]["n"] == 5 and run["summary"]["all_em"] == 80.0
@@ -57,12 +57,12 @@ def test_interrupted_eval_is_not_finished_and_resumes_only_missing_items(tmp_pat
 
     backend = answer_backend(items)
     with pytest.raises(KeyboardInterrupt):
-        run_evaluation(config, RunnerConfig(tools=()), store=store, backend=backend, tools={},
+        run_evaluation(store, config, RunnerConfig(tools=()), backend=backend, tools={},
                        run_id="resume-me", on_progress=interrupt)
     assert store.get_run("resume-me")["status"] == "running"
     assert store.count_traces("resume-me") == 2
     backend = answer_backend(items)
-    run_evaluation(config, RunnerConfig(tools=()), store=store, backend=backend, tools={}, run_id="resume-me")
+    run_evaluation(store, config, RunnerConfig(tools=()), backend=backend, tools={}, run_id="resume-me")
     assert backend.calls == 2  # three remaining items in batches of two
     assert store.count_traces("resume-me") == 5
     assert store.get_run("resume-me")["summary"]["all_em"] == 100.0
@@ -73,7 +73,7 @@ def test_bad_benchmark_file_creates_no_run(tmp_path):
     (tmp_path / "p3.png").unlink()
     store = Store()
     with pytest.raises(ValueError, match="3"):
-        run_evaluation(EvalConfig(benchmark="mat-coding", data=str(path)), RunnerConfig(tools=()), store=store,
+        run_evaluation(store, EvalConfig(benchmark="mat-coding", data=str(path)), RunnerConfig(tools=()),
                        backend=answer_backend(items), tools={})
     assert store.list_runs() == []
 
@@ -92,8 +92,8 @@ def test_real_mat_coding_cases_evaluate(shared_reference):
     cases = shared_reference / "mat-coding-cases" / "coding_case.json"
     items = json.loads(cases.read_text())
     store = Store()
-    run_id = run_evaluation(EvalConfig(benchmark="mat-coding", data=str(cases)), RunnerConfig(tools=()),
-                            store=store, backend=answer_backend(items), tools={})
+    run_id = run_evaluation(store, EvalConfig(benchmark="mat-coding", data=str(cases)), RunnerConfig(tools=()),
+                            backend=answer_backend(items), tools={})
     assert store.get_run(run_id)["summary"]["all_f1"] == 100.0
 
 
@@ -114,5 +114,5 @@ def test_import_predictions_refuses_duplicate_ids(tmp_path):
     path.write_text(json.dumps([{"id": 1, "gt": ["a"], "pred_answer": "a"},
                                 {"id": 1, "gt": ["b"], "pred_answer": "b"}]))
     with pytest.raises(ValueError, match="1"):
-        import_predictions(path, "multihop", "dup")
+        import_predictions(Store(), path, "multihop", "dup")
     assert Store().list_runs() == []

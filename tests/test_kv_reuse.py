@@ -15,6 +15,7 @@ from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig
 from workbench.backends import GenerationConfig, TransformersBackend
 from workbench.backends.kv_reuse import Entry, Row, usable_prefix
 from workbench.backends.tiny import build_tiny_model
+from workbench.store import Store
 from workbench.trace import ToolCall
 
 ARCHES = ("qwen2_5_vl", "qwen3_vl")
@@ -192,7 +193,8 @@ def test_runner_episodes_are_the_same_with_and_without_reuse(pair, tmp_path, mon
     config = RunnerConfig(tools=("code",), max_turns=3, max_new_tokens=24, retry_parse_errors=True,
                           samples=samples, temperature=temperature)
     before = kv._kv.reused_tokens
-    traces = {name: AgentRunner(backend, tools, config).run(items) for name, backend in (("kv", kv), ("full", full))}
+    traces = {name: AgentRunner(backend, tools, config, store=Store()).run(items)
+              for name, backend in (("kv", kv), ("full", full))}
     assert [[t.raw for t in trace.turns] for trace in traces["kv"]] == [
         [t.raw for t in trace.turns] for trace in traces["full"]]
     assert sum(len(trace.turns) for trace in traces["kv"]) > len(items)

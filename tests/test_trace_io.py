@@ -116,10 +116,10 @@ def test_import_chains_file_with_images(tmp_path):
     records = [{"id": "demo-1", "chain": CHAIN, "image": "23.jpg", "answer": ["Yes"]},
                {"id": "demo-2", "response": "<query>Q2</query><think>t</think><answer>No</answer>"}]
     (tmp_path / "chains.json").write_text(json.dumps(records))
-    ids = import_chains(tmp_path / "chains.json", "paper logs")
     store = Store()
+    ids = import_chains(store, tmp_path / "chains.json", "paper logs")
     first = store.get_trace(ids[0])
     assert first.item_id == "demo-1" and first.images and first.run_id == store.list_runs()[0]["id"]
     (tmp_path / "broken.json").write_text(json.dumps([{"id": 1, "text": "no chain"}]))
     with pytest.raises(ValueError, match="item 0"):
-        import_chains(tmp_path / "broken.json")
+        import_chains(store, tmp_path / "broken.json")

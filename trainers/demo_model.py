@@ -130,7 +130,7 @@ def evaluate(model: str, world: World, store: Store, tools: bool, limit: int | N
         config = EvalConfig(benchmark=benchmark, data=str(data), model=model, limit=limit,
                             corpus=str(world.corpus("test")),
                             name=f"held-out {benchmark} {'with' if tools else 'without'} tools: {Path(model).name}")
-        run_id = run_evaluation(config, runner, store=store)
+        run_id = run_evaluation(store, config, runner)
         summary = store.get_run(run_id)["summary"]
         results[benchmark] = {"f1": summary["all_f1"], "em": summary["all_em"], "n": summary["n"], "run": run_id,
                               "summary": summary}

@@ -86,9 +86,10 @@ def _check_grpo_data(config: GrpoJobConfig) -> int:
 
 def _check_sft_data(config: SftJobConfig) -> int:
     from trainers.sft_data import collect_traces
+    from workbench.store import Store
 
     try:
-        traces = collect_traces(config)
+        traces = collect_traces(config, Store())
     except ValueError as exc:
         raise ConfigError(f"traces: {exc}") from None
     if not traces:

@@ -74,11 +74,10 @@ def _file_traces(path: Path) -> list[Trace]:
     return traces
 
 
-def collect_traces(config: SftJobConfig, store: Store | None = None) -> list[TraceSource]:
+def collect_traces(config: SftJobConfig, store: Store) -> list[TraceSource]:
     """Every trace of the configured runs and files that passes the filters."""
     sources: list[TraceSource] = []
     if config.trace_runs:
-        store = store or Store()
         for run_id in config.trace_runs:
             if store.get_run(run_id) is None:
                 raise ValueError(f"run {run_id} is not in the store; pick a run from the Runs tab")

@@ -93,10 +93,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from workbench.store import Store
     from workbench.trace_io import import_chains, import_jsonl
 
-    ids = import_jsonl(args.file, args.name) if args.format == "jsonl" else import_chains(args.file, args.name,
-                                                                                           args.images)
+    store = Store()
+    if args.format == "jsonl":
+        ids = import_jsonl(store, args.file, args.name)
+    else:
+        ids = import_chains(store, args.file, args.name, args.images)
     print(f"imported {len(ids)} traces")
     return 0
 
@@ -115,8 +119,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     def progress(done: int, total: int) -> None:
         print(f"{done}/{total} items", file=sys.stderr, flush=True)
 
-    run_id = run_evaluation(config, runner_config, run_id=args.run_id, on_progress=progress)
-    summary = Store().get_run(run_id)["summary"]
+    store = Store()
+    run_id = run_evaluation(store, config, runner_config, run_id=args.run_id, on_progress=progress)
+    summary = store.get_run(run_id)["summary"]
     print(json.dumps({"run_id": run_id, **summary}) if args.json else f"run {run_id}: {summary}")
     return 0
 
@@ -126,8 +131,9 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     if args.import_name:
         from workbench.benchmarks.evaluation import import_predictions  # the store: only when the scores are kept
+        from workbench.store import Store
 
-        run_id, report = import_predictions(args.predictions, args.benchmark, args.import_name)
+        run_id, report = import_predictions(Store(), args.predictions, args.benchmark, args.import_name)
         print(f"stored as run {run_id}", file=sys.stderr)
     else:
         report = score_predictions(load_predictions(args.predictions), args.benchmark)

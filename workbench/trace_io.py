@@ -145,11 +145,10 @@ def trace_from_chain(raw: str, *, image_sha: str | None = None, question: str | 
                  gold=list(gold or []), model_id=model_id, metadata={"source": "visual-arft chain"})
 
 
-def import_jsonl(path: str | Path, name: str = "imported") -> list[str]:
+def import_jsonl(store: Store, path: str | Path, name: str = "imported") -> list[str]:
     """Import a trace export as a new run; a file that fails to import leaves no run behind."""
     if not Path(path).is_file():
         raise FileNotFoundError(2, "No such file", str(path))
-    store = Store()
     run_id = store.create_run(name, "imported", config={"source": str(path)}, status="succeeded")
     try:
         return import_traces(store, path, run_id)
@@ -158,13 +157,13 @@ def import_jsonl(path: str | Path, name: str = "imported") -> list[str]:
         raise
 
 
-def import_chains(path: str | Path, name: str = "imported", images_dir: str | Path | None = None) -> list[str]:
+def import_chains(store: Store, path: str | Path, name: str = "imported",
+                  images_dir: str | Path | None = None) -> list[str]:
     """Import a JSON list of raw Visual-ARFT chains: {chain|response, image?, question?, answer?}."""
     path = Path(path)
     records = read_json_records(path)
     if not isinstance(records, list):
         raise ValueError(f"{path.name}: expected a JSON list of chain records")
-    store = Store()
     traces = []
     for position, record in enumerate(records):
         raw = record.get("chain") or record.get("response") if isinstance(record, dict) else None

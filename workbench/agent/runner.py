@@ -71,7 +71,7 @@ class AgentRunner:
     """Runs items through a backend with tools, recording traces to a store."""
 
     def __init__(self, backend: ChatBackend, tools: dict[str, AgentTool], config: RunnerConfig | None = None,
-                 *, store: Store | None = None, run_id: str | None = None,
+                 *, store: Store, run_id: str | None = None,
                  score: Callable[[Trace, AgentItem], dict[str, float]] | None = None):
         self.backend = backend
         self.config = config or RunnerConfig()
@@ -116,8 +116,6 @@ class AgentRunner:
         return _Episode(item, trace, first, first, workdir)
 
     def _put_image(self, image: Any) -> str:
-        if self.store is None:
-            self.store = Store()
         return self.store.put_image(image)
 
     def _messages(self, episode: _Episode) -> list[dict[str, Any]]:
@@ -235,5 +233,5 @@ class AgentRunner:
         return messages
 
     def _save(self, traces: list[Trace]) -> None:
-        if traces and self.store is not None:
+        if traces:
             self.store.save_traces(traces)

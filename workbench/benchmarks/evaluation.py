@@ -67,14 +67,13 @@ def _agent_item(item: BenchmarkItem) -> AgentItem:
                      clean_image=item.clean_image, metadata={"types": item.types, "split": item.split})
 
 
-def run_evaluation(config: EvalConfig, runner_config: RunnerConfig | None = None, *, store: Store | None = None,
+def run_evaluation(store: Store, config: EvalConfig, runner_config: RunnerConfig | None = None, *,
                    run_id: str | None = None, backend=None, tools=None,
                    on_progress: Callable[[int, int], None] | None = None) -> str:
     """Evaluate (or resume run `run_id`); returns the run id. Raises ValueError on bad input."""
     items = load_benchmark(config.benchmark, config.data, config.images)[: config.limit]
     runner_config = runner_config or RunnerConfig(tools=DEFAULT_TOOLS[config.benchmark])
     agent_items = [_agent_item(item) for item in items]  # validate every item before any run exists
-    store = store or Store()
     if backend is None:
         from workbench.agent.service import get_backend
 
@@ -126,12 +125,10 @@ def _finish(store: Store, run_id: str, report: ScoreReport) -> None:
     store.update_run(run_id, status="succeeded", summary=summary)
 
 
-def import_predictions(path: str | Path, benchmark: str, name: str,
-                       store: Store | None = None) -> tuple[str, ScoreReport]:
+def import_predictions(store: Store, path: str | Path, benchmark: str, name: str) -> tuple[str, ScoreReport]:
     """Score a result file ({id, gt, pred_answer}) and store it as an 'imported' run with per-item traces."""
     predictions = load_predictions(path)
     report = score_predictions(predictions, benchmark)
-    store = store or Store()
     run_id = store.create_run(name, "imported", benchmark=benchmark, status="running",
                               config={"source": str(path)}, reward_spec={"f1": "token F1", "em": "exact match"})
     traces = []

@@ -124,11 +124,10 @@ def build_search_drill(world: World, count: int = 2400, worlds: int = 400, seed:
     return questions
 
 
-def record_expert_traces(world: World, store: Store | None = None, *, coding: bool = True,
+def record_expert_traces(world: World, store: Store, *, coding: bool = True,
                          search_file: Path | None = None, name: str = "expert traces (SFT data)") -> str:
     """Run the expert through the real tools (coding train split unless coding=False, and the search
     questions of `search_file`, default the search train split); store the episodes, scored, as a run."""
-    store = store or Store()
     search_file = search_file or world.search("train")
     run_id = store.create_run(name, "imported", config={"source": "workbench.benchmarks.mini_expert",
                                                         "world": str(world.root),
