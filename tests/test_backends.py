@@ -290,6 +290,7 @@ def served(tiny_dir, tmp_path_factory):
         log.close()
 
 
+@pytest.mark.slow
 def test_openai_backend_chats_with_an_image_through_transformers_serve(served):
     base_url, model = served
     backend = OpenAIBackend(base_url, model, timeout_s=60, max_concurrency=3)

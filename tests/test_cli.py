@@ -48,7 +48,8 @@ def test_run_prints_and_stores_a_trace_as_json(image):
 @pytest.mark.parametrize("make_args, message", [
     (lambda img, tmp: ["--image", str(img), "--question", "   "], "question is empty"),
     (lambda img, tmp: ["--image", str(tmp / "nope.png"), "--question", "q"], "no such file"),
-    (lambda img, tmp: ["--image", str(img), "--question", "q", "--model", str(tmp)], "config.json"),
+    pytest.param(lambda img, tmp: ["--image", str(img), "--question", "q", "--model", str(tmp)], "config.json",
+                 marks=pytest.mark.slow),
     (lambda img, tmp: ["--image", str(img), "--question", "q", "--samples", "3"], "temperature"),
 ])
 def test_bad_input_gets_a_clear_error_and_exit_2(image, tmp_path, make_args, message):

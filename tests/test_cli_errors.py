@@ -31,6 +31,12 @@ class Case:
     def id(self) -> str:
         return self.name
 
+    @property
+    def fast(self) -> bool:
+        """No torch behind it (training CLIs import TRL; running a question loads a model), or the one kept."""
+        loads_torch = self.argv[1].startswith("trainers.") or self.argv[2] == "run" and self.no_sandbox
+        return not loads_torch or self.name == "grpo-unknown-key"
+
 
 def _files(tmp: Path) -> dict[str, str]:
     image = tmp / "card.png"
@@ -107,7 +113,12 @@ def _run(case: Case, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess
                           capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def _tiered(cases: list[Case]) -> list:
+    """A case that imports TRL and torch costs ~6 s: one stays in the fast tier, the rest are slow."""
+    return [pytest.param(case, id=case.id, marks=() if case.fast else pytest.mark.slow) for case in cases]
+
+
+@pytest.mark.parametrize("case", _tiered(CASES))
 def test_user_errors_are_one_line_and_exit_2(case, tmp_path):
     done = _run(case, tmp_path)
     assert done.returncode == case.code, done.stderr[-2000:]

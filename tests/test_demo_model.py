@@ -17,7 +17,7 @@ def demo_backend():
 
 
 def _run(backend, benchmark: str):
-    traces = demo_assets.run_demo_items(backend, benchmark)
+    traces = demo_assets.run_demo_items(backend, benchmark, Store())
     return traces, [trace.rewards["f1"] for trace in traces]
 
 

@@ -36,7 +36,8 @@ def _conversations():
             for index in range(4)]
 
 
-@pytest.fixture(scope="module", params=ARCHES)
+# Qwen3-VL repeats every check on the second architecture: the full suite runs it, the fast tier does not.
+@pytest.fixture(scope="module", params=[ARCHES[0], pytest.param(ARCHES[1], marks=pytest.mark.slow)])
 def pair(request, tmp_path_factory):
     """(backend with reuse, backend without) on one tiny architecture."""
     folder = build_tiny_model(tmp_path_factory.mktemp(request.param) / "tiny", arch=request.param, seed=0)

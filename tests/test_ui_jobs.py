@@ -313,6 +313,7 @@ def test_public_demo_builds_no_job_tabs():
     assert not names & {"launch_training", "launch_eval", "search_costs", "cancel_training_job", "import_results"}
 
 
+@pytest.mark.slow
 def test_eval_job_and_import_through_the_app(running_app, tmp_path):
     client, store = running_app.client, running_app.ctx.store
     data = mat_coding_mini.generate(tmp_path / "mini", count=2)
@@ -342,6 +343,7 @@ def test_eval_job_and_import_through_the_app(running_app, tmp_path):
     assert import_splits["data"][0] == ["all (n=2)", 50.0, 50.0]
 
 
+@pytest.mark.slow
 def test_training_jobs_launch_finish_cancel_and_resume_through_the_app(running_app):
     client, store = running_app.client, running_app.ctx.store
     demo = prepare_demo_training(store, count=4)

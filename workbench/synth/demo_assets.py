@@ -57,7 +57,7 @@ def pick_items(world_root: str | Path) -> None:
     shutil.copyfile(world.corpus("test"), settings.DEMO_CORPUS)
 
 
-def run_demo_items(backend, benchmark: str, *, store=None, run_id: str | None = None) -> list:
+def run_demo_items(backend, benchmark: str, store, run_id: str | None = None) -> list:
     """The backend's episodes (chat layout, the benchmark's tool, the shipped corpus) on one benchmark's demo
     items, each scored with F1/EM."""
     from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig
@@ -91,7 +91,7 @@ def record_traces(model: str | Path | None = None) -> int:
     store = Store()
     run_id = store.create_run("demo traces", "eval", model_id=settings.DEMO_MODEL_ID)
     traces = [trace for benchmark in ("mat-coding", "mat-search")
-              for trace in run_demo_items(backend, benchmark, store=store, run_id=run_id)]
+              for trace in run_demo_items(backend, benchmark, store, run_id)]
     return export_traces(store, traces, settings.DEMO_TRACES_FILE)
 
 
