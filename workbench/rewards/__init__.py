@@ -1,10 +1,10 @@
 """The Visual-ARFT rewards in one import: step rewards for TRL's GRPOTrainer and their weighting.
 
 Implementation lives in three modules:
-- rewards_text: format, answer F1/EM, problem set, search-query similarity;
-- rewards_code: the paper's constant code reward and execution-based ones
+- text: format, answer F1/EM, problem set, search-query similarity;
+- code: the paper's constant code reward and execution-based ones
   (ran, wrote an image, moved closer to the clean image);
-- rewards_spec: `RewardSpec` weights, `combined_reward`, `reward_functions`,
+- spec: `RewardSpec` weights, `combined_reward`, `reward_functions`,
   `score_components` and `describe` (the definition stored with each run).
 
 Example, the paper's setup as one TRL reward function:

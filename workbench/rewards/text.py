@@ -6,7 +6,7 @@ message lists, dataset columns arrive as per-row lists in kwargs (`solution`,
 `type`, `gt`, ...), and unknown kwargs (prompts, completion_ids, trainer_state,
 log_metric, ...) are ignored. A row whose step kind is not the one a reward
 judges gets None, which TRL treats as "not applicable" (NaN, skipped in the
-weighted sum); the combinator in rewards_spec.py adds 0 for it.
+weighted sum); the combinator in spec.py adds 0 for it.
 
 The step kind of a row comes from `type` (pre_problem / pre_code / pre_answer /
 pre_search, or a bare kind name) or else from the first action tag in

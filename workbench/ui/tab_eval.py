@@ -182,8 +182,7 @@ def import_result(store: Store, path: str | None, benchmark: str, name: str | No
     """Score a result file ({id, gt, pred_answer}) and store it as an 'imported' run; returns (run id, summary)."""
     if not path:
         raise ValueError("upload a result file (JSON list or JSON Lines of {id, gt, pred_answer}) first")
-    run_id, _ = import_predictions(store, path, benchmark, (name or "").strip() or f"imported {Path(path).stem}",
-                                   store=store)
+    run_id, _ = import_predictions(store, path, benchmark, (name or "").strip() or f"imported {Path(path).stem}")
     return run_id, store.get_run(run_id)["summary"]
 
 
