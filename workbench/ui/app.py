@@ -76,6 +76,7 @@ def create_app(public_demo: bool | None = None, store: Store | None = None) -> t
             timers.update(job_tabs.wire())
         _one_timer_per_tab([playground_tab, traces_tab, runs_tab, *(job_tabs.tabs if job_tabs else [])], timers)
         app.load(traces.refresh_fn, traces.refresh_inputs, traces.refresh_outputs, api_visibility="private")
+        app.load(playground.isolation_fn, None, playground.isolation, api_visibility="private")
     app.queue(default_concurrency_limit=policy.concurrency_limit, max_size=policy.queue_size)
     return app, ctx
 

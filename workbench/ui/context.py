@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ModelWarmup:
-    """Loads the demo model in the background, so the UI starts at once."""
+    """Loads the demo model in the background, so the UI starts at once; logs which isolation runs model code."""
 
     status: str = "not started"
     error: str | None = None
@@ -31,6 +31,10 @@ class ModelWarmup:
 
     def _run(self) -> None:
         self.status = "starting"
+        from workbench.agent.tools import code_tool_status
+
+        status = code_tool_status()  # which isolation runs model code here (the shared sandbox starts now)
+        (log.warning if status.startswith("Code execution is off") else log.info)("code tool: %s", status)
         try:
             from workbench.agent.service import get_backend
 

@@ -195,12 +195,21 @@ def run_playground(ctx: UIContext, viewer: Viewer, files: Any, demo_name: str | 
                            first, traces)
 
 
+def code_tool_line() -> str:
+    """The Playground's line about the code tool: its isolation, or that code execution is off and why."""
+    from workbench.agent.tools import code_tool_status  # starts the shared sandbox once per process
+
+    return f"*Code tool:* {code_tool_status()}"
+
+
 @dataclass
 class PlaygroundTab:
     """Components other tabs wire to: the finished trace id and the run event."""
 
     trace_id: gr.Textbox
     run_event: Any
+    isolation: gr.Markdown  # which isolation runs model code here, or why code execution is off
+    isolation_fn: Any
 
 
 def build(ctx: UIContext) -> PlaygroundTab:
@@ -237,6 +246,7 @@ def build(ctx: UIContext) -> PlaygroundTab:
                 controls.update(build_form(RunnerConfig, specs, PLAYGROUND_DEFAULTS, exclude=MAIN_FIELDS))
             run = gr.Button("Run", variant="primary", elem_id="pg-run")
     status = gr.Markdown("Pick a demo image or upload one, then ask a question.", elem_id="pg-status")
+    isolation = gr.Markdown(elem_id="pg-isolation")
     transcript = gr.HTML(render.transcript_html([]), elem_id="pg-transcript")
     with gr.Row():
         run_id = gr.Textbox(label="Run id", interactive=False)
@@ -278,4 +288,4 @@ def build(ctx: UIContext) -> PlaygroundTab:
                                    *[controls[n] for n in names]],
                           [status, transcript, run_id, trace_id], api_name="run_playground",
                           concurrency_limit=policy.model_concurrency, concurrency_id="model")
-    return PlaygroundTab(trace_id=trace_id, run_event=run_event)
+    return PlaygroundTab(trace_id=trace_id, run_event=run_event, isolation=isolation, isolation_fn=code_tool_line)
