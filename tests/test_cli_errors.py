@@ -72,6 +72,10 @@ CASES = [
                                "{tmp}/nope.json"], "nope.json"),
     Case("import-missing-file", ["-m", "workbench", "import", "{tmp}/nope.jsonl"], "nope.jsonl"),
     Case("import-bad-chains", ["-m", "workbench", "import", "{tmp}/bad.json", "--format", "chains"], "bad.json"),
+    Case("space-check-missing-folder", ["-m", "workbench", "space", "check", "{tmp}/no-space"],
+         "is not a folder; build it first"),
+    Case("space-deploy-no-token", ["-m", "workbench", "space", "deploy", "{tmp}/no-space", "--repo", "me/x"],
+         "build it first"),
     Case("export-unknown-run", ["-m", "workbench", "export", "--run", "nosuchrun", "--out", "{tmp}/x.jsonl"],
          "no run 'nosuchrun'"),
     # training CLIs: bad config files and settings

@@ -148,6 +148,24 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_space(args: argparse.Namespace) -> int:
+    from workbench import space
+
+    if args.space_command == "build":
+        out = space.build_space(args.out, space.SpaceOptions(public_demo=args.public_demo))
+        problems = space.check_space(out)
+        print(f"built {out}" + ("" if not problems else f"; but: {problems[0]}"))
+        return 2 if problems else 0
+    if args.space_command == "check":
+        problems = space.check_space(args.out)
+        for problem in problems:
+            print(f"problem: {problem}", file=sys.stderr)
+        print(f"{args.out}: ready to deploy" if not problems else f"{args.out}: {len(problems)} problem(s)")
+        return 2 if problems else 0
+    print(space.deploy_space(args.out, args.repo, private=args.private))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m workbench", description="Visual-ARFT workbench")
     parser.add_argument("--debug", action="store_true",
@@ -200,6 +218,19 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--import", dest="import_name", default=None, metavar="NAME",
                        help="also store it as a run named NAME for the UI to compare")
     score.set_defaults(func=cmd_score)
+
+    space = sub.add_parser("space", help="build, check and deploy a Hugging Face Space of the workbench")
+    space_sub = space.add_subparsers(dest="space_command", required=True)
+    build = space_sub.add_parser("build", help="write a ready Space folder (code, demo model and assets, front matter)")
+    build.add_argument("out", help="the folder to write (replaced)")
+    build.add_argument("--public-demo", action="store_true", help="start the Space in public-demo mode")
+    check = space_sub.add_parser("check", help="validate a Space folder offline; lists every problem")
+    check.add_argument("out")
+    deploy = space_sub.add_parser("deploy", help="upload a Space folder with huggingface_hub (token: $HF_TOKEN)")
+    deploy.add_argument("out")
+    deploy.add_argument("--repo", required=True, help="the Space as USER/NAME")
+    deploy.add_argument("--private", action="store_true")
+    space.set_defaults(func=cmd_space)
     return parser
 
 
