@@ -46,7 +46,7 @@ BELOW = {  # what each layer may import besides itself
     "backends": {"core"},
     "benchmark_data": {"core"},
     "rewards": {"core", "benchmark_data"},
-    "agent": {"core", "tools", "backends"},
+    "agent": {"core", "tools", "backends", "benchmark_data", "rewards"},
     "evaluation": {"core", "tools", "backends", "benchmark_data", "agent"},
     "jobs": {"core"},
     "services": {"core", "tools"},

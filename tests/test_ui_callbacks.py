@@ -246,6 +246,40 @@ def test_crop_box_is_drawn_on_the_input_and_model_text_is_escaped(store):
     assert "<script>" not in html and "&lt;script&gt;" in html
 
 
+def test_the_playground_transcript_shows_each_tools_work_in_place(store):
+    """Code (highlighted), stdout/stderr, the image before and after, and a failure's error -- not only in Traces."""
+    before = store.put_image(Image.new("RGB", (40, 30), "navy"))
+    after = store.put_image(Image.new("RGB", (30, 40), "gold"))
+    ran = ToolCall("code", "```python\nimport cv2\nprint('rotated')\n```", "", output_images=[after],
+                   stdout="rotated\n")
+    failed = ToolCall("code", "```python\nx = (\n```", "<information> Code error </information>", ok=False,
+                      error="SyntaxError: '(' was never closed", stderr="SyntaxError: '(' was never closed")
+    trace = Trace(question="q", images=[before], gold=["up"], rewards={"f1": 1.0, "em": 1.0, "format": 1.0,
+                                                                      "total": 2.0}, final_answer="up",
+                  turns=[Turn(0, "r", think="t", action="code", argument=ran.argument, image=before, tool_call=ran),
+                         Turn(1, "r", think="t", action="code", argument=failed.argument, image=after,
+                              tool_call=failed)])
+    html = render.transcript_html([trace])
+    assert '<span class="k">import</span> cv2' in html and "rotated" in html  # code and its stdout
+    assert html.count("data:image/jpeg;base64,") == 3 and "before" in html and "after" in html
+    assert "failed: SyntaxError" in html and "<b>stderr</b>" in html  # a failed turn says why, unfolded
+    assert ">right</span> F1 1.00 · EM 1.00 · gold: up" in html
+
+
+def test_a_demo_item_is_scored_against_its_answer(store):
+    ctx = UIContext(store, DeploymentPolicy.from_env(public_demo=False))
+    config = RunnerConfig(tools=("code",), max_turns=4, max_new_tokens=192, layout="chat")
+    question = tab_playground.demo_question(DARK, "")
+    updates = list(tab_playground.run_playground(ctx, LOCAL, None, DARK, question, "demo", None, config))
+    trace = ctx.store.get_trace(updates[-1].trace_id)
+    assert trace.gold == [tab_playground.demo_image(DARK).answer]  # Traces shows the gold now
+    assert {"f1", "em", "format", "answer_f1", "total"} <= set(trace.rewards)
+    assert tab_playground.verdict(trace) in updates[-1].status and tab_playground.verdict(trace)
+    typed = list(tab_playground.run_playground(ctx, LOCAL, None, DARK, "What colour is it really?", "demo", None,
+                                               config, expected="violet"))
+    assert ctx.store.get_trace(typed[-1].trace_id).gold == ["violet"]  # an edited question keeps no demo gold
+
+
 def _a_grpo_group(store: Store) -> list[dict]:
     first = store.list_traces(run_id=GRPO_RUN, limit=1)[0]
     return store.list_traces(group_id=first["group_id"], limit=100)

@@ -9,12 +9,8 @@ stores them on traces). The adapter only reshapes inputs:
   as the raw turn text (`<think>..</think><code>..</code>`);
 - in episodes mode, execution results come from the rollout's environment
   (`code_ok`, `output_image`, the input and clean images), and the step kind
-  is set per component: format and answer judge the episode's final turn as
-  an answer, problem/search/code components judge whichever turn did that,
-  except that code components do not apply to an item whose gold problem is
-  `none` (the paper's trajectory there is problem -> answer, no code step):
-  otherwise any code earns the constant code reward, and GRPO learned to
-  write code on clean images (held-out answers got worse while reward rose);
+  each component judges is `workbench.rewards.episode.episode_columns`'s (the
+  same rule that scores a finished Playground episode);
 - in steps mode with execution-based code rewards, the code of each code
   step is run once per batch in the sandbox (`run_code_steps`).
 """
@@ -27,11 +23,8 @@ from typing import Any
 
 from trainers.chat_format import assistant_turn_text
 from workbench import rewards, settings
+from workbench.rewards.episode import episode_columns
 from workbench.rewards.spec import EXECUTION_COMPONENTS
-
-FINAL_ANSWER_COMPONENTS = ("format", "answer_f1", "answer_em")
-CODE_COMPONENTS = ("code_constant", *EXECUTION_COMPONENTS)
-NO_CODE_STEP = "pre_answer"  # a step kind that code components do not judge
 
 
 def completion_messages(completion: Any, protocol_name: str) -> Any:
@@ -107,13 +100,7 @@ class ComponentReward:
         return self.function(texts, **kwargs)
 
     def _episode_columns(self, n: int, environments: list | None, kwargs: dict) -> dict:
-        columns = dict(kwargs)
-        step_kind = "pre_answer" if self.__name__ in FINAL_ANSWER_COMPONENTS else None
-        columns["type"] = [step_kind] * n
-        if self.__name__ in CODE_COMPONENTS:
-            labels = columns.get("problem_labels") or [None] * n
-            columns["type"] = [NO_CODE_STEP if row_labels and set(row_labels) == {"none"} else None
-                               for row_labels in labels]
+        columns = episode_columns(self.__name__, n, kwargs)
         if environments:
             columns["code_ok"] = [env.code_ok for env in environments]
             columns["output_image"] = [env.last_output_image for env in environments]

@@ -13,7 +13,9 @@ from typing import Any
 from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig, TurnEvent
 from workbench.agent.tools import build_tools
 from workbench.backends import ChatBackend, resolve_model
+from workbench.benchmarks.scoring import f1_em
 from workbench.images import load_image
+from workbench.rewards.episode import score_episode
 from workbench.store import Store
 from workbench.trace import Trace
 
@@ -32,7 +34,8 @@ def get_backend(model: str, adapter: str | None = None) -> ChatBackend:
 
 def stream_question(store: Store, question: str, images: list[str | Path], *, model: str = "demo",
                     adapter: str | None = None, config: RunnerConfig | None = None, source: str = "playground",
-                    tags: dict[str, Any] | None = None, search_backend: str = "local",
+                    tags: dict[str, Any] | None = None, gold: list[str] | None = None,
+                    problem_labels: list[str] | None = None, search_backend: str = "local",
                     corpus: str | Path | None = None, search_mode: str = "cache-first") -> Iterator[TurnEvent]:
     """Run one question (G samples) in a run of its own, yielding every turn as it happens.
 
@@ -40,10 +43,14 @@ def stream_question(store: Store, question: str, images: list[str | Path], *, mo
     loaded (config: the runner settings, model, adapter, `source`, and `tags`
     such as a public-demo visitor), its traces are stored as they finish, and
     it ends succeeded, or failed with the error when anything raises (a closed
-    stream counts as cancelled).
+    stream counts as cancelled). With `gold` answers (and, for a coding item,
+    its `problem_labels`) each finished episode is scored: F1/EM of its answer
+    and every reward component as GRPO would give them (`score_with_gold`).
     """
     config = config or RunnerConfig()
-    item = AgentItem(question=question, images=list(images))
+    gold = [g.strip() for g in gold or [] if g and g.strip()]
+    item = AgentItem(question=question, images=list(images), gold=gold,
+                     metadata={"problem_labels": list(problem_labels)} if problem_labels else {})
     for image in item.images:  # a bad image is refused before the model loads
         load_image(image)
     tools = build_tools(config.tools, search_backend=search_backend, corpus=corpus, search_mode=search_mode)
@@ -52,7 +59,8 @@ def stream_question(store: Store, question: str, images: list[str | Path], *, mo
                   "adapter": adapter or None, "source": source, **(tags or {})}
     run_id = store.create_run(f"{source}: {question[:40]}", "playground", model_id=backend.model_id,
                               config=run_config)
-    runner = AgentRunner(backend, tools, config, store=store, run_id=run_id)
+    runner = AgentRunner(backend, tools, config, store=store, run_id=run_id,
+                         score=score_with_gold if gold else None)
     try:
         yield from runner.stream([item])
     except GeneratorExit:
@@ -62,6 +70,17 @@ def stream_question(store: Store, question: str, images: list[str | Path], *, mo
         store.update_run(run_id, status="failed", summary={"error": f"{type(exc).__name__}: {exc}"})
         raise
     store.update_run(run_id, status="succeeded")
+
+
+def score_with_gold(trace: Trace, item: AgentItem) -> dict[str, float]:
+    """F1/EM of the episode's answer against the gold answers, and its reward components and total."""
+    f1, em = f1_em(trace.final_answer, item.gold, "mat-coding")
+    first_user = next(i for i, m in enumerate(trace.messages) if m.get("role") == "user")
+    code_calls = [t.tool_call for t in trace.turns if t.tool_call and t.tool_call.name == "code"]
+    parts = score_episode(trace.messages[first_user + 1:], gold=item.gold,
+                          problem_labels=item.metadata.get("problem_labels"),
+                          code_ok=all(c.ok for c in code_calls) if code_calls else None)
+    return {"f1": f1, "em": em, **parts}
 
 
 def run_question(store: Store, question: str, images: list[str | Path], **kwargs: Any) -> list[Trace]:

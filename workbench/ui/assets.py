@@ -24,6 +24,7 @@ class DemoImage:
     path: Path
     tool: str
     answer: str
+    problems: tuple[str, ...] = ()  # the degradation labels of a coding item (its gold <problem>)
 
 
 def _load(path: Path, tool: str) -> list[DemoImage]:
@@ -35,10 +36,11 @@ def _load(path: Path, tool: str) -> list[DemoImage]:
             # crop questions are asked on the original image (MAT-Coding's rule); the others on the degraded one
             image = record["ori_image_path"] if record["type"] == ["crop"] else record["processed_image_path"]
             name = f"{' + '.join(record['type'])}: {record['question']}"
-            answer = record["answers"][0]
+            answer, problems = record["answers"][0], tuple(record["type"])
         else:
-            image, name, answer = record["image_path"], f"search: {record['question']}", record["answer"][0]
-        demos.append(DemoImage(name, record["question"], path.parent / image, tool, answer))
+            image, name = record["image_path"], f"search: {record['question']}"
+            answer, problems = record["answer"][0], ()
+        demos.append(DemoImage(name, record["question"], path.parent / image, tool, answer, problems))
     return demos
 
 

@@ -6,10 +6,16 @@ output are untrusted text, so every value is HTML-escaped here; nothing a
 model writes can inject markup or script into the page.
 """
 
+import base64
 import html
+import io
+import keyword
 import re
+import tokenize
 from collections.abc import Iterable
 
+from workbench.images import thumbnail_path
+from workbench.protocol import extract_code
 from workbench.trace import ToolCall, Trace, Turn
 
 OUTCOME_LABELS = {
@@ -130,8 +136,77 @@ def tool_status(call: ToolCall) -> str:
     return f'<span class="wb-tool {"ok" if call.ok else "bad"}">{esc(call.name)} {state} · {call.latency_s:.2f}s</span>'
 
 
-def turn_html(turn: Turn, total: int) -> str:
-    """One turn: thought, action and argument, parse error, tool status, feedback to the model."""
+def python_html(code: str) -> str:
+    """Python source as escaped HTML with keywords, strings, comments and numbers marked for colour.
+
+    >>> python_html("x = 1  # one")
+    '<pre class="wb-code">x = <span class="n">1</span>  <span class="c"># one</span></pre>'
+    """
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(code).readline))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return f'<pre class="wb-code">{esc(code)}</pre>'  # code that does not tokenize is shown as written
+    lines, out, row, col = code.splitlines(keepends=True), [], 1, 0
+    for token in tokens:
+        (start_row, start_col), (end_row, end_col) = token.start, token.end
+        out.append(esc(_span_text(lines, row, col, start_row, start_col)))
+        text = esc(token.string)
+        kind = {tokenize.STRING: "s", tokenize.COMMENT: "c", tokenize.NUMBER: "n"}.get(token.type)
+        if token.type == tokenize.NAME and keyword.iskeyword(token.string):
+            kind = "k"
+        out.append(f'<span class="{kind}">{text}</span>' if kind and text else text)
+        row, col = end_row, end_col
+    return f'<pre class="wb-code">{"".join(out).rstrip()}</pre>'
+
+
+def _span_text(lines: list[str], row: int, col: int, end_row: int, end_col: int) -> str:
+    """The source text between two tokenizer positions (the white space tokens skip)."""
+    if (row, col) >= (end_row, end_col) or row > len(lines):
+        return ""
+    if row == end_row:
+        return lines[row - 1][col:end_col]
+    return lines[row - 1][col:] + "".join(lines[row:end_row - 1]) + (lines[end_row - 1][:end_col]
+                                                                         if end_row <= len(lines) else "")
+
+
+def image_html(sha: str | None, caption: str) -> str:
+    """A stored image's thumbnail inline (a data URL: nothing else to serve), with a caption."""
+    if not sha:
+        return ""
+    path = thumbnail_path(sha)
+    if not path.is_file():
+        return f'<span class="wb-muted">({esc(caption)}: image {esc(sha[:12])} is not in this store)</span>'
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (f'<figure class="wb-figure"><img alt="{esc(caption)}" src="data:image/jpeg;base64,{data}">'
+            f"<figcaption>{esc(caption)}</figcaption></figure>")
+
+
+def tool_result_html(turn: Turn) -> str:
+    """What a tool did, in place: the code and what it printed with the image before and after, or the hits."""
+    call = turn.tool_call
+    if call is None:
+        return ""
+    parts = [f"<div><b>Tool</b> {tool_status(call)}</div>"]
+    if call.name == "code":
+        parts.append(python_html(extract_code(call.argument or "")))
+        for label, text in (("stdout", call.stdout), ("stderr", call.stderr)):
+            if (text or "").strip():
+                parts.append(f'<div class="wb-stream"><b>{label}</b><pre>{esc(clip(text, 2000))}</pre></div>')
+        after = call.output_images[-1] if call.output_images else None
+        figures = image_html(turn.image, "before") + image_html(after, "after")
+        if figures:
+            parts.append(f'<div class="wb-figures">{figures}</div>')
+    elif call.name == "search":
+        parts.append(search_results_html(call))
+    return "".join(parts)
+
+
+def turn_html(turn: Turn, total: int, *, inline_tool: bool = False) -> str:
+    """One turn: thought, action and argument, parse error, tool status, feedback to the model.
+
+    `inline_tool` also shows the tool's work in place (code, stdout/stderr, images), as the Playground
+    streams it; the Traces stepper shows those in components of their own.
+    """
     parts = [f'<div class="wb-turn"><div class="wb-turn-title">Turn {turn.index + 1} of {total}'
              f' · {turn.completion_tokens} tokens · {turn.latency_s:.2f}s</div>']
     parts.append(f'<div class="wb-think"><b>Thought</b><p>{esc(turn.think) or "<i>no &lt;think&gt;</i>"}</p></div>')
@@ -141,7 +216,9 @@ def turn_html(turn: Turn, total: int) -> str:
     if turn.parse_error:
         parts.append(f'<div class="wb-error"><b>Parse error:</b> {esc(turn.parse_error)}</div>')
     call = turn.tool_call
-    if call:
+    if call and inline_tool:
+        parts.append(tool_result_html(turn))
+    elif call:
         parts.append(f"<div><b>Tool</b> {tool_status(call)}</div>")
         if call.name == "search":
             parts.append(search_results_html(call))
@@ -165,14 +242,27 @@ def turn_summary(turn: Turn) -> str:
     return text
 
 
+def verdict_html(trace: Trace) -> str:
+    """Right / partly right / wrong against the gold answers, with F1/EM and each reward component."""
+    if not trace.gold or "f1" not in trace.rewards:
+        return ""
+    f1, em = trace.rewards["f1"], trace.rewards.get("em", 0.0)
+    word, colour = ("right", "#15803d") if em >= 1.0 else ("partly right", "#b45309") if f1 > 0 else ("wrong",
+                                                                                                      "#b91c1c")
+    parts = {k: v for k, v in trace.rewards.items() if k not in ("f1", "em")}
+    return (f'<div class="wb-verdict"><span class="wb-badge" style="background:{colour}">{word}</span> '
+            f'F1 {f1:.2f} · EM {em:.2f} · gold: {esc(", ".join(trace.gold))}'
+            f'{rewards_table(parts) if parts else ""}</div>')
+
+
 def transcript_html(traces: Iterable[Trace]) -> str:
-    """Live view of every sample's turns so far (the Playground stream)."""
+    """Live view of every sample's turns so far, each tool's work in place (the Playground stream)."""
     blocks = []
     for trace in traces:
-        turns = "".join(turn_html(turn, len(trace.turns)) for turn in trace.turns)
+        turns = "".join(turn_html(turn, len(trace.turns), inline_tool=True) for turn in trace.turns)
         answer = f" · answer: <b>{esc(trace.final_answer)}</b>" if trace.final_answer is not None else ""
         blocks.append(f'<div class="wb-sample"><div class="wb-sample-title">Sample {trace.sample_index} '
-                      f'{outcome_badge(trace.stop_reason)}{answer}</div>{turns}</div>')
+                      f'{outcome_badge(trace.stop_reason)}{answer}</div>{verdict_html(trace)}{turns}</div>')
     return "".join(blocks) or '<p class="wb-muted">No turns yet.</p>'
 
 
@@ -238,6 +328,12 @@ CSS = """
 .wb-card{flex:0 0 260px;border:1px solid #e2e8f0;border-radius:8px;padding:8px;font-size:0.9em}
 .wb-turnlist{padding-left:18px;font-size:0.85em}
 .wb-compare{border-collapse:collapse;width:100%;table-layout:fixed}
+.wb-code{background:rgba(127,127,127,0.08);border-radius:6px;padding:6px 8px;white-space:pre-wrap;font-size:0.85em}
+.wb-code .k{color:#7c3aed;font-weight:600}.wb-code .s{color:#15803d}.wb-code .c{color:#64748b;font-style:italic}
+.wb-code .n{color:#b45309}
+.wb-figures{display:flex;gap:8px;flex-wrap:wrap}.wb-figure{margin:0}.wb-figure img{max-width:160px;border-radius:4px}
+.wb-figure figcaption{font-size:0.8em;color:#64748b;text-align:center}
+.wb-verdict{margin:4px 0 8px}
 .wb-compare td,.wb-compare th{border:1px solid #e2e8f0;vertical-align:top;padding:6px;text-align:left}
 .wb-compare tr > th:first-child{width:70px}
 .wb-search li{margin-bottom:4px}

@@ -141,10 +141,37 @@ class PlaygroundUpdate:
     warnings: list[str] = field(default_factory=list)  # said once: skipped uploads, the code tool being off
 
 
+def gold_for(demo_name: str | None, question: str, expected: str | None) -> tuple[list[str], list[str]]:
+    """The gold answers (and gold problem labels) to score a run by: the typed expected answer, else the demo
+    item's own when its question is asked as it is.
+
+    >>> gold_for(None, "What is it?", " a cat ")
+    (['a cat'], [])
+    >>> gold_for(None, "What is it?", "")
+    ([], [])
+    """
+    if expected and expected.strip():
+        return [expected.strip()], []
+    demos = demo_images()
+    if demo_name in demos and demos[demo_name].question == question.strip():
+        return [demos[demo_name].answer], list(demos[demo_name].problems)
+    return [], []
+
+
+def verdict(trace: Trace) -> str:
+    """'right' / 'partly right' / 'wrong' for a scored trace, '' for one without gold."""
+    if "f1" not in trace.rewards:
+        return ""
+    return "right" if trace.rewards.get("em", 0.0) >= 1.0 else "partly right" if trace.rewards["f1"] > 0 else "wrong"
+
+
 def run_playground(ctx: UIContext, viewer: Viewer, files: Any, demo_name: str | None, question: str,
                    model: str, adapter: str | None, config: RunnerConfig, corpus: str | None = None,
-                   search_mode: str = "cache-first") -> Iterator[PlaygroundUpdate]:
-    """Validate, start a run tagged with the viewer, and yield an update after every turn."""
+                   search_mode: str = "cache-first", expected: str | None = None) -> Iterator[PlaygroundUpdate]:
+    """Validate, start a run tagged with the viewer, and yield an update after every turn.
+
+    With a gold answer (typed, or the demo item's) the final answers are marked right or wrong.
+    """
     from workbench.agent import service as agent_service  # heavy (torch); imported on first run, not at app start
 
     question = (question or "").strip()
@@ -174,9 +201,10 @@ def run_playground(ctx: UIContext, viewer: Viewer, files: Any, demo_name: str | 
     except (ValueError, OSError) as exc:
         raise PlaygroundError(f"could not load model {model!r}: {exc}") from exc
     live: dict[str, Trace] = {}
+    gold, labels = gold_for(demo_name, question, expected)
     events = agent_service.stream_question(ctx.store, question, images, model=model, adapter=adapter or None,
-                                           config=config, tags=viewer.run_tags(), corpus=corpus,
-                                           search_mode=search_mode)
+                                           config=config, tags=viewer.run_tags(), gold=gold,
+                                           problem_labels=labels, corpus=corpus, search_mode=search_mode)
     try:
         for event in events:
             live[event.trace.id] = event.trace
@@ -189,7 +217,8 @@ def run_playground(ctx: UIContext, viewer: Viewer, files: Any, demo_name: str | 
         raise PlaygroundError(str(exc)) from exc
     traces = sorted(live.values(), key=lambda t: t.sample_index)
     first = traces[0].id if traces else ""
-    outcomes = ", ".join(f"sample {t.sample_index}: {t.stop_reason}" for t in traces)
+    outcomes = ", ".join(f"sample {t.sample_index}: {t.stop_reason}" + (f" ({verdict(t)})" if verdict(t) else "")
+                         for t in traces)
     run_id = traces[0].run_id if traces else ""
     yield PlaygroundUpdate(f"done · {outcomes} · opening the trace", render.transcript_html(traces), run_id,
                            first, traces)
@@ -227,6 +256,9 @@ def build(ctx: UIContext) -> PlaygroundTab:
         with gr.Column(scale=6):
             question = gr.Textbox(label="Question", lines=2, elem_id="pg-question",
                                   placeholder="Which way does the arrow point?")
+            expected = gr.Textbox(label="Expected answer (optional)", elem_id="pg-expected",
+                                  info="Marks the answer right or wrong (F1/EM and each reward component). "
+                                       "Empty on a demo item: the item's own answer is used.")
             with gr.Row():
                 model = gr.Dropdown(MODEL_CHOICES[:1] if policy.public_demo else MODEL_CHOICES, value="demo",
                                     label="Model", allow_custom_value=not policy.public_demo,
@@ -265,13 +297,13 @@ def build(ctx: UIContext) -> PlaygroundTab:
     def on_demo(demo_name, text, tools):
         return demo_question(demo_name, text), demo_tools(demo_name, tools)
 
-    def on_run(request: gr.Request, files, demo_name, text, model_spec, adapter_dir, corpus_path, mode,
-               *values):  # the request comes first: Gradio cannot inject a keyword after *values
+    def on_run(request: gr.Request, files, demo_name, text, expected_answer, model_spec, adapter_dir, corpus_path,
+               mode, *values):  # the request comes first: Gradio cannot inject a keyword after *values
         viewer = ctx.viewer(request)
         try:
             config = runner_config(policy, values)
             stream = run_playground(ctx, viewer, files, demo_name, text, model_spec, adapter_dir, config,
-                                    corpus_path, mode)
+                                    corpus_path, mode, expected_answer)
             for update in stream:
                 for warning in update.warnings:
                     gr.Warning(warning)
@@ -284,7 +316,7 @@ def build(ctx: UIContext) -> PlaygroundTab:
     question.blur(on_question, [uploads, demo, question], preview, api_visibility="private")
     demo.change(on_demo, [demo, question, controls["tools"]], [question, controls["tools"]],
                 api_visibility="private")
-    run_event = run.click(on_run, [uploads, demo, question, model, adapter, corpus, search_mode,
+    run_event = run.click(on_run, [uploads, demo, question, expected, model, adapter, corpus, search_mode,
                                    *[controls[n] for n in names]],
                           [status, transcript, run_id, trace_id], api_name="run_playground",
                           concurrency_limit=policy.model_concurrency, concurrency_id="model")
