@@ -290,6 +290,7 @@ def test_group_view_shows_every_sample_with_rewards_and_advantages(store):
     trace = tab_traces.load_trace(store, LOCAL, rows[0]["id"])
     html = tab_traces.group_view(store, LOCAL, trace)
     assert len(rows) == 4 and html.count('class="wb-card"') == 4
+    assert '<pre class="wb-code">' in html and "data:image/jpeg;base64," in html  # code and tool images, formatted
     for sample in range(4):
         assert f"sample {sample}" in html
     advantages = [r["advantage"] for r in rows]

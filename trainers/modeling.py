@@ -32,8 +32,8 @@ def model_id_for(spec: str) -> str:
     """The id recorded in traces: the tiny model's name, a folder's name, or the hub id."""
     from workbench.backends import DEMO_MODEL, TINY_MODELS
 
-    if spec == DEMO_MODEL:
-        return settings.DEMO_MODEL_ID
+    if spec == DEMO_MODEL or (Path(spec).is_dir() and Path(spec).resolve() == settings.DEMO_MODEL_DIR.resolve()):
+        return settings.DEMO_MODEL_ID  # the demo model by name or by its folder (whose name is just "model")
     if spec in TINY_MODELS:
         return {"qwen2_5_vl": "tiny-qwen2.5-vl", "qwen3_vl": "tiny-qwen3-vl"}[TINY_MODELS[spec]]
     return Path(spec).name if Path(spec).is_dir() else spec

@@ -207,8 +207,8 @@ def turn_html(turn: Turn, total: int, *, inline_tool: bool = False) -> str:
     `inline_tool` also shows the tool's work in place (code, stdout/stderr, images), as the Playground
     streams it; the Traces stepper shows those in components of their own.
     """
-    parts = [f'<div class="wb-turn"><div class="wb-turn-title">Turn {turn.index + 1} of {total}'
-             f' · {turn.completion_tokens} tokens · {turn.latency_s:.2f}s</div>']
+    cost = f" · {turn.completion_tokens} tokens · {turn.latency_s:.2f}s" if turn.completion_tokens else ""
+    parts = [f'<div class="wb-turn"><div class="wb-turn-title">Turn {turn.index + 1} of {total}{cost}</div>']
     parts.append(f'<div class="wb-think"><b>Thought</b><p>{esc(turn.think) or "<i>no &lt;think&gt;</i>"}</p></div>')
     if turn.action:
         argument = "" if turn.action == "code" else f"<pre>{esc(clip(turn.argument, 2000))}</pre>"
@@ -272,7 +272,7 @@ def group_html(traces: list[Trace]) -> str:
         return '<p class="wb-muted">This trace has no GRPO group.</p>'
     cards = []
     for trace in sorted(traces, key=lambda t: t.sample_index):
-        turns = "".join(f"<li>{esc(turn_summary(t))}</li>" for t in trace.turns)
+        turns = "".join(f"<li>{_compact_turn(t)}</li>" for t in trace.turns)
         cards.append(
             f'<div class="wb-card"><div class="wb-card-title">sample {trace.sample_index} '
             f'{outcome_badge(trace.stop_reason)}</div>'
@@ -284,16 +284,29 @@ def group_html(traces: list[Trace]) -> str:
             f'{esc(clip(first.question, 200))}</div><div class="wb-group">{"".join(cards)}</div>')
 
 
+def _compact_turn(turn: Turn) -> str:
+    """A turn in a narrow column: its action (code formatted), the tool's status, and the image it produced."""
+    call = turn.tool_call
+    if turn.action == "code" and not turn.parse_error:
+        text = python_html(extract_code(turn.argument or ""))
+    else:
+        text = f"<pre>{esc(turn_summary(turn))}</pre>"
+    if call:
+        text += f"<div>{tool_status(call)}</div>"
+        if call.output_images:
+            text += image_html(call.output_images[-1], "tool output")
+        elif call.output_text and call.name != "code":
+            text += f"<pre>{esc(clip(call.output_text, 300))}</pre>"
+        elif not call.ok and call.stderr:
+            text += f"<pre>{esc(clip(call.stderr, 300))}</pre>"
+    return text
+
+
 def _compare_cell(turn: Turn | None) -> str:
     if turn is None:
         return '<td class="wb-muted">—</td>'
     think = f'<div class="wb-muted">{esc(clip(turn.think, 300))}</div>' if turn.think else ""
-    result = ""
-    if turn.tool_call:
-        result = f"<div>{tool_status(turn.tool_call)}</div>"
-        if turn.tool_call.output_text:
-            result += f"<pre>{esc(clip(turn.tool_call.output_text, 300))}</pre>"
-    return f"<td>{think}<pre>{esc(turn_summary(turn))}</pre>{result}</td>"
+    return f"<td>{think}{_compact_turn(turn)}</td>"
 
 
 def compare_html(a: Trace, b: Trace) -> str:
