@@ -209,6 +209,23 @@ def test_trace_filters_by_outcome_reward_item_and_run(store):
     assert table[0][0] == "answered" and table[0][-1] == by_item[0]["id"]
 
 
+def test_imported_result_files_do_not_bury_the_episodes(store, tmp_path):
+    import json
+
+    from workbench.benchmarks.evaluation import import_predictions
+
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps([{"id": i, "gt": ["a"], "pred_answer": "a"} for i in range(250)]))
+    imported, _ = import_predictions(store, results, "multihop", "paper results")  # newer than every episode
+    shown = tab_traces.list_traces(store, LOCAL, tab_traces.TraceFilters.from_inputs("all", "", "all", "", ""))
+    assert shown and {r["run_id"] for r in shown}.isdisjoint({imported}) and min(r["num_turns"] for r in shown) > 0
+    scored = tab_traces.list_traces(store, LOCAL, tab_traces.TraceFilters.from_inputs(
+        "all", "", "all", "", "", "scored results (imported files)"))
+    assert {r["run_id"] for r in scored} == {imported} and len(scored) == tab_traces.LIST_LIMIT
+    one_run = tab_traces.list_traces(store, LOCAL, tab_traces.TraceFilters.from_inputs(imported, "", "all", "", ""))
+    assert len(one_run) == tab_traces.LIST_LIMIT  # picking the imported run shows its answers
+
+
 def test_public_visitors_see_only_their_runs_and_the_demo_runs(store):
     mine = visitor_run(store, ALICE)
     alice_ids = {r["id"] for r in tab_traces.list_traces(store, ALICE, tab_traces.TraceFilters())}

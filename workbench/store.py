@@ -355,8 +355,11 @@ class Store:
     def list_traces(self, *, run_id: str | None = None, item_id: str | None = None,
                     stop_reason: str | None = None, group_id: str | None = None,
                     min_reward: float | None = None, max_reward: float | None = None,
-                    limit: int = 200, offset: int = 0) -> list[dict]:
-        """Trace summaries (no messages or turns), newest first, filtered."""
+                    with_turns: bool | None = None, limit: int = 200, offset: int = 0) -> list[dict]:
+        """Trace summaries (no messages or turns), newest first, filtered.
+
+        `with_turns` True keeps episodes, False only scored answers without turns (imported result files).
+        """
         clauses, args = [], []
         for column, value in (("run_id", run_id), ("item_id", item_id), ("stop_reason", stop_reason),
                               ("group_id", group_id)):
@@ -369,6 +372,8 @@ class Store:
         if max_reward is not None:
             clauses.append("reward_total <= ?")
             args.append(max_reward)
+        if with_turns is not None:
+            clauses.append("num_turns > 0" if with_turns else "num_turns = 0")
         columns = ("id, run_id, item_id, group_id, sample_index, step, question, final_answer, "
                    "stop_reason, reward_total, advantage, model_id, num_turns, created_at, rewards")
         sql = f"select {columns} from traces"

@@ -21,6 +21,8 @@ from workbench.ui.images_view import turn_images
 
 ALL = "all"
 OUTCOMES = [ALL, "answered", "tool_error", "max_turns", "parse_error", "error"]
+# Result files imported for scoring hold one turnless trace per item; they would bury the episodes.
+SHOWING = {"episodes": True, "scored results (imported files)": False, ALL: None}
 TABLE_HEADERS = ["outcome", "reward", "adv", "turns", "answer", "item", "sample", "run", "question", "trace id"]
 COLUMN_WIDTHS = ["95px", "70px", "70px", "60px", "140px", "100px", "70px", "110px", "260px", "290px"]
 LIST_LIMIT = 200
@@ -39,10 +41,11 @@ class TraceFilters:
     outcome: str | None = None
     min_reward: float | None = None
     max_reward: float | None = None
+    with_turns: bool | None = True
     limit: int = LIST_LIMIT
 
     @classmethod
-    def from_inputs(cls, run_id, item_id, outcome, min_reward, max_reward) -> "TraceFilters":
+    def from_inputs(cls, run_id, item_id, outcome, min_reward, max_reward, showing=None) -> "TraceFilters":
         def number(value):
             text = "" if value is None else str(value).strip()
             return float(text) if text else None
@@ -50,7 +53,8 @@ class TraceFilters:
         return cls(run_id=None if run_id in (None, "", ALL) else run_id,
                    item_id=(item_id or "").strip() or None,
                    outcome=None if outcome in (None, "", ALL) else outcome,
-                   min_reward=number(min_reward), max_reward=number(max_reward))
+                   min_reward=number(min_reward), max_reward=number(max_reward),
+                   with_turns=SHOWING.get(showing or "episodes", True) if run_id in (None, "", ALL) else None)
 
 
 def run_choices(store: Store, viewer: Viewer) -> list[tuple[str, str]]:
@@ -62,7 +66,7 @@ def run_choices(store: Store, viewer: Viewer) -> list[tuple[str, str]]:
 def list_traces(store: Store, viewer: Viewer, filters: TraceFilters) -> list[dict]:
     """Trace summaries matching the filters, newest first, restricted to visible runs."""
     query = dict(item_id=filters.item_id, stop_reason=filters.outcome, min_reward=filters.min_reward,
-                 max_reward=filters.max_reward, limit=filters.limit)
+                 max_reward=filters.max_reward, with_turns=filters.with_turns, limit=filters.limit)
     if filters.run_id is not None:
         if not viewer.can_see_run(store.get_run(filters.run_id)):
             return []
@@ -204,6 +208,8 @@ def build(ctx: UIContext) -> TracesTab:
         outcome_filter = gr.Dropdown(OUTCOMES, value=ALL, label="Outcome", scale=1)
         min_reward = gr.Textbox(label="Min reward", placeholder="any", scale=1)
         max_reward = gr.Textbox(label="Max reward", placeholder="any", scale=1)
+        showing = gr.Dropdown(list(SHOWING), value="episodes", label="Show", scale=1, elem_id="tr-showing",
+                              info="With every run: episodes, or the scored answers of imported result files")
         refresh = gr.Button("Refresh", scale=1, elem_id="tr-refresh")
     table = gr.Dataframe(headers=TABLE_HEADERS, value=[], interactive=False, max_height=280,
                          column_widths=COLUMN_WIDTHS, label="Traces (click a row to open it)", elem_id="tr-table")
@@ -274,10 +280,10 @@ def build(ctx: UIContext) -> TracesTab:
         except TraceNotFound as exc:
             raise gr.Error(str(exc), print_exception=False) from None
 
-    def on_list(run_id, item_id, outcome, low, high, request: gr.Request):
+    def on_list(run_id, item_id, outcome, low, high, show, request: gr.Request):
         viewer = ctx.viewer(request)
         try:
-            filters = TraceFilters.from_inputs(run_id, item_id, outcome, low, high)
+            filters = TraceFilters.from_inputs(run_id, item_id, outcome, low, high, show)
         except ValueError as exc:
             raise gr.Error(f"reward filter: {exc}", print_exception=False) from None
         choices = run_choices(store, viewer)
@@ -302,9 +308,9 @@ def build(ctx: UIContext) -> TracesTab:
         except TraceNotFound as exc:
             raise gr.Error(str(exc), print_exception=False) from None
 
-    filters = [run_filter, item_filter, outcome_filter, min_reward, max_reward]
+    filters = [run_filter, item_filter, outcome_filter, min_reward, max_reward, showing]
     refresh.click(on_list, filters, [run_filter, table], api_name="list_traces")
-    for control in (run_filter, outcome_filter):
+    for control in (run_filter, outcome_filter, showing):
         control.input(on_list, filters, [run_filter, table], api_visibility="private")
     for control in (item_filter, min_reward, max_reward):
         control.submit(on_list, filters, [run_filter, table], api_visibility="private")
