@@ -18,6 +18,7 @@ from workbench.store import Store
 from workbench.ui.app import create_app, launch_options
 from workbench.ui.assets import demo_image, demo_names
 from workbench.ui.demo_runs import GRPO_RUN, TRACES_RUN
+from workbench.ui.deployment import new_visitor_token
 
 UPSIDE_DOWN = next(name for name in demo_names() if name.startswith("rotation180:"))
 DARK = next(name for name in demo_names() if name.startswith("dark:"))
@@ -49,7 +50,10 @@ def running_app(public_demo: bool, with_auth: bool = False):
 def playground_args(client: Client, **overrides) -> list:
     """Positional arguments of /run_playground from its parameter labels (defaults elsewhere)."""
     info = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/run_playground"]
-    return [overrides.get(p["label"], p["parameter_default"]) for p in info["parameters"]]
+    args = [overrides.get(p["label"], p["parameter_default"]) for p in info["parameters"]]
+    if "visitor" in overrides:  # a public demo's last input: the visitor token (a browser state has no label)
+        args[-1] = overrides["visitor"]
+    return args
 
 
 def test_playground_traces_and_runs_through_the_api():
@@ -90,26 +94,37 @@ def test_playground_traces_and_runs_through_the_api():
 
 
 def test_public_demo_refuses_other_models_and_isolates_visitors():
+    """A visitor is the token their browser keeps: it survives a reload, and a copied session hash is worth nothing."""
+    alice_token, bob_token = new_visitor_token(), new_visitor_token()
     with running_app(public_demo=True) as (url, ctx):
         alice, bob = Client(url, verbose=False), Client(url, verbose=False)
-        assert alice.session_hash != bob.session_hash
         # Gradio's dropdown validation refuses it first; the policy check behind it is tested directly
         # in test_ui_callbacks.py.
         with pytest.raises(AppError, match="only the embedded model|not in the list of choices"):
             alice.predict(*playground_args(alice, **{"Demo image": DARK, "Question": "Which colour?",
-                                                      "Model": "/models/any"}), api_name="/run_playground")
+                                                      "Model": "/models/any", "visitor": alice_token}),
+                          api_name="/run_playground")
+        with pytest.raises(AppError, match="no visitor token"):  # an API client must bring its own token
+            alice.predict(*playground_args(alice, **{"Demo image": DARK, "Question": "Which colour?",
+                                                      "visitor": "guessable"}), api_name="/run_playground")
         args = playground_args(alice, **{"Demo image": DARK, "Question": "Which colour?",
-                                         "Max new tokens": 16, "Max turns": 1})
+                                         "Max new tokens": 16, "Max turns": 1, "visitor": alice_token})
         _, _, run_id, trace_id = alice.predict(*args, api_name="/run_playground")
-        assert ctx.store.get_run(run_id)["config"]["visitor"] == alice.session_hash
+        assert ctx.store.get_run(run_id)["config"]["visitor"] == alice_token
 
-        alice_rows = alice.predict("all", "", "all", "", "", api_name="/list_traces")[1]["data"]
-        bob_rows = bob.predict("all", "", "all", "", "", api_name="/list_traces")[1]["data"]
-        assert trace_id in [row[-1] for row in alice_rows]
+        def rows(client, token):
+            return client.predict("all", "", "all", "", "", "episodes", token, api_name="/list_traces")[1]["data"]
+
+        assert trace_id in [row[-1] for row in rows(alice, alice_token)]
+        reloaded = Client(url, verbose=False)  # a reload: a new session, the same token from localStorage
+        assert reloaded.session_hash != alice.session_hash and trace_id in [r[-1] for r in rows(reloaded, alice_token)]
+        bob_rows = rows(bob, bob_token)
         shipped = ctx.store.count_traces(TRACES_RUN) + ctx.store.count_traces(GRPO_RUN)
         assert trace_id not in [row[-1] for row in bob_rows] and len(bob_rows) == min(shipped, 200)
+        bob.session_hash = alice.session_hash  # Bob copies Alice's session hash: still only Bob
+        assert trace_id not in [row[-1] for row in rows(bob, bob_token)]
         with pytest.raises(AppError, match="no trace"):
-            bob.predict(trace_id, api_name="/open_trace")
+            bob.predict(trace_id, bob_token, api_name="/open_trace")
 
 
 def test_workbench_auth_guards_the_api(monkeypatch):

@@ -22,7 +22,7 @@ from workbench.store import Store
 from workbench.ui import render, tab_eval, tab_playground, tab_runs, tab_search, tab_traces, tab_train
 from workbench.ui.context import UIContext
 from workbench.ui.demo_runs import seed_demo_runs
-from workbench.ui.deployment import DeploymentPolicy
+from workbench.ui.deployment import DeploymentPolicy, browser_secret, is_visitor_token, new_visitor_token
 
 TITLE = "Visual-ARFT Workbench"
 DEFAULT_HOST = "127.0.0.1"
@@ -50,6 +50,9 @@ def create_app(public_demo: bool | None = None, store: Store | None = None) -> t
     if policy.public_demo or not ctx.store.list_runs(limit=1):
         seed_demo_runs(ctx.store)  # a fresh workbench (or a public visitor) gets examples to explore
     with gr.Blocks(title=TITLE) as app:
+        if policy.public_demo:  # each browser keeps its own visitor token (encrypted in localStorage)
+            ctx.visitor = gr.BrowserState(None, storage_key="workbench-visitor", secret=browser_secret())
+            app.load(visitor_token, ctx.visitor, ctx.visitor, api_visibility="private")
         gr.Markdown(_intro(policy), elem_id="wb-intro")
         with gr.Tabs() as tabs:
             with gr.Tab("Playground", id="playground") as playground_tab:
@@ -60,13 +63,13 @@ def create_app(public_demo: bool | None = None, store: Store | None = None) -> t
                 runs = tab_runs.build(ctx)
             job_tabs = _build_job_tabs(ctx) if policy.show_training else None
 
-        def open_finished(trace_id, request: gr.Request):
+        def open_finished(request: gr.Request, trace_id, visitor=None):
             if not trace_id:
                 return tuple(gr.skip() for _ in range(len(traces.open_outputs) + 1))
-            return (*traces.open_fn(trace_id, request), gr.Tabs(selected="traces"))
+            return (*traces.open_fn(request, trace_id, visitor), gr.Tabs(selected="traces"))
 
-        opened = playground.run_event.success(open_finished, playground.trace_id, [*traces.open_outputs, tabs],
-                                              api_visibility="private")
+        opened = playground.run_event.success(open_finished, [playground.trace_id, *ctx.visitor_inputs()],
+                                              [*traces.open_outputs, tabs], api_visibility="private")
         opened.then(traces.refresh_fn, traces.refresh_inputs, traces.refresh_outputs, api_visibility="private")
         traces_tab.select(traces.refresh_fn, traces.refresh_inputs, traces.refresh_outputs,
                           api_visibility="private")
@@ -122,6 +125,11 @@ def _one_timer_per_tab(tabs: list, timers: dict) -> None:
         own = timers.get(tab)
         tab.select(lambda own=own: {timer: gr.Timer(active=timer is own) for timer in ordered}, None, ordered,
                    api_visibility="private")
+
+
+def visitor_token(current: str | None) -> str:
+    """The browser's visitor token: the one it keeps, or a new one on its first visit."""
+    return current if is_visitor_token(current) else new_visitor_token()
 
 
 def launch_options(policy: DeploymentPolicy) -> dict:

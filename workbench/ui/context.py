@@ -7,11 +7,12 @@
 import logging
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import gradio as gr
 
 from workbench.store import Store
-from workbench.ui.deployment import DeploymentPolicy, Viewer
+from workbench.ui.deployment import DeploymentPolicy, Viewer, is_visitor_token
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,15 @@ class UIContext:
     store: Store
     policy: DeploymentPolicy
     warmup: ModelWarmup = field(default_factory=ModelWarmup)
+    visitor: Any = None  # gr.BrowserState holding the visitor token (public demo), set by the app
 
-    def viewer(self, request: gr.Request | None) -> Viewer:
-        """The viewer behind a request: in a public demo, its browser session is its identity."""
-        visitor = getattr(request, "session_hash", None) if request is not None else None
-        return Viewer(public_demo=self.policy.public_demo, visitor=visitor)
+    def viewer(self, request: gr.Request | None, token: str | None = None) -> Viewer:
+        """The viewer behind a request: in a public demo, the browser's visitor token (never the session hash,
+        which a client can copy from another visitor's page) is its identity."""
+        if not self.policy.public_demo:
+            return Viewer()
+        return Viewer(public_demo=True, visitor=token if is_visitor_token(token) else None)
+
+    def visitor_inputs(self) -> list:
+        """The visitor-token input a viewer-dependent event needs: the browser-kept token in a public demo."""
+        return [self.visitor] if self.policy.public_demo and self.visitor is not None else []

@@ -4,20 +4,27 @@ Protects a public deployment (WORKBENCH_PUBLIC_DEMO=1, e.g. a Space) against:
 visitors loading arbitrary model paths or adapters (only the shipped demo
 model runs), oversized generation settings that would hog the CPU, one
 visitor seeing another's uploads and playground runs, and unbounded
-concurrency (queue limits). It does not protect against a visitor who learns
-another visitor's session id, against denial of service beyond the queue
-limits, or against anything the optional shared password cannot stop; the
-code tool's sandbox is what protects the machine from model-written code.
+concurrency (queue limits). A visitor is a random token kept in their
+browser (encrypted localStorage, so reloading keeps their runs); a Gradio
+session hash, which a client can copy, is never an identity. It does not
+protect against a visitor whose token is stolen from their browser, against
+denial of service beyond the queue limits, or against anything the optional
+shared password cannot stop; the code tool's sandbox is what protects the
+machine from model-written code.
 
 Plain Python (no Gradio): the app and its tests read the same policy.
 """
 
 import os
+import re
+import secrets
 from dataclasses import dataclass
 
-from workbench.agent.runner import RunnerConfig
+from workbench import settings
+from workbench.agent.config import RunnerConfig
 
 PUBLIC_MODELS = ("demo",)
+VISITOR_TOKEN = re.compile(r"[A-Za-z0-9_-]{32,128}")
 TRUE_WORDS = {"1", "true", "yes", "on"}
 
 
@@ -91,9 +98,35 @@ class DeploymentPolicy:
             raise PolicyError("this public demo uses the built-in system prompt")
 
 
+def new_visitor_token() -> str:
+    """An unguessable visitor identity (256 bits), kept in the visitor's browser."""
+    return secrets.token_urlsafe(32)
+
+
+def is_visitor_token(value: object) -> bool:
+    """Whether a value can be a visitor token (random URL-safe text of 32 to 128 characters).
+
+    >>> is_visitor_token(new_visitor_token()), is_visitor_token("alice"), is_visitor_token(None)
+    (True, False, False)
+    """
+    return isinstance(value, str) and VISITOR_TOKEN.fullmatch(value) is not None
+
+
+def browser_secret() -> str:
+    """The key that encrypts visitor tokens in browsers: made once per workbench home, so tokens survive restarts."""
+    path = settings.home() / "browser_state.secret"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
 @dataclass(frozen=True)
 class Viewer:
-    """Who is looking: in a public demo each browser session is its own visitor."""
+    """Who is looking: in a public demo each browser (its visitor token) is its own visitor."""
 
     public_demo: bool = False
     visitor: str | None = None

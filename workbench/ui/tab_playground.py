@@ -5,7 +5,7 @@ Plain callbacks (`preview_images`, `accept_images`, `runner_config`,
 lays out the tab and wraps them for Gradio (user errors become gr.Warning /
 gr.Error messages, never tracebacks). Uploads go through the store's image
 intake (type, size, pixel checks). In a public demo, the model and adapter
-are locked and each run is tagged with the visitor's session.
+are locked and each run is tagged with the visitor's browser-kept token.
 """
 
 from collections.abc import Iterator
@@ -263,8 +263,9 @@ def build(ctx: UIContext) -> PlaygroundTab:
                 model = gr.Dropdown(MODEL_CHOICES[:1] if policy.public_demo else MODEL_CHOICES, value="demo",
                                     label="Model", allow_custom_value=not policy.public_demo,
                                     interactive=not policy.public_demo,
-                                    info="demo = the shipped demo model; tiny = untrained; or a folder, "
-                                         "hub id, openai:<model>@<url>")
+                                    info="Only the shipped demo model runs in this public demo." if policy.public_demo
+                                    else "demo = the shipped demo model; tiny = untrained; or a folder, hub id, "
+                                         "openai:<model>@<url>")
                 adapter = gr.Textbox(label="LoRA adapter folder", visible=not policy.public_demo)
             specs = config_specs(policy)
             controls = {}
@@ -299,7 +300,10 @@ def build(ctx: UIContext) -> PlaygroundTab:
 
     def on_run(request: gr.Request, files, demo_name, text, expected_answer, model_spec, adapter_dir, corpus_path,
                mode, *values):  # the request comes first: Gradio cannot inject a keyword after *values
-        viewer = ctx.viewer(request)
+        values, visitor = (values[:-1], values[-1]) if policy.public_demo else (values, None)  # token last
+        viewer = ctx.viewer(request, visitor)
+        if policy.public_demo and viewer.visitor is None:
+            raise gr.Error("this page has no visitor token yet; reload it", print_exception=False)
         try:
             config = runner_config(policy, values)
             stream = run_playground(ctx, viewer, files, demo_name, text, model_spec, adapter_dir, config,
@@ -317,7 +321,7 @@ def build(ctx: UIContext) -> PlaygroundTab:
     demo.change(on_demo, [demo, question, controls["tools"]], [question, controls["tools"]],
                 api_visibility="private")
     run_event = run.click(on_run, [uploads, demo, question, expected, model, adapter, corpus, search_mode,
-                                   *[controls[n] for n in names]],
+                                   *[controls[n] for n in names], *ctx.visitor_inputs()],
                           [status, transcript, run_id, trace_id], api_name="run_playground",
                           concurrency_limit=policy.model_concurrency, concurrency_id="model")
     return PlaygroundTab(trace_id=trace_id, run_event=run_event, isolation=isolation, isolation_fn=code_tool_line)

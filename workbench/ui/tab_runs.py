@@ -185,13 +185,13 @@ def build(ctx: UIContext) -> RunsTab:
                 view.rewards_figure, view.tool_figure, view.warnings,
                 view.summary, view.diff)
 
-    def on_refresh(selected, request: gr.Request):
-        choices = run_choices(store, ctx.viewer(request))
+    def on_refresh(request: gr.Request, selected, visitor=None):  # the visitor token: public demo only
+        choices = run_choices(store, ctx.viewer(request, visitor))
         valid = {value for _, value in choices}
         return gr.Dropdown(choices=choices, value=[r for r in (selected or []) if r in valid])
 
-    def on_select(selected, metric_name, weight, session, request: gr.Request):
-        session, chosen = select_runs(store, ctx.viewer(request), session, selected)
+    def on_select(request: gr.Request, selected, metric_name, weight, session, visitor=None):
+        session, chosen = select_runs(store, ctx.viewer(request, visitor), session, selected)
         return (session, *show(build_view(session, chosen, metric_name, weight)))
 
     def on_tick(selected, metric_name, weight, enabled, session):
@@ -213,8 +213,9 @@ def build(ctx: UIContext) -> RunsTab:
         except ValueError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
 
-    refresh.click(on_refresh, runs, runs, api_name="list_runs")
-    chart_inputs = [runs, metric, smoothing, state]
+    who = ctx.visitor_inputs()
+    refresh.click(on_refresh, [runs, *who], runs, api_name="list_runs")
+    chart_inputs = [runs, metric, smoothing, state, *who]
     runs.change(on_select, chart_inputs, [state, *view_outputs], api_name="load_runs_chart")
     metric.input(on_select, chart_inputs, [state, *view_outputs], api_visibility="private")
     smoothing.release(on_select, chart_inputs, [state, *view_outputs], api_visibility="private")
@@ -222,4 +223,4 @@ def build(ctx: UIContext) -> RunsTab:
                api_visibility="private", concurrency_limit=4, concurrency_id="poll")
     png_button.click(on_png, [runs, metric, smoothing, state], download, api_name="export_chart_png")
     csv_button.click(on_csv, [runs, smoothing, state], download, api_name="export_chart_csv")
-    return RunsTab(timer=timer, refresh_fn=on_refresh, refresh_inputs=[runs], refresh_outputs=[runs])
+    return RunsTab(timer=timer, refresh_fn=on_refresh, refresh_inputs=[runs, *who], refresh_outputs=[runs])

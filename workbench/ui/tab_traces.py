@@ -250,8 +250,9 @@ def build(ctx: UIContext) -> TracesTab:
         return (view.trace_id, view.index + 1, f"**{view.position}**", view.header, view.turn, view.images,
                 gr.Row(visible=view.code is not None), view.code or "", view.stdout, view.stderr)
 
-    def open_view(trace_id_value, number, request: gr.Request):
-        viewer = ctx.viewer(request)
+    # Callbacks take the request first and the visitor token last: the token is an input only in a public demo.
+    def open_view(request: gr.Request, trace_id_value, number, visitor=None):
+        viewer = ctx.viewer(request, visitor)
         try:
             trace = load_trace(store, viewer, trace_id_value)
         except TraceNotFound as exc:
@@ -262,26 +263,26 @@ def build(ctx: UIContext) -> TracesTab:
 
     open_outputs = view_outputs + [other, group_box, compare_box]
 
-    def on_open(trace_id_value, request: gr.Request):
-        return open_view(trace_id_value, 1, request)
+    def on_open(request: gr.Request, trace_id_value, visitor=None):
+        return open_view(request, trace_id_value, 1, visitor)
 
     def on_step(delta):
-        def step(trace_id_value, number, request: gr.Request):
-            trace = _load_or_error(trace_id_value, request)
+        def step(request: gr.Request, trace_id_value, number, visitor=None):
+            trace = _load_or_error(request, trace_id_value, visitor)
             if delta == 0 and (problem := turn_out_of_range(number, len(trace.turns))):
                 gr.Warning(problem)
             index = step_turn(int(number or 1) - 1, delta, len(trace.turns))
             return show(turn_view(trace, index))
         return step
 
-    def _load_or_error(trace_id_value, request):
+    def _load_or_error(request, trace_id_value, visitor):
         try:
-            return load_trace(store, ctx.viewer(request), trace_id_value)
+            return load_trace(store, ctx.viewer(request, visitor), trace_id_value)
         except TraceNotFound as exc:
             raise gr.Error(str(exc), print_exception=False) from None
 
-    def on_list(run_id, item_id, outcome, low, high, show, request: gr.Request):
-        viewer = ctx.viewer(request)
+    def on_list(request: gr.Request, run_id, item_id, outcome, low, high, show, visitor=None):
+        viewer = ctx.viewer(request, visitor)
         try:
             filters = TraceFilters.from_inputs(run_id, item_id, outcome, low, high, show)
         except ValueError as exc:
@@ -290,37 +291,38 @@ def build(ctx: UIContext) -> TracesTab:
         value = run_id if run_id in {value for _, value in choices} else ALL
         return gr.Dropdown(choices=choices, value=value), trace_table(list_traces(store, viewer, filters))
 
-    def on_select(event: gr.SelectData, request: gr.Request):
+    def on_select(request: gr.Request, event: gr.SelectData, visitor=None):
         row = event.row_value or []
         if not row:
             return tuple(gr.skip() for _ in open_outputs)
-        return open_view(row[-1], 1, request)
+        return open_view(request, row[-1], 1, visitor)
 
-    def on_group(trace_id_value, request: gr.Request):
-        trace = _load_or_error(trace_id_value, request)
-        return group_view(store, ctx.viewer(request), trace)
+    def on_group(request: gr.Request, trace_id_value, visitor=None):
+        trace = _load_or_error(request, trace_id_value, visitor)
+        return group_view(store, ctx.viewer(request, visitor), trace)
 
-    def on_compare(trace_id_value, other_id, request: gr.Request):
+    def on_compare(request: gr.Request, trace_id_value, other_id, visitor=None):
         if not other_id:
             raise gr.Error("pick the other trace first", print_exception=False)
         try:
-            return compare_view(store, ctx.viewer(request), trace_id_value, other_id)
+            return compare_view(store, ctx.viewer(request, visitor), trace_id_value, other_id)
         except TraceNotFound as exc:
             raise gr.Error(str(exc), print_exception=False) from None
 
-    filters = [run_filter, item_filter, outcome_filter, min_reward, max_reward, showing]
+    who = ctx.visitor_inputs()
+    filters = [run_filter, item_filter, outcome_filter, min_reward, max_reward, showing, *who]
     refresh.click(on_list, filters, [run_filter, table], api_name="list_traces")
     for control in (run_filter, outcome_filter, showing):
         control.input(on_list, filters, [run_filter, table], api_visibility="private")
     for control in (item_filter, min_reward, max_reward):
         control.submit(on_list, filters, [run_filter, table], api_visibility="private")
-    table.select(on_select, None, open_outputs, api_visibility="private")
-    open_button.click(on_open, trace_id, open_outputs, api_name="open_trace")
-    trace_id.submit(on_open, trace_id, open_outputs, api_visibility="private")
-    prev_button.click(on_step(-1), [trace_id, turn_number], view_outputs, api_name="previous_turn")
-    next_button.click(on_step(+1), [trace_id, turn_number], view_outputs, api_name="next_turn")
-    turn_number.submit(on_step(0), [trace_id, turn_number], view_outputs, api_visibility="private")
-    group_button.click(on_group, trace_id, group_box, api_name="group_view")
-    compare_button.click(on_compare, [trace_id, other], compare_box, api_name="compare_traces")
-    return TracesTab(open_fn=on_open, open_inputs=[trace_id], open_outputs=open_outputs,
+    table.select(on_select, who, open_outputs, api_visibility="private")
+    open_button.click(on_open, [trace_id, *who], open_outputs, api_name="open_trace")
+    trace_id.submit(on_open, [trace_id, *who], open_outputs, api_visibility="private")
+    prev_button.click(on_step(-1), [trace_id, turn_number, *who], view_outputs, api_name="previous_turn")
+    next_button.click(on_step(+1), [trace_id, turn_number, *who], view_outputs, api_name="next_turn")
+    turn_number.submit(on_step(0), [trace_id, turn_number, *who], view_outputs, api_visibility="private")
+    group_button.click(on_group, [trace_id, *who], group_box, api_name="group_view")
+    compare_button.click(on_compare, [trace_id, other, *who], compare_box, api_name="compare_traces")
+    return TracesTab(open_fn=on_open, open_inputs=[trace_id, *who], open_outputs=open_outputs,
                      refresh_fn=on_list, refresh_inputs=filters, refresh_outputs=[run_filter, table])
