@@ -4,6 +4,7 @@ Screenshots go to test-artifacts/ (gitignored) so a person can look at what
 the browser showed. Skips cleanly when /usr/bin/chromium is absent.
 """
 
+import re
 import socket
 from pathlib import Path
 
@@ -36,6 +37,20 @@ def app_url():
     options.pop("auth")
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **options)
     yield f"http://127.0.0.1:{port}/"
+    app.close()
+
+
+@pytest.fixture
+def public_url():
+    store = Store()
+    app, ctx = create_app(public_demo=True, store=store)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    options = launch_options(ctx.policy)
+    options.pop("auth")
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **options)
+    yield f"http://127.0.0.1:{port}/", store
     app.close()
 
 
@@ -121,3 +136,60 @@ def test_runs_chart_shows_the_shipped_grpo_runs_held_out_reward(app_url, page):
     expect(page.locator("#rn-metric input")).to_have_value("eval_reward")
     expect(page.locator("#rn-metric-plot .js-plotly-plot")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "browser-5-demo-grpo-held-out-reward.png"), full_page=True)
+
+
+# Records the first moment the transcript shows a code turn's work, and what the status line said then.
+WATCH_TOOL_WORK = """() => {
+  window.__toolWork = null;
+  new MutationObserver(() => {
+    const t = document.querySelector('#pg-transcript');
+    if (!window.__toolWork && t && t.querySelector('.wb-code') && t.querySelector('.wb-figure img')) {
+      window.__toolWork = {status: document.querySelector('#pg-status').innerText, html: t.innerHTML};
+    }
+  }).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def test_playground_streams_each_tools_work_and_marks_the_answer(app_url, page):
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.goto(app_url)
+    expect(page.locator("#pg-isolation")).to_contain_text("Model code runs isolated by")
+    pick(page, "pg-demo", UPSIDE_DOWN)
+    expect(page.locator("#pg-question textarea")).to_have_value(demo_image(UPSIDE_DOWN).question)
+    page.evaluate(WATCH_TOOL_WORK)
+    page.locator("#pg-run").click()
+    expect(page.get_by_role("tab", name="Traces", selected=True)).to_be_visible(timeout=120_000)
+    seen = page.evaluate("window.__toolWork")
+    assert seen is not None, "the code turn's work never showed in the Playground"
+    assert not seen["status"].startswith("done"), "it showed only once the run had ended"
+    assert "cv2" in seen["html"] and "after" in seen["html"]  # the code and the image it wrote
+    page.get_by_role("tab", name="Playground").click()
+    verdict = page.locator("#pg-transcript .wb-verdict .wb-badge")
+    expect(verdict).to_have_text(re.compile(r"^(right|partly right|wrong)$"))
+    expect(page.locator("#pg-status")).to_contain_text("done")
+    page.screenshot(path=str(ARTIFACTS / "browser-6-playground-tool-work.png"), full_page=True)
+
+
+def test_a_public_visitor_keeps_their_runs_across_a_reload(public_url, page):
+    from playwright.sync_api import expect
+
+    url, store = public_url
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.goto(url)
+    pick(page, "pg-demo", UPSIDE_DOWN)
+    page.locator("#pg-run").click()
+    expect(page.get_by_role("tab", name="Traces", selected=True)).to_be_visible(timeout=120_000)
+    trace_id = page.locator("#tr-trace-id textarea, #tr-trace-id input").first.input_value()
+    assert store.get_trace(trace_id) is not None
+    page.reload()
+    page.get_by_role("tab", name="Traces").click()
+    expect(page.locator("#tr-table")).to_contain_text(trace_id[:12], timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "browser-7-public-visitor-after-reload.png"), full_page=True)
+    other = page.context.browser.new_page()  # another browser profile: another visitor
+    other.goto(url)
+    other.get_by_role("tab", name="Traces").click()
+    expect(other.locator("#tr-table")).to_be_visible()
+    other.wait_for_timeout(2000)
+    assert trace_id[:12] not in other.locator("#tr-table").inner_text()
