@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from trainers.config import ConfigError, GrpoJobConfig, SftJobConfig, config_from_dict, load_config
+from trainers.job_run import config_from_command_line
 from trainers.launch import accelerate_yaml, build_command, format_command
 from trainers.preflight import validate_for_launch
 from workbench.fields import field_help
@@ -238,8 +239,8 @@ def test_cpu_command_is_plain_python(data_file):
     command = build_command(config, 0, run_id="r1", job_id="j1", resume=True)
     assert command[:3] == [sys.executable, "-m", "trainers.grpo"]
     assert command[command.index("--run-id") + 1] == "r1" and "--resume" in command
-    assert load_config(command[command.index("--config") + 1]) == config
-    assert "accelerate" not in format_command(command)
+    assert config_from_command_line("grpo", None, command[command.index("--resume") + 1:]) == config
+    assert "accelerate" not in format_command(command) and "--config" not in command  # the settings, not a path
 
 
 def test_multi_gpu_command_uses_accelerate_with_a_deepspeed_zero_config(data_file):
@@ -253,7 +254,7 @@ def test_multi_gpu_command_uses_accelerate_with_a_deepspeed_zero_config(data_fil
     yaml_text = Path(command[command.index("--config_file") + 1]).read_text()
     assert "distributed_type: DEEPSPEED" in yaml_text and "zero_stage: 3" in yaml_text
     assert "num_processes: 4" in yaml_text and "mixed_precision: 'bf16'" in yaml_text
-    saved = load_config(command[command.index("--config") + 1])
+    saved = config_from_command_line("grpo", None, command[command.index("--run-id") + 2:])
     assert saved.gpus == 4 and saved.use_vllm
     assert "distributed_type: MULTI_GPU" in accelerate_yaml(2, 0, "no")
 

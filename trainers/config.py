@@ -16,7 +16,7 @@ import json
 import math
 import re
 import typing
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +153,13 @@ class TrainJobConfig:
             return cls(**values)
         except TypeError as exc:  # a value of the wrong type that the checks could not compare
             raise ConfigError(f"a {cls.KIND} setting has a value of the wrong type: {exc}") from None
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every field's default, in the JSON form `to_dict` gives."""
+        values = {f.name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+                  for f in fields(cls)}
+        return json.loads(json.dumps(values))
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

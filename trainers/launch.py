@@ -1,15 +1,17 @@
 """The exact command that runs a training job, for the jobs module to start and the UI to show.
 
-`build_command(config, gpus)` writes the job's config to a JSON file and
-returns the argv (no shell):
-- CPU (gpus=0) and one GPU: `python -m trainers.grpo --config FILE ...`;
+`build_command(config, gpus)` returns the argv (no shell), the job's
+settings written out as `--name value` flags -- every one that differs from
+its default -- so the command shown is the whole story and runs as it is:
+- CPU (gpus=0) and one GPU: `python -m trainers.grpo --run-id R --model demo ...`;
 - several GPUs: `python -m accelerate.commands.launch --config_file
-  <generated yaml> -m trainers.grpo --config FILE ...`, the YAML being a
-  DeepSpeed ZeRO-2/3 config (or plain multi-GPU DDP for deepspeed_stage=0)
-  with one process per GPU and bf16 mixed precision when the config asks for
-  it. vLLM generation (colocated with training) is switched on by the
-  config's `use_vllm`, inside the same processes.
-`format_command` quotes it for display.
+  <generated yaml> -m trainers.grpo ...`, the YAML being a DeepSpeed
+  ZeRO-2/3 config (or plain multi-GPU DDP for deepspeed_stage=0) with one
+  process per GPU and bf16 mixed precision when the config asks for it.
+  vLLM generation (colocated with training) is switched on by the config's
+  `use_vllm`, inside the same processes.
+`format_command` quotes it for display; `write_config_file` saves a config
+as a JSON file for `--config FILE` use by hand.
 """
 
 import hashlib
@@ -20,6 +22,7 @@ import uuid
 from pathlib import Path
 
 from trainers.config import TrainJobConfig
+from trainers.trl_names import settings_as_flags
 from workbench import settings
 
 MODULES = {"grpo": "trainers.grpo", "sft": "trainers.sft"}
@@ -78,9 +81,8 @@ def _mixed_precision(config: TrainJobConfig) -> str:
 
 
 def build_command(config: TrainJobConfig, gpus: int | None = None, *, run_id: str | None = None,
-                  job_id: str | None = None, resume: bool = False,
-                  config_path: str | Path | None = None) -> list[str]:
-    """The argv that runs `config` on `gpus` GPUs (default: config.gpus); writes the files it names."""
+                  job_id: str | None = None, resume: bool = False) -> list[str]:
+    """The argv that runs `config` on `gpus` GPUs (default: config.gpus); writes the accelerate file it names."""
     gpus = config.gpus if gpus is None else gpus
     if gpus < 0:
         raise ValueError(f"gpus={gpus}: use 0 for CPU or the number of GPUs")
@@ -90,17 +92,16 @@ def build_command(config: TrainJobConfig, gpus: int | None = None, *, run_id: st
         values = config.to_dict()
         values["gpus"] = gpus
         config = type(config).from_dict(values)
-    path = Path(config_path) if config_path else write_config_file(config)
-    if config_path:
-        config.save(path)
     module = MODULES[config.KIND]
-    arguments = ["-m", module, "--config", str(path)]
+    arguments = ["-m", module]
     if run_id:
         arguments += ["--run-id", run_id]
     if job_id:
         arguments += ["--job-id", job_id]
     if resume:
         arguments.append("--resume")
+    values = {name: value for name, value in config.to_dict().items() if name != "kind"}
+    arguments += settings_as_flags(values, type(config).defaults())
     if gpus <= 1:
         return [sys.executable, *arguments]
     launcher = write_accelerate_config(gpus, config.deepspeed_stage, _mixed_precision(config))

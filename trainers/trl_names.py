@@ -161,6 +161,30 @@ def parse_overrides(tokens: list[str], error: type[Exception] = ValueError) -> d
     return {key: _parse_value(parts) for key, parts in values.items()}
 
 
+def settings_as_flags(values: dict[str, Any], defaults: dict[str, Any]) -> list[str]:
+    """The settings that differ from `defaults` as `--name value` tokens, so `parse_overrides` reads them back.
+
+    >>> settings_as_flags({"data_files": ["a.json"], "beta": 0.0, "tools": [], "run_name": "1",
+    ...                    "rewards": {"format": 1}},
+    ...                   {"data_files": [], "beta": 0.04, "tools": ["code"], "run_name": "", "rewards": {}})
+    ['--data_files', 'a.json', '--beta', '0.0', '--tools', '[]', '--run_name', '"1"', '--rewards', '{"format": 1}']
+    """
+    flags: list[str] = []
+    for name, value in values.items():
+        if name in defaults and value == defaults[name]:
+            continue
+        flags.append(f"--{name}")
+        plain_list = isinstance(value, list) and value and all(
+            isinstance(v, str) and _parse_one(v) == v and not v.startswith("--") for v in value)
+        if plain_list:
+            flags += value
+        elif isinstance(value, str) and _parse_one(value) == value and not value.startswith("--") and value:
+            flags.append(value)
+        else:  # numbers, booleans, None, dicts, lists that need it, and strings that would read as something else
+            flags.append(json.dumps(value))
+    return flags
+
+
 def _parse_value(parts: list[str]) -> Any:
     if not parts:
         return True  # a bare flag, as HfArgumentParser reads `--bf16`
