@@ -138,6 +138,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     else:
         report = score_predictions(load_predictions(args.predictions), args.benchmark)
     summary = report.to_json()
+    for note in report.notes + report.warnings:
+        print(f"note: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -192,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runner_args(evaluate)
     evaluate.set_defaults(func=cmd_eval, tools=None)
 
-    score = sub.add_parser("score", help="score a result file of {id, gt, pred_answer}")
+    score = sub.add_parser("score", help="score a result file of {[id,] gt, pred_answer} items (id optional)")
     score.add_argument("--benchmark", required=True, choices=benchmarks)
     score.add_argument("--predictions", required=True)
     score.add_argument("--json", action="store_true",
