@@ -42,6 +42,8 @@ def data_file(tmp_path):
     ({"rewards": {"format": 0, "answer_f1": 0, "problem": 0, "search_similarity": 0, "code_constant": 0}},
      "nothing to learn"),
     ({"rewards": {"fromat": 1.0}}, "unknown reward setting"),
+    ({"rewards": {"preset": "paper"}, "mode": "episodes"}, "the paper preset scores one step against its solution"),
+    ({"rewards": {"preset": "paper", "code_ran": 1.0}}, "code_ran belong"),
     ({"max_pixels": 500}, "raise max_pixels"),
     ({"use_vllm": True}, "use_vllm needs GPUs"),
     ({"precision": "bf16"}, "needs a GPU"),

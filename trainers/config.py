@@ -199,9 +199,10 @@ class GrpoJobConfig(TrainJobConfig):
     loss_type: str = setting("grpo (paper), dapo, dr_grpo or bnpo loss normalisation.", "grpo")
     scale_rewards: str = setting("Advantage scaling: group (divide by the group's std, paper), batch or none.",
                                "group")
-    rewards: dict[str, Any] = setting("Reward weights and options (see RewardSpec); empty uses the paper's: "
-                                    "format 1 + answer F1 / problem / search similarity / code 0.9.",
-                                    default_factory=dict)
+    rewards: dict[str, Any] = setting("Reward preset, weights and options (see RewardSpec); empty uses the "
+                                    "workbench preset with the paper's sum: format 1 + answer F1 / problem / search "
+                                    "similarity / code 0.9. {\"preset\": \"paper\"} gives the released reward "
+                                    "code's values (steps mode).", default_factory=dict)
     stop_after_action: bool = setting("End each generation at the closing tag of its action (</search>, </code>, "
                                     "...), so the model cannot write the tool result itself.", True)
     max_items: int = setting("Use only the first N training rows (0 = all).", 0)
@@ -263,6 +264,9 @@ class GrpoJobConfig(TrainJobConfig):
             raise ConfigError(f"rewards: {exc}") from None
         _require(any(spec.weights().values()), "rewards: every weight is 0, so there is nothing to learn; set at "
                                                "least one weight (format and answer_f1 are the paper's)")
+        _require(spec.preset != "paper" or self.mode == "steps",
+                 "rewards: the paper preset scores one step against its solution, which episodes have not; use "
+                 "mode=steps, or the workbench preset for episodes")
         _require(self.max_items >= 0, f"max_items={self.max_items}: use 0 (all rows) or a positive count")
         self.eval_data_files = [str(p) for p in self.eval_data_files]
         _require(self.eval_steps >= 0, f"eval_steps={self.eval_steps}: use 0 (no held-out reward) or more")

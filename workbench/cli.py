@@ -150,6 +150,23 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reward(args: argparse.Namespace) -> int:
+    from workbench.rewards.rows import read_rows, score_rows
+
+    rows = read_rows(args.input)
+    scored = score_rows(rows, args.preset)
+    for position, result in enumerate(scored):
+        if args.json:
+            print(json.dumps(result, ensure_ascii=False))
+        else:
+            print(f"row {position:<4} {rows[position]['kind']:6} format {result['format']:.3f}  "
+                  f"accuracy {result['accuracy']:.3f}  total {result['total']:.3f}")
+    if not args.json:
+        mean = sum(result["total"] for result in scored) / len(scored)
+        print(f"{len(scored)} rows, preset {args.preset}: mean total {mean:.4f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m workbench", description="Visual-ARFT workbench")
     parser.add_argument("--debug", action="store_true",
@@ -202,6 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--import", dest="import_name", default=None, metavar="NAME",
                        help="also store it as a run named NAME for the UI to compare")
     score.set_defaults(func=cmd_score)
+
+    reward = sub.add_parser("reward", help="score completions with a reward preset (e.g. to check a reward change)")
+    reward.add_argument("--preset", choices=["workbench", "paper"], default="workbench",
+                        help="workbench (the default rewards) or paper (the released reward code's values)")
+    reward.add_argument("--input", required=True,
+                        help='JSONL rows {"kind": "code"|"search", "solution", "completion"[, "type", "gt"]}')
+    reward.add_argument("--json", action="store_true",
+                        help="one JSON object per row: format, accuracy, total and each component")
+    reward.set_defaults(func=cmd_reward)
     return parser
 
 
