@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 from workbench.agent.config import RunnerConfig
 from workbench.fields import field_help
@@ -94,14 +95,18 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from workbench.store import Store
-    from workbench.trace_io import import_chains, import_jsonl
 
     store = Store()
     if args.format == "jsonl":
-        ids = import_jsonl(store, args.file, args.name)
-    else:
-        ids = import_chains(store, args.file, args.name, args.images)
-    print(f"imported {len(ids)} traces")
+        from workbench.trace_io import import_jsonl
+
+        print(f"imported {len(import_jsonl(store, args.file, args.name))} traces")
+        return 0
+    from workbench.chains import import_chains
+
+    if not Path(args.file).is_file():
+        raise FileNotFoundError(2, "No such file", str(args.file))
+    print(import_chains(store, args.file, args.name, args.images, rerun_code=args.rerun_code).summary())
     return 0
 
 
@@ -193,8 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp = sub.add_parser("import", help="import traces (JSONL export, or raw Visual-ARFT chains)")
     imp.add_argument("file")
     imp.add_argument("--format", choices=["jsonl", "chains"], default="jsonl",
-                     help="chains: a JSON list of {chain|response, image?, question?, answer?}")
+                     help="chains: raw Visual-ARFT chains as the paper's runner writes them, a JSON list of "
+                          "{chain|response, images|image?, question?, answer|answers|gt?, id?, ...}")
     imp.add_argument("--images", default=None, help="folder that chain image paths are relative to")
+    imp.add_argument("--rerun-code", action="store_true",
+                     help="chains: run each code turn that has no output image in the sandbox to regenerate it")
     imp.add_argument("--name", default="imported", help="name of the imported run")
     imp.set_defaults(func=cmd_import)
 
