@@ -44,6 +44,7 @@ def data_file(tmp_path):
     ({"rewards": {"fromat": 1.0}}, "unknown reward setting"),
     ({"rewards": {"preset": "paper"}, "mode": "episodes"}, "the paper preset scores one step against its solution"),
     ({"rewards": {"preset": "paper", "code_ran": 1.0}}, "code_ran belong"),
+    ({"steps_preprocessing": "square"}, "steps_preprocessing='square': use paper"),
     ({"max_pixels": 500}, "raise max_pixels"),
     ({"use_vllm": True}, "use_vllm needs GPUs"),
     ({"precision": "bf16"}, "needs a GPU"),

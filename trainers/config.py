@@ -22,6 +22,7 @@ from typing import Any
 
 from tools.search import BACKENDS as SEARCH_BACKENDS
 from tools.search import MODES as SEARCH_MODES
+from trainers.data import STEP_PREPROCESSING
 from trainers.trl_names import check_trl_args, normalize_keys
 from workbench import protocol as proto
 from workbench.fields import setting
@@ -185,6 +186,10 @@ class GrpoJobConfig(TrainJobConfig):
                                    "own folder.", None)
     mode: str = setting("steps: the paper's recipe, one completion per trajectory step with the chain so far in "
                       "the prompt; episodes: whole multi-turn episodes where the tools really run.", "steps")
+    steps_preprocessing: str = setting("How steps mode builds a sample. paper: as the released training script, each "
+                                       "image resized to 720x720 and the instructions at the start of the user turn; "
+                                       "workbench: the image keeps its aspect ratio (shrunk only to max_pixels) and "
+                                       "the instructions are a system message.", "paper")
     tools: list[str] = setting("Tools the model may call in episodes: code, search.", default_factory=lambda: ["code"])
     protocol: str = setting("tags: <search>/<code> tags (paper); native: Qwen3-VL <tool_call> JSON.", "tags")
     max_turns: int = setting("Most model turns per episode (the paper uses 5).", proto.MAX_TURNS)
@@ -236,6 +241,9 @@ class GrpoJobConfig(TrainJobConfig):
                  f"image_root {self.image_root} is not a folder; give the folder images are relative to, or leave "
                  "it empty")
         _require(self.mode in GRPO_MODES, f"mode={self.mode!r}: use steps (paper) or episodes (multi-turn tools)")
+        _require(self.steps_preprocessing in STEP_PREPROCESSING,
+                 f"steps_preprocessing={self.steps_preprocessing!r}: use paper (720x720, instructions in the user "
+                 "turn) or workbench (aspect kept, system message)")
         unknown = [t for t in self.tools if t not in proto.TOOL_ARGUMENT]
         _require(not unknown, f"tools {unknown} are unknown; choose from {list(proto.TOOL_ARGUMENT)}")
         _require(self.mode == "steps" or bool(self.tools),

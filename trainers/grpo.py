@@ -143,11 +143,13 @@ def build_grpo_trainer(config: GrpoJobConfig, output_dir: Path, *, store: Store 
         factory = environment_factory(toolbox, config.protocol)
         system = protocol.system_prompt(tools, config.protocol)
     max_pixels = modeling.effective_max_pixels(processor)
-    dataset = data.build_dataset(rows, max_pixels=max_pixels, system=system)
+    dataset = data.build_dataset(rows, max_pixels=max_pixels, system=system,
+                                 preprocessing=config.steps_preprocessing)
     eval_dataset = None
     if config.eval_steps:
         eval_rows = _load_rows(config, config.eval_data_files, config.max_eval_items)
-        eval_dataset = data.build_dataset(eval_rows, max_pixels=max_pixels, system=system)
+        eval_dataset = data.build_dataset(eval_rows, max_pixels=max_pixels, system=system,
+                                          preprocessing=config.steps_preprocessing)
 
     spec = config.reward_spec()
     batch_columns = BatchColumns()
