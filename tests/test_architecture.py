@@ -32,6 +32,7 @@ LAYERS = {
                        "workbench.benchmarks.mini_expert"),
     "rewards": ("workbench.rewards",),
     "agent": ("workbench.agent",),
+    "chains": ("workbench.chains",),
     "evaluation": ("workbench.benchmarks.evaluation",),
     "jobs": ("workbench.jobs",),
     "services": ("workbench.run_charts", "workbench.search_service"),
@@ -47,14 +48,15 @@ BELOW = {  # what each layer may import besides itself
     "benchmark_data": {"core"},
     "rewards": {"core", "benchmark_data"},
     "agent": {"core", "tools", "backends", "benchmark_data", "rewards"},
+    "chains": {"core", "tools", "agent"},
     "evaluation": {"core", "tools", "backends", "benchmark_data", "agent"},
     "jobs": {"core"},
     "services": {"core", "tools"},
-    "cli": {"core", "tools", "backends", "benchmark_data", "rewards", "agent", "evaluation", "jobs"},
-    "trainers": {"core", "tools", "backends", "benchmark_data", "rewards", "agent", "evaluation", "jobs"},
-    "synth": {"core", "tools", "backends", "benchmark_data", "rewards", "agent", "evaluation"},
-    "ui": {"core", "tools", "backends", "benchmark_data", "rewards", "agent", "evaluation", "jobs", "services",
-           "trainers"},
+    "cli": {"core", "tools", "backends", "benchmark_data", "rewards", "agent", "chains", "evaluation", "jobs"},
+    "trainers": {"core", "tools", "backends", "benchmark_data", "rewards", "agent", "chains", "evaluation", "jobs"},
+    "synth": {"core", "tools", "backends", "benchmark_data", "rewards", "agent", "chains", "evaluation"},
+    "ui": {"core", "tools", "backends", "benchmark_data", "rewards", "agent", "chains", "evaluation", "jobs",
+           "services", "trainers"},
 }
 SYNTH_IMPORTERS = {"trainers.demo_model"}  # remakes the demo model and its runs, with the demo world
 SQL_MODULES = {"sqlite3", "sqlite_utils"}

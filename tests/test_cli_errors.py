@@ -49,6 +49,8 @@ def _files(tmp: Path) -> dict[str, str]:
                                                  "image_path": "card.png", "type": ["none"]}]))
     (tmp / "code.py").write_text("print(1)\n")
     (tmp / "preds.json").write_text(json.dumps([{"id": 1, "gt": "a", "pred_answer": "a"}]))
+    (tmp / "rows.jsonl").write_text(json.dumps({"kind": "image", "solution": "<answer> a </answer>",
+                                                "completion": "a"}) + "\n")
     return {"tmp": str(tmp), "image": str(image)}
 
 
@@ -76,6 +78,12 @@ CASES = [
          "is not a folder; build it first"),
     Case("space-deploy-no-token", ["-m", "workbench", "space", "deploy", "{tmp}/no-space", "--repo", "me/x"],
          "build it first"),
+    Case("reward-unknown-kind", ["-m", "workbench", "reward", "--preset", "paper", "--input", "{tmp}/rows.jsonl"],
+         "rows.jsonl row 0: kind 'image' is unknown; use code or search"),
+    Case("reward-missing-input", ["-m", "workbench", "reward", "--input", "{tmp}/nope.jsonl"], "nope.jsonl"),
+    Case("reward-bad-json", ["-m", "workbench", "reward", "--input", "{tmp}/bad.json"], "bad.json"),
+    Case("reward-unknown-preset", ["-m", "workbench", "reward", "--preset", "released", "--input",
+                                   "{tmp}/rows.jsonl"], "invalid choice: 'released'"),
     Case("export-unknown-run", ["-m", "workbench", "export", "--run", "nosuchrun", "--out", "{tmp}/x.jsonl"],
          "no run 'nosuchrun'"),
     # training CLIs: bad config files and settings

@@ -85,11 +85,12 @@ def test_parse_raw_chain_with_problem_tips_and_code():
     raw = ("<query>What is written?</query><think>upside down</think><problem>{'rotation180'}</problem>"
            "<tips>write code</tips><think>rotate</think><code>```python\nx=1\n```</code>"
            "<think>now readable</think><answer>SALE</answer>")
-    question, turns = parse_chain(raw)
-    assert question == "What is written?"
-    assert [t.action for t in turns] == ["problem", "code", "answer"]
-    assert turns[0].feedback == [("tips", "write code")]
-    assert protocol.chain_turn_text(turns[2]) == "<think>now readable</think><answer>SALE</answer>"
+    chain = parse_chain(raw)
+    assert chain.question == "What is written?" and chain.preamble == "" and chain.stray == []
+    assert [t.action for t in chain.turns] == ["problem", "code", "answer"]
+    assert chain.turns[0].feedback == [("tips", "write code")]
+    assert chain.turns[0].feedback_raw == "<tips>write code</tips>"
+    assert chain.turns[2].raw == "<think>now readable</think><answer>SALE</answer>"
 
 
 def test_system_prompt_names_only_enabled_tools():

@@ -140,3 +140,28 @@ def test_non_utf8_file_names_the_item(tmp_path):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(PredictionFileError, match="cannot read"):
         load_predictions(tmp_path / "absent.json")
+
+
+def test_result_files_as_released_load_without_ids_and_with_any_gold_key(tmp_path):
+    """Bamboogle/MuSiQue-style items carry only {pred_answer, gt, query}; MAT items say answers/answer."""
+    path = write(tmp_path, [{"pred_answer": "James Madison", "gt": ["james madison"], "query": "Who?"},
+                            {"pred_answer": "Play well", "answer": "Play well.", "query": "Meaning?"},
+                            {"id": "dev_2", "pred_answer": None, "answers": ["x", "y"], "split": "hard"}])
+    items = load_predictions(path)
+    assert items[0] == {"pred_answer": "James Madison", "gt": ["james madison"], "query": "Who?"}, "as written"
+    report = score_predictions(items, "multihop")
+    assert [s.id for s in report.per_item] == [0, 1, "dev_2"]
+    assert report.to_json() == {"n": 3, "all_f1": 66.67, "all_em": 66.67}
+    assert report.notes == ["2 of 3 items have no id; such an item is known by its 0-based position in the file"]
+
+
+def test_positions_stand_in_for_ids_and_reference_types_by_position():
+    cases = [type("Ref", (), {"id": 101, "split": "hard", "types": ["dark"]})(),
+             type("Ref", (), {"id": 102, "split": "simple", "types": ["crop"]})()]
+    report = score_predictions([{"gt": "a", "pred_answer": "a"}, {"gt": "b", "pred_answer": "c"}], "mat-coding",
+                               reference=cases)
+    assert [(s.split, s.types) for s in report.per_item] == [("hard", ["dark"]), ("simple", ["crop"])]
+    with pytest.raises(PredictionFileError, match="item 1: has no id, and its position 1 is also the id of item 0"):
+        score_predictions([{"id": 1, "gt": "a", "pred_answer": "a"}, {"gt": "b", "pred_answer": "b"}], "multihop")
+    with pytest.raises(PredictionFileError, match=r"missing field\(s\) gt \(or answers / answer\)"):
+        score_predictions([{"pred_answer": "b"}], "multihop")

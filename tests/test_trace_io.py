@@ -1,4 +1,4 @@
-"""Trace export/import round trips and raw Visual-ARFT chain import."""
+"""Trace export/import round trips and run bundles (raw chains: tests/test_chains.py)."""
 
 import json
 
@@ -7,19 +7,7 @@ from PIL import Image
 
 from workbench.store import Store
 from workbench.trace import ToolCall, Trace, Turn
-from workbench.trace_io import (
-    export_run,
-    export_run_bundle,
-    import_chains,
-    import_run_bundle,
-    import_traces,
-    trace_from_chain,
-)
-
-CHAIN = ("<query>Is this painting in the same museum as The Night Watch?</query>"
-         "<think>It looks like The Milkmaid.</think><search>The Milkmaid Vermeer museum</search>"
-         "<information> 1. Content: The Milkmaid is in the Rijksmuseum. </information>"
-         "<think>The Night Watch is there too.</think><answer>Yes</answer>")
+from workbench.trace_io import export_run, export_run_bundle, import_run_bundle, import_traces
 
 
 def stored_trace(store, run_id):
@@ -95,31 +83,3 @@ def test_import_refuses_bad_lines_and_missing_images(tmp_path):
     with pytest.raises(ValueError, match="missing"):
         import_traces(store, path)
     assert store.count_traces() == 0
-
-
-def test_chain_becomes_a_trace_with_tool_results():
-    trace = trace_from_chain(CHAIN, gold=["Yes"])
-    assert trace.question.startswith("Is this painting")
-    assert [t.action for t in trace.turns] == ["search", "answer"]
-    assert trace.turns[0].tool_call.output_text.startswith("<information>")
-    assert trace.final_answer == "Yes" and trace.stop_reason == "answered"
-    assert [m["role"] for m in trace.messages] == ["user", "assistant", "user", "assistant"]
-
-
-def test_chain_without_question_is_refused():
-    with pytest.raises(ValueError, match="no <query>"):
-        trace_from_chain("<think>x</think><answer>y</answer>")
-
-
-def test_import_chains_file_with_images(tmp_path):
-    Image.new("RGB", (30, 30), "red").save(tmp_path / "23.jpg")
-    records = [{"id": "demo-1", "chain": CHAIN, "image": "23.jpg", "answer": ["Yes"]},
-               {"id": "demo-2", "response": "<query>Q2</query><think>t</think><answer>No</answer>"}]
-    (tmp_path / "chains.json").write_text(json.dumps(records))
-    store = Store()
-    ids = import_chains(store, tmp_path / "chains.json", "paper logs")
-    first = store.get_trace(ids[0])
-    assert first.item_id == "demo-1" and first.images and first.run_id == store.list_runs()[0]["id"]
-    (tmp_path / "broken.json").write_text(json.dumps([{"id": 1, "text": "no chain"}]))
-    with pytest.raises(ValueError, match="item 0"):
-        import_chains(store, tmp_path / "broken.json")

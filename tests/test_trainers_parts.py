@@ -54,11 +54,28 @@ def test_demo_data_gives_steps_rows_episodes_and_expert_traces(demo, store):
 
 def test_step_dataset_rows_carry_prompt_image_and_reward_columns(demo):
     samples = data.load_step_samples([str(demo.steps_file)])
-    dataset = data.build_dataset(samples, max_pixels=56 * 56)
+    dataset = data.build_dataset(samples, max_pixels=56 * 56, preprocessing="workbench")
     row = dataset[0]
     assert row["prompt"][0]["role"] == "system" and "<problem>" in row["prompt"][0]["content"]
     assert isinstance(row["image"], Image.Image) and row["image"].width * row["image"].height <= 56 * 56 * 1.1
     assert row["type"] in data.STEP_TYPES and row["gt"]
+
+
+def test_step_dataset_follows_the_papers_preprocessing_by_default(demo, tmp_path):
+    """As the released script: 720x720 (aspect ratio not kept), instructions + newline + the step in one user turn."""
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (300, 100), "white").save(wide)
+    sample = data.StepSample(prompt_text="<query> Q </query>", image_file=str(wide), solution="<answer> a </answer>",
+                             type="pre_answer")
+    row = data.build_dataset([sample], max_pixels=1024 * 1024)[0]
+    (turn,) = row["prompt"]
+    assert turn["role"] == "user" and turn["content"].endswith("</answer> ends the task. You have at most 5 turns."
+                                                               "\n<query> Q </query>")
+    assert row["image"].size == (720, 720)
+    budget = data.build_dataset([sample], max_pixels=56 * 56)[0]["image"]
+    assert budget.width == budget.height and budget.width * budget.height <= 56 * 56, "then the pixel budget"
+    with pytest.raises(ValueError, match="preprocessing 'square'"):
+        data.build_dataset([sample], max_pixels=56 * 56, preprocessing="square")
 
 
 def test_tag_response_template_reads_actions_as_tool_calls(tags_processor):

@@ -366,6 +366,20 @@ def test_runs_view_charts_warns_on_tool_collapse_and_diffs_configs(store):
     assert len(best) == 2 and (best["best"] >= best["last"]).all()
 
 
+def test_runs_show_which_reward_preset_trained_them(store):
+    from workbench.rewards import RewardSpec, describe
+
+    paper = store.create_run("paper rewards", "train", reward_spec=describe(RewardSpec(preset="paper")))
+    default = store.create_run("default rewards", "train", reward_spec=describe(RewardSpec()))
+    labels = {value: label for label, value in tab_runs.run_choices(store, LOCAL)}
+    assert "· paper rewards ·" in labels[paper] and "· workbench rewards ·" in labels[default]
+    assert "rewards" not in labels[CURVE_RUNS[0]].split("·")[-2], "a run without a reward definition names none"
+    session, chosen = tab_runs.select_runs(store, LOCAL, None, [paper, default])
+    assert session.labels[paper].endswith("· paper rewards")
+    view = tab_runs.build_view(session, chosen, None, 0.6)
+    assert view.diff.iloc[0].tolist() == ["reward preset", "paper", "workbench"]
+
+
 def test_chart_exports_csv_and_png(store):
     session, chosen = tab_runs.select_runs(store, LOCAL, None, list(CURVE_RUNS))
     rows = list(csv.DictReader(tab_runs.export_csv(session, chosen, 0.6).open()))

@@ -243,6 +243,20 @@ def test_import_result_scores_per_split_and_type(store, tmp_path):
         tab_eval.import_result(store, None, "mat-coding", "x")
 
 
+def test_import_result_without_ids_or_types_says_why_tables_are_missing(store, tmp_path):
+    """The released multi-hop files: no id, gold as a list; the notes say why no split/type table exists."""
+    path = tmp_path / "bamboogle.json"
+    path.write_text(json.dumps([{"pred_answer": "James Madison", "gt": ["james madison"], "query": "Who?"},
+                                {"pred_answer": None, "gt": ["x"], "query": "What?"}]), encoding="utf-8")
+    run_id, summary = tab_eval.import_result(store, str(path), "multihop", "")
+    assert summary["all_em"] == 50.0 and tab_eval.type_table(summary).empty
+    notes = tab_eval.score_notes(summary, "multihop")
+    assert "No simple/hard split" in notes and "degradation types exist only for MAT-Coding" in notes
+    assert "No item has id; such an item is known by its 0-based position in the file." in notes
+    traces = {t["item_id"]: store.get_trace(t["id"]) for t in store.list_traces(run_id=run_id)}
+    assert traces["1"].question == "What?" and traces["1"].metadata["item"] == {"query": "What?"}
+
+
 # -- Search tab callbacks -----------------------------------------------------------------------
 def test_search_view_shows_queries_hit_rate_and_paid_calls(tmp_path):
     path = settings.search_cache_path()
@@ -327,20 +341,22 @@ def test_eval_job_and_import_through_the_app(running_app, tmp_path):
     assert message.startswith("Launched eval job") and job_id
 
     wait_until(lambda: store.get_job(job_id)["status"] in ENDED, timeout=150)
-    table, shown, status, progress, log, splits, types = client.predict(job_id, api_name="/show_eval_jobs")
+    table, shown, status, progress, log, splits, types, notes = client.predict(job_id, api_name="/show_eval_jobs")
     assert "**succeeded**" in status and "2 of 2 traces" in status and "succeeded · 100 %" in progress
     assert job_id in [row[-1] for row in table["data"]] and "2/2 items" in log
     labels = {label for record in json.loads(data.read_text()) for label in record["type"]}
     assert splits["data"][0][0] == "all (n=2)" and {row[0] for row in types["data"]} == labels
+    assert "No per-type table" not in notes
     run = store.get_run(store.get_job(job_id)["run_id"])
     assert run["kind"] == "eval" and run["summary"]["n"] == 2
 
     results = tmp_path / "preds.jsonl"
     results.write_text('{"id": 1, "gt": ["A"], "pred_answer": "a"}\n{"id": 2, "gt": ["B"], "pred_answer": "c"}\n',
                        encoding="utf-8")
-    imported, import_splits, _ = client.predict(handle_file(str(results)), "mat-coding", "my results",
-                                                api_name="/import_results")
+    imported, import_splits, _, import_notes = client.predict(handle_file(str(results)), "mat-coding", "my results",
+                                                              api_name="/import_results")
     assert imported.startswith("Imported as run") and "F1 50.0" in imported
+    assert "No per-type table: the items carry no degradation `type` labels" in import_notes
     assert import_splits["data"][0] == ["all (n=2)", 50.0, 50.0]
 
 

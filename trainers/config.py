@@ -22,6 +22,7 @@ from typing import Any
 
 from tools.search import BACKENDS as SEARCH_BACKENDS
 from tools.search import MODES as SEARCH_MODES
+from trainers.data import STEP_PREPROCESSING
 from trainers.trl_names import check_trl_args, normalize_keys
 from workbench import protocol as proto
 from workbench.fields import setting
@@ -192,6 +193,10 @@ class GrpoJobConfig(TrainJobConfig):
                                    "own folder.", None)
     mode: str = setting("steps: the paper's recipe, one completion per trajectory step with the chain so far in "
                       "the prompt; episodes: whole multi-turn episodes where the tools really run.", "steps")
+    steps_preprocessing: str = setting("How steps mode builds a sample. paper: as the released training script, each "
+                                       "image resized to 720x720 and the instructions at the start of the user turn; "
+                                       "workbench: the image keeps its aspect ratio (shrunk only to max_pixels) and "
+                                       "the instructions are a system message.", "paper")
     tools: list[str] = setting("Tools the model may call in episodes: code, search.", default_factory=lambda: ["code"])
     protocol: str = setting("tags: <search>/<code> tags (paper); native: Qwen3-VL <tool_call> JSON.", "tags")
     max_turns: int = setting("Most model turns per episode (the paper uses 5).", proto.MAX_TURNS)
@@ -206,9 +211,10 @@ class GrpoJobConfig(TrainJobConfig):
     loss_type: str = setting("grpo (paper), dapo, dr_grpo or bnpo loss normalisation.", "grpo")
     scale_rewards: str = setting("Advantage scaling: group (divide by the group's std, paper), batch or none.",
                                "group")
-    rewards: dict[str, Any] = setting("Reward weights and options (see RewardSpec); empty uses the paper's: "
-                                    "format 1 + answer F1 / problem / search similarity / code 0.9.",
-                                    default_factory=dict)
+    rewards: dict[str, Any] = setting("Reward preset, weights and options (see RewardSpec); empty uses the "
+                                    "workbench preset with the paper's sum: format 1 + answer F1 / problem / search "
+                                    "similarity / code 0.9. {\"preset\": \"paper\"} gives the released reward "
+                                    "code's values (steps mode).", default_factory=dict)
     stop_after_action: bool = setting("End each generation at the closing tag of its action (</search>, </code>, "
                                     "...), so the model cannot write the tool result itself.", True)
     max_items: int = setting("Use only the first N training rows (0 = all).", 0)
@@ -242,6 +248,9 @@ class GrpoJobConfig(TrainJobConfig):
                  f"image_root {self.image_root} is not a folder; give the folder images are relative to, or leave "
                  "it empty")
         _require(self.mode in GRPO_MODES, f"mode={self.mode!r}: use steps (paper) or episodes (multi-turn tools)")
+        _require(self.steps_preprocessing in STEP_PREPROCESSING,
+                 f"steps_preprocessing={self.steps_preprocessing!r}: use paper (720x720, instructions in the user "
+                 "turn) or workbench (aspect kept, system message)")
         unknown = [t for t in self.tools if t not in proto.TOOL_ARGUMENT]
         _require(not unknown, f"tools {unknown} are unknown; choose from {list(proto.TOOL_ARGUMENT)}")
         _require(self.mode == "steps" or bool(self.tools),
@@ -270,6 +279,9 @@ class GrpoJobConfig(TrainJobConfig):
             raise ConfigError(f"rewards: {exc}") from None
         _require(any(spec.weights().values()), "rewards: every weight is 0, so there is nothing to learn; set at "
                                                "least one weight (format and answer_f1 are the paper's)")
+        _require(spec.preset != "paper" or self.mode == "steps",
+                 "rewards: the paper preset scores one step against its solution, which episodes have not; use "
+                 "mode=steps, or the workbench preset for episodes")
         _require(self.max_items >= 0, f"max_items={self.max_items}: use 0 (all rows) or a positive count")
         self.eval_data_files = [str(p) for p in self.eval_data_files]
         _require(self.eval_steps >= 0, f"eval_steps={self.eval_steps}: use 0 (no held-out reward) or more")

@@ -12,10 +12,14 @@ Two shapes, one per GRPO mode:
   item per distinct image + question that has a gold answer).
 
 `build_dataset` makes the `datasets.Dataset` TRL consumes: a conversational
-`prompt` (system prompt + the user text; TRL puts the image before the text,
-as the runner does), an `image_file` column and the columns the rewards read
-(`type`, `solution`, `gt`, `problem_labels`, `input_image`, `clean_image`).
-Images are decoded lazily, shrunk to the processor's pixel budget and cached.
+`prompt`, an `image_file` column and the columns the rewards read (`type`,
+`solution`, `gt`, `problem_labels`, `input_image`, `clean_image`). TRL puts
+the image before the text, as the runner does. Step samples follow the
+paper's preprocessing by default (STEP_PREPROCESSING "paper": the image
+resized to 720x720, the instructions at the start of the one user turn, as
+the released training script builds them); "workbench" keeps the aspect
+ratio and puts the instructions in a system message. Images are decoded
+lazily, shrunk to the processor's pixel budget and cached.
 """
 
 import math
@@ -32,6 +36,8 @@ from workbench.records import read_json_records
 from workbench.trace import Trace
 
 STEP_TYPES = ("pre_problem", "pre_code", "pre_answer", "pre_search")
+STEP_PREPROCESSING = ("paper", "workbench")
+PAPER_IMAGE_SIZE = (720, 720)  # the released training script resizes every image to this before the processor
 _KIND_TOOLS = {"pre_problem": ("code",), "pre_code": ("code",), "pre_answer": ("code",), "pre_search": ("search",)}
 
 
@@ -210,11 +216,12 @@ def step_rows_from_trace(trace: Trace, image_path: str) -> list[dict[str, Any]]:
 
 
 class ImageCache:
-    """Decoded RGB images shrunk to the pixel budget, kept for reuse across steps (LRU)."""
+    """Decoded RGB images (resized to `size` first, if given) shrunk to the pixel budget, kept for reuse (LRU)."""
 
-    def __init__(self, max_pixels: int, capacity: int = 512):
+    def __init__(self, max_pixels: int, capacity: int = 512, size: tuple[int, int] | None = None):
         self.max_pixels = max_pixels
         self.capacity = capacity
+        self.size = size
         self._images: OrderedDict[str, Image.Image] = OrderedDict()
 
     def get(self, path: str) -> Image.Image:
@@ -222,6 +229,8 @@ class ImageCache:
         if image is None:
             with Image.open(path) as opened:
                 image = opened.convert("RGB")
+            if self.size is not None:
+                image = image.resize(self.size)  # Pillow's default filter, as the released script calls it
             area = image.width * image.height
             if self.max_pixels and area > self.max_pixels:
                 scale = math.sqrt(self.max_pixels / area)
@@ -234,9 +243,13 @@ class ImageCache:
         return image
 
 
-def _step_row(sample: StepSample) -> dict[str, Any]:
+def _step_row(sample: StepSample, preprocessing: str = "paper") -> dict[str, Any]:
     system = protocol.system_prompt(sample.tools, "tags")
-    return {"prompt": [{"role": "system", "content": system}, {"role": "user", "content": sample.prompt_text}],
+    if preprocessing == "paper":  # the released script: instructions + "\n" + the step's text, one user turn
+        prompt = [{"role": "user", "content": system + "\n" + sample.prompt_text}]
+    else:
+        prompt = [{"role": "system", "content": system}, {"role": "user", "content": sample.prompt_text}]
+    return {"prompt": prompt,
             "image_file": sample.image_file, "input_image": sample.image_file, "type": sample.type,
             "solution": sample.solution, "gt": sample.gt, "item_id": sample.item_id}
 
@@ -249,20 +262,24 @@ def _episode_row(item: EpisodeItem, system: str) -> dict[str, Any]:
             "item_id": item.item_id, "search_corpus": item.search_corpus}
 
 
-def build_dataset(samples: list[StepSample] | list[EpisodeItem], *, max_pixels: int, system: str | None = None):
-    """The TRL dataset: step samples, or episode items with the episode system prompt."""
+def build_dataset(samples: list[StepSample] | list[EpisodeItem], *, max_pixels: int, system: str | None = None,
+                  preprocessing: str = "paper"):
+    """The TRL dataset: step samples (with `preprocessing`), or episode items with the episode system prompt."""
     from datasets import Dataset
 
     if not samples:
         raise TrainingDataError("no training rows left; check data_files and max_items")
-    if isinstance(samples[0], StepSample):
-        rows = [_step_row(s) for s in samples]
+    if preprocessing not in STEP_PREPROCESSING:
+        raise ValueError(f"preprocessing {preprocessing!r} is unknown; use one of {STEP_PREPROCESSING}")
+    steps = isinstance(samples[0], StepSample)
+    if steps:
+        rows = [_step_row(s, preprocessing) for s in samples]
     else:
         if system is None:
             raise ValueError("episode datasets need the system prompt of the rollout")
         rows = [_episode_row(item, system) for item in samples]
     dataset = Dataset.from_list(rows)
-    cache = ImageCache(max_pixels)
+    cache = ImageCache(max_pixels, size=PAPER_IMAGE_SIZE if steps and preprocessing == "paper" else None)
 
     def with_images(batch: dict[str, list]) -> dict[str, list]:
         batch["image"] = [cache.get(path) for path in batch["image_file"]]

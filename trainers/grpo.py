@@ -36,7 +36,6 @@ from trainers.reward_adapters import SandboxCodeRunner, component_rewards
 from trainers.tool_env import ToolBox, environment_factory
 from workbench import protocol
 from workbench.rewards import describe
-from workbench.rewards.spec import EXECUTION_COMPONENTS
 from workbench.store import Store
 from workbench.versions import require_private_api
 
@@ -144,16 +143,17 @@ def build_grpo_trainer(config: GrpoJobConfig, output_dir: Path, *, store: Store 
         factory = environment_factory(toolbox, config.protocol)
         system = protocol.system_prompt(tools, config.protocol)
     max_pixels = modeling.effective_max_pixels(processor)
-    dataset = data.build_dataset(rows, max_pixels=max_pixels, system=system)
+    dataset = data.build_dataset(rows, max_pixels=max_pixels, system=system,
+                                 preprocessing=config.steps_preprocessing)
     eval_dataset = None
     if config.eval_steps:
         eval_rows = _load_rows(config, config.eval_data_files, config.max_eval_items)
-        eval_dataset = data.build_dataset(eval_rows, max_pixels=max_pixels, system=system)
+        eval_dataset = data.build_dataset(eval_rows, max_pixels=max_pixels, system=system,
+                                          preprocessing=config.steps_preprocessing)
 
     spec = config.reward_spec()
     batch_columns = BatchColumns()
-    code_runner = SandboxCodeRunner() if config.mode == "steps" and any(
-        spec.weights()[n] for n in EXECUTION_COMPONENTS) else None
+    code_runner = SandboxCodeRunner() if config.mode == "steps" and spec.executes_code() else None
     reward_funcs, weights = component_rewards(spec, mode=config.mode, protocol_name=config.protocol,
                                               code_runner=code_runner, on_batch=batch_columns.remember)
     trainer = VisualArftGRPOTrainer(

@@ -101,11 +101,9 @@ def _check_sft_data(config: SftJobConfig) -> int:
 
 def _check_code_sandbox(config: TrainJobConfig) -> None:
     """Code episodes and execution rewards need the sandbox; say why it cannot start, before training."""
-    from workbench.rewards.spec import EXECUTION_COMPONENTS
-
     needs_code = isinstance(config, GrpoJobConfig) and (
         "code" in config.episode_tools
-        or (config.mode == "steps" and any(config.reward_spec().weights()[n] for n in EXECUTION_COMPONENTS)))
+        or (config.mode == "steps" and config.reward_spec().executes_code()))
     if not needs_code:
         return
     from tools.code_sandbox import SandboxUnavailable, shared_sandbox

@@ -116,7 +116,7 @@ def component_rewards(spec: rewards.RewardSpec, *, mode: str, protocol_name: str
     """
     functions, weights = rewards.reward_functions(spec)
     names = [name for name, weight in spec.weights().items() if weight]  # reward_functions keeps this order
-    needs_execution = any(spec.weights()[name] for name in EXECUTION_COMPONENTS)
+    needs_execution = spec.executes_code()
     if mode == "steps" and needs_execution and code_runner is None:
         raise ValueError("execution-based code rewards (code_ran, code_image, code_restoration) need a code runner "
                          "in steps mode; set their weights to 0 or train in episodes mode")

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 from workbench.agent.config import RunnerConfig
 from workbench.fields import field_help
@@ -94,14 +95,18 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from workbench.store import Store
-    from workbench.trace_io import import_chains, import_jsonl
 
     store = Store()
     if args.format == "jsonl":
-        ids = import_jsonl(store, args.file, args.name)
-    else:
-        ids = import_chains(store, args.file, args.name, args.images)
-    print(f"imported {len(ids)} traces")
+        from workbench.trace_io import import_jsonl
+
+        print(f"imported {len(import_jsonl(store, args.file, args.name))} traces")
+        return 0
+    from workbench.chains import import_chains
+
+    if not Path(args.file).is_file():
+        raise FileNotFoundError(2, "No such file", str(args.file))
+    print(import_chains(store, args.file, args.name, args.images, rerun_code=args.rerun_code).summary())
     return 0
 
 
@@ -138,6 +143,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     else:
         report = score_predictions(load_predictions(args.predictions), args.benchmark)
     summary = report.to_json()
+    for note in report.notes + report.warnings:
+        print(f"note: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -163,6 +170,20 @@ def cmd_space(args: argparse.Namespace) -> int:
         print(f"{args.out}: ready to deploy" if not problems else f"{args.out}: {len(problems)} problem(s)")
         return 2 if problems else 0
     print(space.deploy_space(args.out, args.repo, private=args.private))
+def cmd_reward(args: argparse.Namespace) -> int:
+    from workbench.rewards.rows import read_rows, score_rows
+
+    rows = read_rows(args.input)
+    scored = score_rows(rows, args.preset)
+    for position, result in enumerate(scored):
+        if args.json:
+            print(json.dumps(result, ensure_ascii=False))
+        else:
+            print(f"row {position:<4} {rows[position]['kind']:6} format {result['format']:.3f}  "
+                  f"accuracy {result['accuracy']:.3f}  total {result['total']:.3f}")
+    if not args.json:
+        mean = sum(result["total"] for result in scored) / len(scored)
+        print(f"{len(scored)} rows, preset {args.preset}: mean total {mean:.4f}")
     return 0
 
 
@@ -192,8 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp = sub.add_parser("import", help="import traces (JSONL export, or raw Visual-ARFT chains)")
     imp.add_argument("file")
     imp.add_argument("--format", choices=["jsonl", "chains"], default="jsonl",
-                     help="chains: a JSON list of {chain|response, image?, question?, answer?}")
+                     help="chains: raw Visual-ARFT chains as the paper's runner writes them, a JSON list of "
+                          "{chain|response, images|image?, question?, answer|answers|gt?, id?, ...}")
     imp.add_argument("--images", default=None, help="folder that chain image paths are relative to")
+    imp.add_argument("--rerun-code", action="store_true",
+                     help="chains: run each code turn that has no output image in the sandbox to regenerate it")
     imp.add_argument("--name", default="imported", help="name of the imported run")
     imp.set_defaults(func=cmd_import)
 
@@ -210,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runner_args(evaluate)
     evaluate.set_defaults(func=cmd_eval, tools=None)
 
-    score = sub.add_parser("score", help="score a result file of {id, gt, pred_answer}")
+    score = sub.add_parser("score", help="score a result file of {[id,] gt, pred_answer} items (id optional)")
     score.add_argument("--benchmark", required=True, choices=benchmarks)
     score.add_argument("--predictions", required=True)
     score.add_argument("--json", action="store_true",
@@ -231,6 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--repo", required=True, help="the Space as USER/NAME")
     deploy.add_argument("--private", action="store_true")
     space.set_defaults(func=cmd_space)
+    reward = sub.add_parser("reward", help="score completions with a reward preset (e.g. to check a reward change)")
+    reward.add_argument("--preset", choices=["workbench", "paper"], default="workbench",
+                        help="workbench (the default rewards) or paper (the released reward code's values)")
+    reward.add_argument("--input", required=True,
+                        help='JSONL rows {"kind": "code"|"search", "solution", "completion"[, "type", "gt"]}')
+    reward.add_argument("--json", action="store_true",
+                        help="one JSON object per row: format, accuracy, total and each component")
+    reward.set_defaults(func=cmd_reward)
     return parser
 
 

@@ -247,49 +247,108 @@ def build_messages(question: str, image: Any, steps: list[Step], *, system: str,
 
 @dataclass
 class ChainTurn:
-    """One turn recovered from a raw reasoning-chain string."""
+    """One model turn recovered from a raw reasoning chain, with its exact text.
 
+    `raw` is the chain's own bytes from the turn's first tag to the end of its
+    action (the model's output as the runner appended it); `feedback_raw` the
+    chain's bytes of the `<tips>` / `<information>` blocks that follow it.
+    """
+
+    raw: str
     think: str | None
     action: str | None
     argument: str | None
+    error: str | None = None
     feedback: list[tuple[str, str]] = field(default_factory=list)  # (tag, text): information/tips
+    feedback_raw: str | None = None
 
 
-def parse_chain(raw: str) -> tuple[str | None, list[ChainTurn]]:
-    """Split a raw Visual-ARFT chain (`<query>..<think>..<search>..<information>..`) into turns.
+@dataclass
+class RunnerChain:
+    """A raw chain as the paper's runner writes it: prompt, question, turns, and text outside any tag."""
 
-    Text outside tags is ignored; a thought starts a new turn; an action
-    without a preceding thought still forms a turn.
+    preamble: str  # exact text before <query>: the system prompt the runner put in front ("" if none)
+    question: str | None
+    turns: list[ChainTurn]
+    stray: list[str] = field(default_factory=list)
 
-    >>> question, turns = parse_chain("<query>Q</query><think>t</think><search>s</search>"
-    ...     "<information>1. Content: x</information><think>u</think><answer>A</answer>")
-    >>> question, [(t.action, t.argument) for t in turns]
-    ('Q', [('search', 's'), ('answer', 'A')])
+
+_CHAIN_OPEN = re.compile(r"<(query|think|search|problem|code|answer|information|tips)>")
+_QUERY_END = re.compile(r"</?query>")  # the released runner closes the question with a second <query>
+
+
+def _query(text: str) -> tuple[str, str | None, int]:
+    """(preamble, question, where the turns start); refuses a prompt it cannot tell from the turns."""
+    opened = re.search(r"<query>", text)
+    if opened is None:
+        first = _CHAIN_OPEN.search(text)
+        lead = text[:first.start()] if first else text
+        if lead.strip():
+            raise ValueError("the chain starts with text before its first tag (a system prompt?) and has no <query> "
+                             "to show where the prompt ends; remove the prompt or keep the <query> line")
+        return "", None, first.start() if first else len(text)
+    closed = _QUERY_END.search(text, opened.end())
+    if closed is None:
+        raise ValueError("the chain's <query> is never closed (with </query> or a second <query>)")
+    return text[:opened.start()], text[opened.end():closed.start()].strip(), closed.end()
+
+
+def parse_chain(raw: str) -> RunnerChain:
+    """Split a raw Visual-ARFT chain into prompt, question and turns, keeping every turn's exact text.
+
+    Accepts what the released runner writes: an optional system prompt in
+    front, `<query> Q <query>` or `<query> Q </query>`, turns of `<think>` +
+    one action, and `<tips>` / `<information>` blocks after them. A thought
+    starts a new turn; an action without a preceding thought still forms one.
+    Text outside any tag is collected in `stray`. Raises ValueError when a
+    prompt is in front but no `<query>` marks where it ends.
+
+    >>> chain = parse_chain("Prompt <think> x </think>\\n<query> Q <query>\\n<think> t </think>\\n<search> s </search>"
+    ...     "\\n<information> 1. Content:x </information> \\n<think>u</think><answer>A</answer>")
+    >>> chain.question, [(t.action, t.argument) for t in chain.turns], chain.turns[0].raw
+    ('Q', [('search', 's'), ('answer', 'A')], '<think> t </think>\\n<search> s </search>')
     """
-    question, turns = None, []
+    text = raw or ""
+    preamble, question, position = _query(text)
+    turns: list[ChainTurn] = []
+    stray: list[str] = []
     current: ChainTurn | None = None
-    for match in _CHAIN_TAG.finditer(raw or ""):
-        tag, body = match.group(1), match.group(2).strip()
+    start = feedback_start = 0
+    while True:
+        opened = _CHAIN_OPEN.search(text, position)
+        gap = text[position:opened.start() if opened else len(text)]
+        if gap.strip():
+            stray.append(gap.strip())
+        if opened is None:
+            break
+        tag = opened.group(1)
+        close = text.find(f"</{tag}>", opened.end())
+        end = close + len(tag) + 3 if close >= 0 else len(text)
+        body = text[opened.end():close if close >= 0 else len(text)].strip()
+        unclosed = f"<{tag}> is never closed (the turn may have hit the token limit)" if close < 0 else None
         if tag == "query":
-            question = body
-        elif tag == "think":
-            current = ChainTurn(think=body, action=None, argument=None)
-            turns.append(current)
-        elif tag in ACTIONS:
-            if current is None or current.action is not None:
-                current = ChainTurn(think=None, action=None, argument=None)
-                turns.append(current)
-            current.action, current.argument = tag, body
-        elif current is not None:
+            stray.append(text[opened.start():end])
+        elif tag in ("information", "tips") and current is not None:
+            if not current.feedback:
+                feedback_start = opened.start()
             current.feedback.append((tag, body))
-    return question, turns
-
-
-def chain_turn_text(turn: ChainTurn) -> str:
-    """The raw model text of a recovered turn, rebuilt in canonical form."""
-    parts = []
-    if turn.think is not None:
-        parts.append(f"<think>{turn.think}</think>")
-    if turn.action:
-        parts.append(f"<{turn.action}>{turn.argument}</{turn.action}>")
-    return "".join(parts)
+            current.feedback_raw = text[feedback_start:end]
+        elif tag in ("information", "tips"):
+            stray.append(text[opened.start():end])
+        else:
+            new_turn = tag == "think" or current is None or current.action is not None or bool(current.feedback)
+            if new_turn:
+                current = ChainTurn(raw="", think=None, action=None, argument=None)
+                turns.append(current)
+                start = opened.start()
+            if tag == "think":
+                current.think = body
+            else:
+                current.action, current.argument = tag, body
+            current.raw = text[start:end]
+            current.error = unclosed or current.error
+        position = end
+    for turn in turns:
+        if turn.action is None and turn.error is None:
+            turn.error = "no action in this step of the chain"
+    return RunnerChain(preamble, question, turns, stray)

@@ -3,8 +3,8 @@
 Export writes one `Trace.to_dict()` per line and copies every referenced image
 into `<file>.images/<sha>.<ext>`, so a file moves between machines intact.
 Import validates each line and re-stores the images (same bytes, same SHA).
-Raw reasoning chains from the original Visual-ARFT code
-(`<query>..<think>..<search>..<information>..<answer>`) import as traces too.
+Raw reasoning chains from the original Visual-ARFT code import through
+workbench/chains.py.
 A whole run (its row, every metric and its traces) moves as a folder with
 `export_run_bundle` / `import_run_bundle`: how the shipped demo GRPO run
 reaches a fresh workbench.
@@ -15,11 +15,9 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from workbench import protocol
 from workbench.images import image_path
-from workbench.records import read_json_records
 from workbench.store import Store
-from workbench.trace import ToolCall, Trace, Turn
+from workbench.trace import Trace
 
 
 def export_traces(store: Store, traces: Iterable[Trace], path: str | Path) -> int:
@@ -117,34 +115,6 @@ def import_traces(store: Store, path: str | Path, run_id: str | None = None) -> 
     return [trace.id for trace in traces]
 
 
-def trace_from_chain(raw: str, *, image_sha: str | None = None, question: str | None = None,
-                     gold: list[str] | None = None, model_id: str = "imported") -> Trace:
-    """Turn one raw Visual-ARFT reasoning chain into a trace (tool results as recorded)."""
-    found_question, chain = protocol.parse_chain(raw)
-    question = question or found_question
-    if not question:
-        raise ValueError("the chain has no <query> and no question was given")
-    turns = []
-    for index, step in enumerate(chain):
-        feedback = "".join(f"<{tag}> {text} </{tag}>" for tag, text in step.feedback) or None
-        raw_turn = protocol.chain_turn_text(step)
-        turn = Turn(index=index, raw=raw_turn, think=step.think, action=step.action, argument=step.argument,
-                    image=image_sha, feedback=feedback)
-        if step.action is None:
-            turn.parse_error = "no action in this step of the chain"
-        if step.action in ("search", "code"):
-            turn.tool_call = ToolCall(name=step.action, argument=step.argument or "", output_text=feedback or "",
-                                      details={"source": "imported chain"})
-        turns.append(turn)
-    answer = next((t.argument for t in reversed(turns) if t.action == "answer"), None)
-    steps = [protocol.Step(t.raw, t.feedback) for t in turns]
-    messages = protocol.build_messages(question, f"sha256:{image_sha}" if image_sha else None, steps,
-                                       system="", layout="chat")[1:]
-    return Trace(question=question, images=[image_sha] if image_sha else [], turns=turns, messages=messages,
-                 final_answer=answer, stop_reason="answered" if answer is not None else "max_turns",
-                 gold=list(gold or []), model_id=model_id, metadata={"source": "visual-arft chain"})
-
-
 def import_jsonl(store: Store, path: str | Path, name: str = "imported") -> list[str]:
     """Import a trace export as a new run; a file that fails to import leaves no run behind."""
     if not Path(path).is_file():
@@ -155,30 +125,3 @@ def import_jsonl(store: Store, path: str | Path, name: str = "imported") -> list
     except BaseException:
         store.delete_run(run_id)
         raise
-
-
-def import_chains(store: Store, path: str | Path, name: str = "imported",
-                  images_dir: str | Path | None = None) -> list[str]:
-    """Import a JSON list of raw Visual-ARFT chains: {chain|response, image?, question?, answer?}."""
-    path = Path(path)
-    records = read_json_records(path)
-    if not isinstance(records, list):
-        raise ValueError(f"{path.name}: expected a JSON list of chain records")
-    traces = []
-    for position, record in enumerate(records):
-        raw = record.get("chain") or record.get("response") if isinstance(record, dict) else None
-        if not isinstance(raw, str):
-            raise ValueError(f"{path.name} item {position}: needs a 'chain' or 'response' string")
-        sha = None
-        if record.get("image"):
-            base = Path(images_dir) if images_dir else path.parent
-            sha = store.put_image(base / record["image"])
-        gold = record.get("answer")
-        traces.append(trace_from_chain(raw, image_sha=sha, question=record.get("question"),
-                                       gold=[gold] if isinstance(gold, str) else list(gold or [])))
-        traces[-1].item_id = str(record.get("id", position))
-    run_id = store.create_run(name, "imported", config={"source": str(path)}, status="succeeded")
-    for trace in traces:
-        trace.run_id = run_id
-    store.save_traces(traces)
-    return [t.id for t in traces]

@@ -14,7 +14,13 @@ from pathlib import Path
 
 from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig
 from workbench.benchmarks.loaders import BENCHMARK_FORMATS, BenchmarkItem, load_benchmark
-from workbench.benchmarks.scoring import ScoreReport, f1_em, load_predictions, score_predictions
+from workbench.benchmarks.scoring import (
+    ScoreReport,
+    f1_em,
+    load_predictions,
+    score_predictions,
+    validate_predictions,
+)
 from workbench.fields import setting
 from workbench.store import Store
 from workbench.trace import Trace
@@ -122,24 +128,34 @@ def _finish(store: Store, run_id: str, report: ScoreReport) -> None:
     summary = dict(report.to_json())
     store.log_metrics(run_id, 0, {key: value for key, value in summary.items() if key != "n"})
     summary["per_type"] = {name: asdict(group) for name, group in report.per_type.items()}
+    if report.notes or report.warnings:
+        summary["notes"] = report.notes + report.warnings
     store.update_run(run_id, status="succeeded", summary=summary)
 
 
 def import_predictions(store: Store, path: str | Path, benchmark: str, name: str) -> tuple[str, ScoreReport]:
-    """Score a result file ({id, gt, pred_answer}) and store it as an 'imported' run with per-item traces."""
+    """Score a result file as the paper wrote it and store it as an 'imported' run with per-item traces.
+
+    Each item becomes a trace: its question (`query` / `question`), gold
+    answers and prediction, its F1/EM, and every other key of the item as
+    trace metadata. An item without an id is known by its position.
+    """
     predictions = load_predictions(path)
     report = score_predictions(predictions, benchmark)
+    items = validate_predictions(predictions, source=str(path))
     run_id = store.create_run(name, "imported", benchmark=benchmark, status="running",
                               config={"source": str(path)}, reward_spec={"f1": "token F1", "em": "exact match"})
     traces = []
-    for item, scored in zip(predictions, report.per_item):
-        gold = item["gt"] if isinstance(item["gt"], list) else [item["gt"]]
+    for raw, item, scored in zip(predictions, items, report.per_item):
+        extra = {key: value for key, value in item.items() if key not in ("id", "gt", "pred_answer")}
+        question = item.get("query") or item.get("question")
         traces.append(Trace(
-            question=str(item.get("query") or item.get("question") or f"item {item['id']}"), gold=gold,
+            question=question if isinstance(question, str) else f"item {item['id']}", gold=item["gt"],
             final_answer=item["pred_answer"], stop_reason="answered" if item["pred_answer"] is not None else "error",
             run_id=run_id, item_id=str(item["id"]), model_id=name, protocol="imported",
             rewards={"f1": scored.f1, "em": scored.em, "total": scored.f1},
-            metadata={"position": scored.position, "split": scored.split, "types": scored.types}))
+            metadata={"position": scored.position, "split": scored.split, "types": scored.types,
+                      "id_from_position": "id" not in raw, "item": extra}))
     store.save_traces(traces)
     _finish(store, run_id, report)
     return run_id, report

@@ -3,7 +3,8 @@
 Owns: answer normalisation (plain, and MAT-Coding's with full-width punctuation
 and the CJK character rule), per-item F1/EM, aggregation into all / simple /
 hard / per-degradation-type figures, and reading + validating result files
-(a JSON list, or JSON Lines, of {id, gt, pred_answer}).
+(a JSON list, or JSON Lines, of {[id,] gt, pred_answer}, as the released files
+write them: id optional, gold answers as gt / answers / answer).
 
 Compatibility notes, checked against the reference result files (see
 tests/test_scoring.py): token overlap counts *distinct* shared tokens (a set
@@ -116,51 +117,92 @@ def f1_em(pred: str | None, golds: str | list[str], benchmark: str = "multihop")
 # Validation of prediction items
 
 
+GOLD_KEYS = ("gt", "answers", "answer")  # the released files say gt; MAT benchmark items say answers / answer
+
+
+def _gold_key(item: dict) -> str | None:
+    return next((key for key in GOLD_KEYS if key in item), None)
+
+
 def validate_predictions(items: Any, source: str = "predictions") -> list[dict]:
-    """Check the {id, gt, pred_answer} schema; raise PredictionFileError naming the first bad item."""
+    """Check result items and return them in one shape: {id, gt, pred_answer, **every other key}.
+
+    As the released result files are written: `id` is optional (an item
+    without one is known by its 0-based position in the file, as the paper's
+    scorer knows every item); the gold answers are `gt`, `answers` or
+    `answer` (the first present), a string or a list of strings, and become a
+    list; any other key is kept. Raises PredictionFileError naming the first
+    bad item.
+
+    >>> validate_predictions([{"pred_answer": "x", "answer": "X", "query": "q?"}])
+    [{'id': 0, 'gt': ['X'], 'pred_answer': 'x', 'query': 'q?'}]
+    """
     if not isinstance(items, list):
-        raise PredictionFileError(f"{source}: expected a JSON list of {{id, gt, pred_answer}} objects, "
+        raise PredictionFileError(f"{source}: expected a JSON list of {{gt, pred_answer}} objects (id optional), "
                                   f"got {type(items).__name__}")
     seen: dict[str, int] = {}
+    canonical = []
     for position, item in enumerate(items):
         where = f"{source}: {describe_item(position, item)}"
         if not isinstance(item, dict):
-            raise PredictionFileError(f"{where}: expected an object with id, gt, pred_answer; "
+            raise PredictionFileError(f"{where}: expected an object with gt and pred_answer (id optional); "
                                       f"got {type(item).__name__}")
-        missing = [key for key in ("id", "gt", "pred_answer") if key not in item]
+        gold_key = _gold_key(item)
+        missing = (["gt (or answers / answer)"] if gold_key is None else []) + \
+            (["pred_answer"] if "pred_answer" not in item else [])
         if missing:
             raise PredictionFileError(f"{where}: missing field(s) {', '.join(missing)}")
-        item_id = item["id"]
+        item_id = item.get("id", position)
         if isinstance(item_id, bool) or not isinstance(item_id, (str, int)):
             raise PredictionFileError(f"{where}: 'id' must be a string or an integer, "
                                       f"got {type(item_id).__name__}")
         key = str(item_id)
         if key in seen:
-            raise PredictionFileError(f"{where}: duplicate id {item_id!r} (first seen at item {seen[key]})")
+            if "id" in item:
+                raise PredictionFileError(f"{where}: duplicate id {item_id!r} (first seen at item {seen[key]})")
+            raise PredictionFileError(f"{where}: has no id, and its position {position} is also the id of item "
+                                      f"{seen[key]}; give every item a unique id, or none")
         seen[key] = position
-        gold = item["gt"]
+        gold = item[gold_key]
         if isinstance(gold, list):
             if not gold:
-                raise PredictionFileError(f"{where}: 'gt' is an empty list; give at least one gold answer")
+                raise PredictionFileError(f"{where}: '{gold_key}' is an empty list; give at least one gold answer")
             bad = [g for g in gold if not isinstance(g, str)]
             if bad:
-                raise PredictionFileError(f"{where}: 'gt' must hold strings, found {type(bad[0]).__name__}")
+                raise PredictionFileError(f"{where}: '{gold_key}' must hold strings, found {type(bad[0]).__name__}")
         elif not isinstance(gold, str):
-            raise PredictionFileError(f"{where}: 'gt' must be a string or a list of strings, "
+            raise PredictionFileError(f"{where}: '{gold_key}' must be a string or a list of strings, "
                                       f"got {type(gold).__name__}")
         pred = item["pred_answer"]
         if pred is not None and not isinstance(pred, str):
             raise PredictionFileError(f"{where}: 'pred_answer' must be a string or null, "
                                       f"got {type(pred).__name__}")
-    return items
+        others = {k: v for k, v in item.items() if k not in ("id", gold_key, "pred_answer")}
+        canonical.append({"id": item_id, "gt": gold if isinstance(gold, list) else [gold], "pred_answer": pred,
+                          **others})
+    return canonical
+
+
+def positional_id_note(items: list) -> str | None:
+    """The report's note when items have no id (None when every item has one)."""
+    count = sum(1 for item in items if isinstance(item, dict) and "id" not in item)
+    if not count:
+        return None
+    which = "no item has" if count == len(items) else f"{count} of {len(items)} items have no"
+    return f"{which} id; such an item is known by its 0-based position in the file"
 
 
 def load_predictions(path: str | Path) -> list[dict]:
-    """Read and validate a result file: a JSON list (or JSON Lines) of {id, gt, pred_answer[, ...]}."""
+    """Read and check a result file: a JSON list (or JSON Lines) of {[id,] gt, pred_answer[, ...]}, as written.
+
+    The items come back as the file has them (`score_predictions` puts them
+    in one shape and notes items known by position).
+    """
     records = read_json_records(path, PredictionFileError)
     if isinstance(records, list) and not records:
         raise PredictionFileError(f"{path}: the file holds no predictions")
-    return validate_predictions(records, source=str(path))
+    validate_predictions(records, source=str(path))
+    return records
 
 
 # ----------------------------------------------------------------------------------------------
@@ -202,7 +244,8 @@ class ScoreReport:
     hard_em: float | None = None
     per_type: dict[str, GroupScore] = field(default_factory=dict)
     per_item: list[ItemScore] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # the figures are not comparable with published ones
+    notes: list[str] = field(default_factory=list)  # how the file was read (e.g. items known by position)
 
     def to_json(self) -> dict[str, float | int]:
         """The summary as a JSON-ready dict: n, all_f1, all_em (+ simple_*, hard_* for MAT), 2 decimals."""
@@ -222,8 +265,7 @@ def _mean_percent(values: list[float]) -> float:
     return 100.0 * sum(values) / len(values) if values else 0.0
 
 
-def _item_types(item: dict, reference: dict[str, Any]) -> list[str]:
-    ref = reference.get(str(item["id"]))
+def _item_types(item: dict, ref: Any) -> list[str]:
     if ref is not None and getattr(ref, "types", None):
         return list(ref.types)
     for key in ("types", "type"):
@@ -233,10 +275,9 @@ def _item_types(item: dict, reference: dict[str, Any]) -> list[str]:
     return []
 
 
-def _item_split(item: dict, position: int, benchmark: str, reference: dict[str, Any]) -> str | None:
+def _item_split(item: dict, position: int, benchmark: str, ref: Any) -> str | None:
     if benchmark not in MAT_SPLITS:
         return None
-    ref = reference.get(str(item["id"]))
     split = getattr(ref, "split", None) if ref is not None else item.get("split")
     if split in SPLITS:
         return split
@@ -246,9 +287,11 @@ def _item_split(item: dict, position: int, benchmark: str, reference: dict[str, 
 def score_predictions(items: list[dict], benchmark: str, reference: list[Any] | None = None) -> ScoreReport:
     """Score {id, gt, pred_answer} items the way the published evaluation does.
 
+    Items are as the result files have them (see `validate_predictions`).
     `reference` (e.g. BenchmarkItem objects with id, split, types) supplies
-    splits and degradation types by id; otherwise an item's own `split` /
-    `type` fields are used, and MAT splits fall back to position in the list.
+    splits and degradation types by id (by position for an item without an
+    id); otherwise an item's own `split` / `type` fields are used, and MAT
+    splits fall back to position in the list.
 
     >>> report = score_predictions([{"id": 1, "gt": ["Yes"], "pred_answer": "yes"},
     ...                             {"id": 2, "gt": "Paris", "pred_answer": None}], "multihop")
@@ -256,22 +299,29 @@ def score_predictions(items: list[dict], benchmark: str, reference: list[Any] | 
     {'n': 2, 'all_f1': 50.0, 'all_em': 50.0}
     """
     check_benchmark(benchmark)
-    validate_predictions(items)
-    by_id = {str(ref.id): ref for ref in reference or []}
+    canonical = validate_predictions(items)
+    reference = list(reference or [])
+    by_id = {str(ref.id): ref for ref in reference}
     cjk_rule = benchmark == "mat-coding"
     per_item = []
-    for position, item in enumerate(items):
-        golds = item["gt"] if isinstance(item["gt"], list) else [item["gt"]]
+    for position, (raw, item) in enumerate(zip(items, canonical)):
+        if "id" in raw:
+            ref = by_id.get(str(item["id"]))
+        else:
+            ref = reference[position] if position < len(reference) else None
+        golds = item["gt"]
         pred = item["pred_answer"]
         if pred is None:
             f1, em = 0.0, 0.0
         else:
             f1, em = _score_normalized(normalize_answer(pred, benchmark),
                                        [normalize_answer(g, benchmark) for g in golds], cjk_rule)
-        per_item.append(ItemScore(item["id"], position, f1, em, _item_split(item, position, benchmark, by_id),
-                                  _item_types(item, by_id) if cjk_rule else []))
+        per_item.append(ItemScore(item["id"], position, f1, em, _item_split(item, position, benchmark, ref),
+                                  _item_types(item, ref) if cjk_rule else []))
     report = ScoreReport(benchmark, len(per_item), _mean_percent([s.f1 for s in per_item]),
                          _mean_percent([s.em for s in per_item]), per_item=per_item)
+    if note := positional_id_note(items):
+        report.notes.append(note)
     if benchmark in MAT_SPLITS:
         for split in SPLITS:
             chosen = [s for s in per_item if s.split == split]

@@ -1,11 +1,15 @@
 """Weighted reward definitions: `RewardSpec`, the TRL reward it builds, and its stored description.
 
-The total reward of a completion is the sum over components of weight x
-score, where a component that does not apply to the step (None) adds 0. The
-default weights reproduce the paper: format 1 + a step accuracy (answer F1,
+Two presets. `workbench` (default): the components of text.py and code.py,
+stricter than the released code where the paper's text asks for it; the
+default weights give the paper's sum, format 1 + a step accuracy (answer F1,
 problem set, search-query similarity, or the constant 0.9 for code).
-`describe(spec)` is the exact, JSON-serialisable definition to store with
-every run; `score_components` gives each component per completion for logging.
+`paper`: the released reward code's own two functions, `format` and
+`accuracy` (paper.py), value for value. The total reward of a completion is
+the sum over the preset's components of weight x score, where a component
+that does not apply to the step (None) adds 0. `describe(spec)` is the
+exact, JSON-serialisable definition to store with every run;
+`score_components` gives each component per completion for logging.
 """
 
 import functools
@@ -18,15 +22,21 @@ from typing import Any
 from workbench.benchmarks.scoring import BENCHMARKS
 from workbench.fields import field_help, setting
 from workbench.rewards import code as rewards_code
+from workbench.rewards import paper as rewards_paper
 from workbench.rewards import text as rewards_text
 
-DESCRIPTION_VERSION = 1
+DESCRIPTION_VERSION = 2  # 2: presets (a description without "preset" is the workbench one)
+PRESETS = ("workbench", "paper")
+PAPER_COMPONENTS = ("format", "accuracy")
 
 
 @dataclass
 class RewardSpec:
     """Weights of the reward components and the options they use."""
 
+    preset: str = setting("workbench: the workbench's step rewards (the weights below); paper: the released "
+                          "reward code's format + accuracy, value for value (only the format and accuracy weights "
+                          "apply).", "workbench")
     format: float = setting("<think> then exactly one well-formed action of the kind the step expects (1/0); any "
                             "repeated tag scores 0.", 1.0, component=True)
     answer_f1: float = setting("Token F1 of <answer> vs the gold answers (max over golds), answer steps.",
@@ -49,8 +59,21 @@ class RewardSpec:
     search_threshold: float = setting("Query similarity below this scores 0 (the paper uses 0.5).", 0.5)
     code_constant_value: float = setting("Value of the constant code reward (the paper uses 0.9).", 0.9)
     restoration_metric: str = setting("Image similarity for code_restoration: ssim or psnr.", "ssim")
+    accuracy: float = setting("Paper preset: the released accuracy reward (answer F1 vs the solution, problem set, "
+                              "math-verify then query similarity, 0.9 on code steps).", 1.0, component=True)
 
     def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset {self.preset!r} is unknown; use workbench or paper")
+        changed = [f.name for f in fields(self) if f.name != "preset" and getattr(self, f.name) != f.default]
+        if self.preset == "paper":
+            foreign = [name for name in changed if name not in PAPER_COMPONENTS]
+            if foreign:
+                raise ValueError(f"{', '.join(foreign)} belong(s) to the workbench preset; the paper preset takes "
+                                 f"only the weights format and accuracy")
+        elif "accuracy" in changed:
+            raise ValueError("accuracy is the paper preset's weight; set preset to paper, or weigh the workbench "
+                             "components (answer_f1, problem, search_similarity, code_constant, ...)")
         for name, weight in self.weights().items():
             if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
                 raise ValueError(f"weight {name}={weight!r} must be a finite number")
@@ -74,11 +97,20 @@ class RewardSpec:
         return cls(**values)
 
     def weights(self) -> dict[str, float]:
-        return {name: getattr(self, name) for name in self.component_names()}
+        """The weight of each component of this preset."""
+        names = PAPER_COMPONENTS if self.preset == "paper" else [n for n in self.component_names()
+                                                                   if n != "accuracy"]
+        return {name: getattr(self, name) for name in names}
+
+    def executes_code(self) -> bool:
+        """Whether a weighted component needs the step's code to be run."""
+        return any(self.weights().get(name) for name in EXECUTION_COMPONENTS)
 
 
 def _component_functions(spec: RewardSpec) -> dict[str, Callable[..., list]]:
-    """Each component as a TRL-style function with this spec's options bound."""
+    """Each component of the spec's preset as a TRL-style function with this spec's options bound."""
+    if spec.preset == "paper":
+        return {"format": rewards_paper.format_reward, "accuracy": rewards_paper.accuracy_reward}
     return {
         "format": rewards_text.format_reward,
         "answer_f1": functools.partial(rewards_text.answer_f1_reward, normalization=spec.normalization),
@@ -99,6 +131,17 @@ APPLIES_TO = {"format": "every step", "answer_f1": "answer steps", "answer_em": 
               "problem": "problem steps", "search_similarity": "search steps", "code_constant": "code steps",
               "code_ran": "code steps", "code_image": "code steps",
               "code_restoration": "code steps with a clean reference image"}
+PAPER_APPLIES_TO = {"format": "every step (the kind of action its solution names; search rows: either kind)",
+                    "accuracy": "every step (answer, problem, code or search rules, chosen by the solution)"}
+PAPER_DEFINITIONS = {
+    "format": "The released format reward: the whole completion is <think>..</think>, optional white space, then "
+              "one action of the solution's kind (search rows: <search> or <answer>); a second <think> or action "
+              "tag, or any text before or after, scores 0.",
+    "accuracy": "The released accuracy reward: answer F1 (plain normalisation) against the solution's answer only, "
+                "the whole completion when it has no <answer>; problem labels in single-quoted set syntax (0.5 "
+                "for only the rotation of a rotation pair); 0.9 for any code-step completion without "
+                "<answer>/<problem>; search rows first try math-verify, then answer F1 or all-MiniLM-L6-v2 query "
+                "similarity (< 0.5 counts 0)."}
 
 
 def score_components(spec: RewardSpec, completions: list, *, code_runner: Callable[[str, Path], Any] | None = None,
@@ -110,8 +153,7 @@ def score_components(spec: RewardSpec, completions: list, *, code_runner: Callab
     >>> parts["format"], parts["answer_f1"], parts["problem"], parts["total"]
     ([1.0], [1.0], [None], [2.0])
     """
-    if code_runner is not None and "code_ok" not in kwargs \
-            and any(spec.weights()[name] for name in EXECUTION_COMPONENTS):
+    if code_runner is not None and "code_ok" not in kwargs and spec.executes_code():
         kwargs.update(rewards_code.run_code_steps(completions, code_runner, **kwargs))
     functions = _component_functions(spec)
     parts: dict[str, list[float | None]] = {}
@@ -190,16 +232,40 @@ def describe(spec: RewardSpec | None = None) -> dict[str, Any]:
     """
     spec = spec or RewardSpec()
     help_text = field_help(RewardSpec)
-    components = {name: {"weight": weight, "applies_to": APPLIES_TO[name], "definition": help_text[name]}
-                  for name, weight in spec.weights().items()}
-    options = {f.name: getattr(spec, f.name) for f in fields(spec) if not f.metadata.get("component")}
+    if spec.preset == "paper":
+        components = {name: {"weight": weight, "applies_to": PAPER_APPLIES_TO[name],
+                             "definition": PAPER_DEFINITIONS[name]} for name, weight in spec.weights().items()}
+        options: dict[str, Any] = {}
+        step_kind = ("coding rows (a `kind` of code, or a `type` of pre_problem/pre_code/pre_answer) follow the "
+                     "released coding script, every other row the released search script; the solution's action "
+                     "tag chooses the rule")
+    else:
+        components = {name: {"weight": weight, "applies_to": APPLIES_TO[name], "definition": help_text[name]}
+                      for name, weight in spec.weights().items()}
+        options = {f.name: getattr(spec, f.name) for f in fields(spec)
+                   if not f.metadata.get("component") and f.name != "preset"}
+        step_kind = ("from the `type` column (pre_problem/pre_code/pre_answer/pre_search), else the first "
+                     "action tag of `solution`; with neither, any action kind is accepted")
     return {
         "name": "visual_arft_reward",
         "version": DESCRIPTION_VERSION,
+        "preset": spec.preset,
         "total": "sum over components of weight * score; a component that does not apply to a step adds 0",
-        "step_kind": "from the `type` column (pre_problem/pre_code/pre_answer/pre_search), else the first "
-                     "action tag of `solution`; with neither, any action kind is accepted",
+        "step_kind": step_kind,
         "components": components,
         "options": {name: {"value": value, "definition": help_text[name]} for name, value in options.items()},
         "spec": asdict(spec),
     }
+
+
+def preset_of(description: Any) -> str | None:
+    """The preset a stored reward description names (None when it is not a training reward description).
+
+    >>> preset_of(describe(RewardSpec(preset="paper"))), preset_of({"name": "visual_arft_reward", "version": 1})
+    ('paper', 'workbench')
+    >>> preset_of({"f1": "token F1"}) is None
+    True
+    """
+    if not isinstance(description, dict) or description.get("name") != "visual_arft_reward":
+        return None
+    return description.get("preset") or "workbench"  # descriptions written before presets existed

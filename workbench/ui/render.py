@@ -28,7 +28,7 @@ OUTCOME_LABELS = {
     None: ("running", "#2563eb"),
 }
 _INFORMATION = re.compile(r"<information>(.*?)</information>", re.S)
-_NUMBERED = re.compile(r"(?:^|\s)\d+\.\s*Content:\s*")
+_NUMBERED = re.compile(r"(?<!\d)\d+\.\s*Content:\s*")  # the released runner writes "1. Content:a2. Content:b"
 CLIP = 600
 
 

@@ -122,6 +122,27 @@ def type_table(summary: dict | None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=TYPE_HEADERS)
 
 
+def score_notes(summary: dict | None, benchmark: str | None) -> str:
+    """Markdown under the score tables: why a table is empty, and how the file was read.
+
+    >>> score_notes({"all_f1": 50.0, "per_type": {}}, "multihop").splitlines()[0]
+    '- No simple/hard split: multi-hop benchmarks are reported over all items.'
+    """
+    if not summary or "all_f1" not in summary:
+        return ""
+    lines = []
+    if benchmark == "multihop":
+        lines.append("No simple/hard split: multi-hop benchmarks are reported over all items.")
+    if not summary.get("per_type"):
+        if benchmark == "mat-coding":
+            lines.append("No per-type table: the items carry no degradation `type` labels (the released result "
+                         "files hold only id, gt and pred_answer); an evaluation run on a MAT-Coding file has them.")
+        else:
+            lines.append("No per-type table: degradation types exist only for MAT-Coding.")
+    lines += [f"{note[0].upper()}{note[1:]}." for note in summary.get("notes") or []]
+    return "\n".join(f"- {line}" for line in lines)
+
+
 @dataclass
 class EvalSession:
     watch: JobWatch = field(default_factory=lambda: JobWatch(("eval",)))
@@ -139,6 +160,7 @@ class EvalDetail:
     log: str | None = None
     splits: pd.DataFrame | None = None
     types: pd.DataFrame | None = None
+    notes: str | None = None
 
 
 def _eval_status(job: dict, run: dict | None, done: int, total: int) -> str:
@@ -175,13 +197,14 @@ def eval_detail(store: Store, session: EvalSession, job_id: str, force: bool = F
         session.shown_summary = run_state
         summary = run["summary"] if run and run_state == "succeeded" else None
         detail.splits, detail.types = split_table(summary), type_table(summary)
+        detail.notes = score_notes(summary, run["benchmark"] if run else None)
     return detail
 
 
 def import_result(store: Store, path: str | None, benchmark: str, name: str | None) -> tuple[str, dict]:
-    """Score a result file ({id, gt, pred_answer}) and store it as an 'imported' run; returns (run id, summary)."""
+    """Score a result file ({[id,] gt, pred_answer}) and store it as an 'imported' run; returns (run id, summary)."""
     if not path:
-        raise ValueError("upload a result file (JSON list or JSON Lines of {id, gt, pred_answer}) first")
+        raise ValueError("upload a result file (JSON list or JSON Lines of {[id,] gt, pred_answer}) first")
     run_id, _ = import_predictions(store, path, benchmark, (name or "").strip() or f"imported {Path(path).stem}")
     return run_id, store.get_run(run_id)["summary"]
 
@@ -226,10 +249,11 @@ def build(ctx: UIContext) -> EvalTab:
     with gr.Row():
         splits = gr.Dataframe(headers=SPLIT_HEADERS, label="Scores per split", interactive=False, elem_id="ev-splits")
         types = gr.Dataframe(headers=TYPE_HEADERS, label="Scores per type", interactive=False, elem_id="ev-types")
+    notes = gr.Markdown(elem_id="ev-notes")
     log = gr.Textbox(label="Log tail", lines=8, max_lines=20, autoscroll=True, interactive=False)
     with gr.Accordion("Import an existing result file as a run", open=False):
         with gr.Row():
-            result_file = gr.File(label="Result file ({id, gt, pred_answer} items)", file_types=[".json", ".jsonl"],
+            result_file = gr.File(label="Result file ({[id,] gt, pred_answer} items)", file_types=[".json", ".jsonl"],
                                   height=120, elem_id="ev-import-file")
             with gr.Column():
                 import_benchmark = gr.Radio(list(BENCHMARK_FORMATS), value="mat-coding", label="Benchmark")
@@ -239,8 +263,9 @@ def build(ctx: UIContext) -> EvalTab:
         with gr.Row():
             import_splits = gr.Dataframe(headers=SPLIT_HEADERS, label="Scores per split", interactive=False)
             import_types = gr.Dataframe(headers=TYPE_HEADERS, label="Scores per type", interactive=False)
+        import_notes = gr.Markdown(elem_id="ev-import-notes")
 
-    detail_outputs = [status, progress, log, splits, types]
+    detail_outputs = [status, progress, log, splits, types, notes]
 
     def on_launch(*values):
         try:
@@ -259,8 +284,9 @@ def build(ctx: UIContext) -> EvalTab:
         try:
             detail = eval_detail(store, session, chosen, force=force)
         except ValueError as exc:
-            return (session, listing, picked, str(exc), progress_html(None), gr.skip(), gr.skip(), gr.skip())
-        optional = [detail.log, detail.splits, detail.types]
+            return (session, listing, picked, str(exc), progress_html(None), gr.skip(), gr.skip(), gr.skip(),
+                    gr.skip())
+        optional = [detail.log, detail.splits, detail.types, detail.notes]
         return (session, listing, picked, detail.status, detail.progress,
                 *(gr.skip() if v is None else v for v in optional))
 
@@ -279,9 +305,10 @@ def build(ctx: UIContext) -> EvalTab:
         except (ValueError, OSError) as exc:
             message = render.without_upload_paths(str(exc), path)
             gr.Warning(message)
-            return f"**Not imported:** {render.esc(message)}", gr.skip(), gr.skip()
+            return f"**Not imported:** {render.esc(message)}", gr.skip(), gr.skip(), gr.skip()
         return (f"Imported as run `{run_id}`: F1 {summary.get('all_f1')} · EM {summary.get('all_em')} over "
-                f"{summary.get('n')} items.", split_table(summary), type_table(summary))
+                f"{summary.get('n')} items.", split_table(summary), type_table(summary),
+                score_notes(summary, benchmark))
 
     def on_benchmark(benchmark):
         return list(DEFAULT_TOOLS.get(benchmark, ()))
@@ -295,5 +322,5 @@ def build(ctx: UIContext) -> EvalTab:
     jobs_panel.wire(jobs_panel.JobPanel(table, job_id, cancel, refresh, timer, state, message), on_refresh, on_tick,
                     on_cancel, refresh_outputs, api_kind="eval")
     import_button.click(on_import, [result_file, import_benchmark, import_name],
-                        [import_message, import_splits, import_types], api_name="import_results")
+                        [import_message, import_splits, import_types, import_notes], api_name="import_results")
     return EvalTab(timer, on_refresh, [job_id, state], refresh_outputs, names)

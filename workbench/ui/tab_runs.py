@@ -17,6 +17,7 @@ import gradio as gr
 import pandas as pd
 
 from workbench import run_charts
+from workbench.rewards import preset_of
 from workbench.store import Store
 from workbench.ui import figures, render
 from workbench.ui.context import UIContext
@@ -35,8 +36,18 @@ class RunsSession:
     runs: dict[str, dict] = field(default_factory=dict)
 
 
+def preset_label(run: dict) -> str:
+    """" · <preset> rewards" for a run trained with a reward preset, else "".
+
+    >>> preset_label({"reward_spec": {"name": "visual_arft_reward", "preset": "paper"}}), preset_label({})
+    (' · paper rewards', '')
+    """
+    preset = preset_of(run.get("reward_spec"))
+    return f" · {preset} rewards" if preset else ""
+
+
 def run_choices(store: Store, viewer: Viewer) -> list[tuple[str, str]]:
-    return [(f"{run['name']} · {run['kind']} · {run['status']} · {run['id']}", run["id"])
+    return [(f"{run['name']} · {run['kind']} · {run['status']}{preset_label(run)} · {run['id']}", run["id"])
             for run in viewer.visible_runs(store)]
 
 
@@ -50,7 +61,7 @@ def select_runs(store: Store, viewer: Viewer, session: RunsSession | None,
         if not viewer.can_see_run(run):
             continue
         session.runs[run_id] = run
-        session.labels[run_id] = f"{render.clip(run['name'], 48)} ({run_id})"
+        session.labels[run_id] = f"{render.clip(run['name'], 48)} ({run_id}){preset_label(run)}"
         chosen.append(run_id)
     session.cache.poll(store, chosen)
     return session, chosen
@@ -118,7 +129,11 @@ def build_view(session: RunsSession, run_ids: list[str], metric: str | None, smo
     table_names = [n for n in [metric, *run_charts.reward_components(names).values(), tool_name] if n]
     summary = pd.DataFrame(run_charts.summary_rows(cache, run_ids, labels, list(dict.fromkeys(table_names))),
                            columns=run_charts.SUMMARY_HEADERS)
-    headers, rows = run_charts.config_diff([session.runs[r] for r in run_ids if r in session.runs])
+    runs = [session.runs[r] for r in run_ids if r in session.runs]
+    headers, rows = run_charts.config_diff(runs)
+    presets = [preset_of(run.get("reward_spec")) or "—" for run in runs]
+    if len(set(presets)) > 1:
+        rows.insert(0, ["reward preset", *presets])
     diff = pd.DataFrame(rows, columns=headers) if rows else pd.DataFrame(
         [["(no differences)"] + [""] * (len(headers) - 1)], columns=headers)
     return RunsView(names, metric, figures.metric_figure(cache, run_ids, labels, metric, smoothing),
