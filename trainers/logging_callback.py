@@ -2,11 +2,11 @@
 
 Runs inside the job process. Per optimiser step it records every metric TRL
 logged (loss, KL, learning rate, each reward component `rewards/<name>/mean`,
-total `reward`, completion length, TRL's tool frequencies, `step_time`) plus
-its own: the reward's standard deviation within groups (`reward_group_std`),
-the tool-call rate and tool-failure rate of real tool calls (`tools/call_rate`,
-`tools/calls_per_episode`, `tools/failure_rate`) and the wall time of the step
-(`step_wall_time`). Every `log_traces_every` steps it saves whole sampled
+total `reward`, completion length, TRL's tool frequencies, `step_time`, and
+the trainer's tool use `tools/call_rate` etc., see trainers.grpo; held-out
+evaluations arrive as the same names with an `eval_` prefix) plus its own:
+the reward's standard deviation within groups (`reward_group_std`) and the
+wall time of the step (`step_wall_time`). Every `log_traces_every` steps it saves whole sampled
 groups (all G rollouts of a prompt) as `Trace`s with per-component rewards,
 advantages, the turns, tool calls and tool output images. Checkpoints are
 recorded as they are saved, and the job's progress (step / max_steps).
@@ -219,14 +219,6 @@ class StoreLoggingCallback(TrainerCallback):
         spread = group_std(totals, self.num_generations)
         if spread is not None:
             values["reward_group_std"] = spread
-        environments = getattr(trainer, "environments", None) or []
-        if environments:
-            calls = [env.tool_calls for env in environments]
-            count = sum(len(c) for c in calls)
-            failed = sum(1 for c in calls for record in c if not record.ok)
-            values["tools/call_rate"] = sum(1 for c in calls if c) / len(calls)
-            values["tools/calls_per_episode"] = count / len(calls)
-            values["tools/failure_rate"] = failed / count if count else 0.0
         return values
 
     def _totals(self, trainer: Any) -> list[float]:

@@ -141,6 +141,28 @@ def record_expert_traces(world: World, store: Store, *, coding: bool = True,
         jobs += [(coding_items, coding_turns, ("code",), None), (direct_items, direct_turns, (), None)]
     for corpus, (items, turns) in sorted(_search_episodes(search_file).items()):
         jobs.append((items, turns, ("search",), search_file.parent / corpus))
+    return _replay(store, run_id, jobs)
+
+
+def record_start_traces(world: World, store: Store, *, direct_share: float, seed: int = 0,
+                        name: str = "expert traces (click-to-train start)") -> str:
+    """The coding train split with the code tool offered, where the expert answers at once, from the image as
+    it is, on `direct_share` of the items (drawn with `seed`) and repairs the image first on the rest: the SFT
+    data of the click-to-train start adapter, a policy that knows its tool but mostly does not call it."""
+    import random
+
+    items, turns = _coding_episodes(world.coding("train"))
+    for position in random.Random(seed).sample(range(len(items)), round(direct_share * len(items))):
+        item = items[position]
+        turns[(item.question, _sha(item.images[0]))] = mini_expert.direct_turns(item.gold[0])
+    run_id = store.create_run(name, "imported", config={"source": "workbench.benchmarks.mini_expert",
+                                                        "world": str(world.root), "direct_share": direct_share,
+                                                        "seed": seed})
+    return _replay(store, run_id, [(items, turns, ("code",), None)])
+
+
+def _replay(store: Store, run_id: str, jobs: list[tuple[list[AgentItem], dict, tuple[str, ...], Path | None]]) -> str:
+    """Replay each job's expert turns (items, turns, tool names, search corpus) into run `run_id`."""
     kept = episodes = 0
     for items, turns, names, corpus in jobs:
         tools = build_tools(names, corpus=corpus)
