@@ -194,3 +194,50 @@ def test_a_public_visitor_keeps_their_runs_across_a_reload(public_url, page):
     expect(other.locator("#tr-table")).to_be_visible()
     other.wait_for_timeout(2000)
     assert trace_id[:12] not in other.locator("#tr-table").inner_text()
+
+
+# Every distinct text the Train tab's progress line shows, with the milliseconds since the watch began.
+WATCH_PROGRESS = """() => {
+  window.__progress = [];
+  const t0 = performance.now();
+  new MutationObserver(() => {
+    const bar = document.querySelector('#tn-progress .wb-progress, #tn-progress .wb-muted');
+    const text = bar ? bar.innerText : '';
+    const seen = window.__progress;
+    if (text && (!seen.length || seen[seen.length - 1].text !== text)) {
+      seen.push({text: text, ms: performance.now() - t0});
+    }
+  }).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def test_a_launched_demo_training_job_shows_its_progress_changing_within_15_seconds(app_url, page):
+    from playwright.sync_api import expect
+
+    from workbench.ui.context import ModelWarmup
+
+    ModelWarmup().start().join(300)  # as `python app.py` does at start: a user's app has its libraries loaded
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.goto(app_url)
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#tn-demo").click()
+    expect(page.locator("#tn-command")).to_contain_text("-m trainers.grpo", timeout=60_000)
+    page.evaluate(WATCH_PROGRESS)
+    page.locator("#tn-launch").click()
+    expect(page.locator("#tn-message")).to_contain_text("Launched job", timeout=30_000)
+    phase = "/starting: importing|loading|evaluation|training: step/"
+    page.wait_for_function(f"window.__progress.some(p => p.ms < 15000 && {phase}.test(p.text))", timeout=20_000)
+    texts = [entry["text"] for entry in page.evaluate("window.__progress")]
+    assert len(texts) >= 2 and texts[0] != texts[-1], texts
+    expect(page.locator("#tn-status")).to_contain_text("Now:")
+    page.screenshot(path=str(ARTIFACTS / "browser-8-train-progress.png"), full_page=True)
+    job = page.locator("#tn-job-id input, #tn-job-id textarea").first.input_value()
+
+    page.reload()  # the page re-attaches to the running job and shows the settings it was launched with
+    page.get_by_role("tab", name="Train").click()
+    expect(page.locator("#tn-status")).to_contain_text(f"Job {job}", timeout=30_000)
+    expect(page.get_by_label("Data files")).to_have_value(re.compile("mat_coding_mini.json"))
+    expect(page.locator("#tn-command")).to_contain_text("--mode episodes")
+    page.locator("#tn-cancel").click()
+    expect(page.locator("#tn-status")).to_contain_text("cancelled", timeout=30_000)

@@ -10,6 +10,7 @@ its checkpoint and cancel the resumed job.
 
 import json
 import os
+import re
 import signal
 import socket
 import time
@@ -389,12 +390,14 @@ def test_training_jobs_launch_finish_cancel_and_resume_through_the_app(running_a
     assert "**succeeded**" in status and "succeeded · 100 %" in progress and "step 1 of 1" in progress
     assert "finished" in log and curve["type"] == "plotly" and "loss" in curve["plot"]
     assert store.get_run(store.get_job(job_id)["run_id"])["summary"]["steps"] == 1
+    assert store.get_job(job_id)["note"] == "finished"
 
     _, long_job = launch({("Max steps", 1): 200})
     run_id = store.get_job(long_job)["run_id"]
     wait_until(lambda: store.list_checkpoints(run_id), timeout=150)  # mid-training, one checkpoint saved
     reloaded = Client(running_app.url, verbose=False).predict("", api_name="/show_training_jobs")
     assert reloaded[1] == long_job and "**running**" in reloaded[2], "a new page re-attaches to the running job"
+    assert re.search(r"Now: (training: step \d+ of 200 · .* left|saving a checkpoint at step \d+)", reloaded[2])
     assert client.predict(long_job, api_name="/cancel_training_job") == f"Cancelled job {long_job}."
     _, _, status, progress, *_ = show(long_job)
     assert "**cancelled**" in status and store.get_run(run_id)["status"] == "cancelled"

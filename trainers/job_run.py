@@ -89,6 +89,12 @@ def resume_checkpoint(context: JobContext) -> str | None:
     return str(max(found)[1]) if found else None
 
 
+def note_phase(context: JobContext, note: str) -> None:
+    """Tell the job row what the process is doing (the Train tab shows it); rank 0 only."""
+    if context.job_id and is_main_process() and context.store.get_job(context.job_id) is not None:
+        context.store.update_job(context.job_id, note=note)
+
+
 def finish_run(context: JobContext, status: str, summary: dict[str, Any]) -> None:
     if not is_main_process():
         return
@@ -138,11 +144,13 @@ def run_training(config: TrainJobConfig, build: Callable[[JobContext], TrainingS
         if resume:
             print(f"[workbench] resuming from {checkpoint}" if checkpoint else
                   "[workbench] no checkpoint to resume from; starting at step 0", flush=True)
+        note_phase(context, "loading the model and the data")
         setup = build(context)
         result = setup.trainer.train(resume_from_checkpoint=checkpoint)
         setup.close()
         succeed_run(context, checkpoint, steps=setup.trainer.state.global_step, train_loss=result.training_loss,
                     **setup.summary())
+        note_phase(context, "finished")
         return context.run_id
     except BaseException as exc:
         if setup is not None:

@@ -91,6 +91,11 @@ def _migration_2(db: sqlite_utils.Database) -> None:
     db["jobs"].add_column("pid_start", str)  # process start time, so a reused PID is not mistaken for the job
 
 
+@MIGRATIONS(name="003_job_phase_note")
+def _migration_job_note(db: sqlite_utils.Database) -> None:
+    db["jobs"].add_column("note", str)  # what the job is doing now, e.g. "evaluating 37/200" or "step 3 of 24 ..."
+
+
 
 
 def _record_legacy_version(db: sqlite_utils.Database) -> None:

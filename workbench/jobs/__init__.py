@@ -131,7 +131,7 @@ def _start(store: Store, job: dict) -> None:
             cwd=str(settings.REPO_ROOT))
     _children[job["id"]] = child
     store.update_job(job["id"], status="running", pid=child.pid, pid_start=process_start_time(child.pid),
-                     started_at=time.time())
+                     started_at=time.time(), note="starting: importing torch, transformers and the tools")
 
 
 def cancel(store: Store, job_id: str, grace_s: float = 5.0) -> None:

@@ -5,6 +5,8 @@ with EMA and downsampled for display, so drawing 50 runs x 5,000 steps sends
 a bounded number of points to the browser.
 """
 
+import textwrap
+
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
@@ -21,8 +23,10 @@ def _points_per_run(runs: int) -> int:
 
 
 def empty_figure(message: str) -> go.Figure:
+    """A blank chart saying why it is blank (wrapped: plotly does not wrap annotation text itself)."""
     figure = go.Figure()
-    figure.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
+    figure.add_annotation(text="<br>".join(textwrap.wrap(message, 48)), showarrow=False, x=0.5, y=0.5,
+                          xref="paper", yref="paper",
                           font={"size": 14, "color": "#64748b"})
     figure.update_layout(height=260, xaxis={"visible": False}, yaxis={"visible": False},
                          margin={"l": 20, "r": 20, "t": 20, "b": 20})
@@ -54,9 +58,9 @@ def _add_lines(figure: go.Figure, cache: MetricSeriesCache, run_ids: list[str], 
 
 
 def metric_figure(cache: MetricSeriesCache, run_ids: list[str], labels: dict[str, str], name: str | None,
-                  smoothing: float) -> go.Figure:
+                  smoothing: float, *, empty_message: str = "Select runs that logged metrics.") -> go.Figure:
     if not name:
-        return empty_figure("Select runs that logged metrics.")
+        return empty_figure(empty_message)
     figure = go.Figure()
     if not _add_lines(figure, cache, run_ids, labels, name, smoothing):
         return empty_figure(f"No selected run logged {name!r}.")

@@ -31,7 +31,7 @@ from workbench.store import Store
 from workbench.ui import jobs_panel, render
 from workbench.ui.context import UIContext
 from workbench.ui.forms import FieldSpec, build_form, form_values
-from workbench.ui.jobs_panel import JOB_HEADERS, poll_jobs, progress_html, tail_lines
+from workbench.ui.jobs_panel import JOB_HEADERS, poll_jobs, progress_html, running_note, tail_lines
 
 POLL_SECONDS = 2.0
 EVAL_FIELDS = ("benchmark", "data", "images", "model", "adapter", "limit", "name", "corpus", "search_backend",
@@ -188,7 +188,8 @@ def eval_detail(store: Store, session: EvalSession, job_id: str, force: bool = F
     total = (job["config"].get("items") or 0) * samples
     done = store.count_traces(job["run_id"]) if job["run_id"] else 0
     fraction = 1.0 if job["status"] == "succeeded" else (done / total if total else 0.0)
-    detail = EvalDetail(_eval_status(job, run, done, total), progress_html(job, fraction, f"{done}/{total} traces"))
+    detail = EvalDetail(_eval_status(job, run, done, total), progress_html(
+        job, fraction, f"{done}/{total} traces" if done else running_note(job, f"0/{total} traces")))
     log = tail_lines(jobs.log_tail(store, job_id))
     if force or log != session.shown_log:
         detail.log = session.shown_log = log

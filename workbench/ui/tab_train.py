@@ -48,7 +48,7 @@ from workbench.store import Store
 from workbench.ui import figures, jobs_panel, render
 from workbench.ui.context import UIContext
 from workbench.ui.forms import FieldSpec, build_form, field_label, form_fields, form_values
-from workbench.ui.jobs_panel import JOB_HEADERS, poll_jobs, progress_html, tail_lines
+from workbench.ui.jobs_panel import JOB_HEADERS, clock, poll_jobs, progress_html, running_note, tail_lines
 
 POLL_SECONDS = 2.0
 KIND_CHOICES = [("GRPO: reinforcement learning with the Visual-ARFT rewards", "grpo"),
@@ -158,7 +158,10 @@ def form_text(name: str, value: Any) -> Any:
 
 
 def job_markdown(job: dict, run: dict | None) -> str:
-    lines = [f"**Job {job['id']}** · {job['kind']} · **{job['status']}** · created {job_age(job)}"]
+    lines = [f"**Job {job['id']}** · {job['kind']} · **{job['status']}** · created {clock(job['created_at'])} "
+             f"({job_age(job)})"]
+    if job["status"] == "running" and job.get("note"):
+        lines.append(f"Now: {job['note']}")
     if job["run_id"]:
         lines.append(f"Run `{job['run_id']}`" + (f" ({run['name']}, {run['status']})" if run else " (not started yet)"))
     if job["error"]:
@@ -211,7 +214,7 @@ def job_detail(store: Store, session: TrainSession, job_id: str, force: bool = F
     run = store.get_run(run_id) if run_id else None
     changed = session.cache.poll(store, [run_id]) if run_id else set()
     budget = (job["config"] or {}).get("max_steps") or 0
-    note = f"step {_last_step(session.cache, run_id)} of {budget}" if run_id and budget else ""
+    note = running_note(job, f"step {_last_step(session.cache, run_id)} of {budget}" if run_id and budget else "")
     log = tail_lines(jobs.log_tail(store, job_id))
     detail = JobDetail(job_markdown(job, run), progress_html(job, note=note))
     if force or log != session.shown_log:
@@ -220,7 +223,9 @@ def job_detail(store: Store, session: TrainSession, job_id: str, force: bool = F
         labels = {run_id: run["name"] if run else run_id} if run_id else {}
         runs = [run_id] if run_id else []
         metric = _curve_metric(session.cache.names(runs))
-        detail.figures = (figures.metric_figure(session.cache, runs, labels, metric, 0.0),
+        waiting = ("No metrics yet: the first point appears after the first training step, or after the "
+                   "step-0 evaluation when the job measures a held-out reward.")
+        detail.figures = (figures.metric_figure(session.cache, runs, labels, metric, 0.0, empty_message=waiting),
                           figures.rewards_figure(session.cache, runs, labels, 0.0))
     return detail
 
@@ -278,8 +283,8 @@ def build(ctx: UIContext) -> TrainTab:
         rest = tuple(n for n in common_fields() if n not in COMMON_MAIN)
         controls.update({("common", n): c for n, c in build_form(TrainJobConfig, SPECS, only=rest).items()})
     keys = list(controls)
-    preview = gr.Code(language="shell", label="Exact command (the run id is chosen at launch)", interactive=False,
-                      elem_id="tn-command")
+    preview = gr.Code(command_preview("grpo", {}), language="shell", interactive=False, elem_id="tn-command",
+                      label="Exact command (the run id is chosen at launch)")
     with gr.Row():
         launch = gr.Button("Launch", variant="primary", elem_id="tn-launch")
         preview_button = gr.Button("Update command", elem_id="tn-preview")
@@ -329,6 +334,15 @@ def build(ctx: UIContext) -> TrainTab:
         plots = detail.figures or (gr.skip(), gr.skip())
         return (detail.status, detail.progress, gr.skip() if detail.log is None else detail.log, *plots)
 
+    def on_job_chosen(job_id_value):
+        """The form as the chosen job was launched (kind and every setting): a reloaded page shows its job."""
+        job = store.get_job(job_id_value or "")
+        if job is None or job["kind"] not in CONFIG_CLASSES:
+            return tuple(gr.skip() for _ in range(len(keys) + 2))
+        values = {name: value for name, value in (job["config"] or {}).items() if name != "kind"}
+        return (job["kind"], *(form_text(name, values[name]) if scope in ("common", job["kind"]) and name in values
+                               else gr.skip() for scope, name in keys), command_preview(job["kind"], values))
+
     def poll(job_value, session, force):
         session = session or TrainSession()
         listing, chosen, picked = poll_jobs(store, session.watch, job_value, force)
@@ -368,6 +382,7 @@ def build(ctx: UIContext) -> TrainTab:
         else:
             control.input(on_preview, form_inputs, preview, api_visibility="private")
     preview_button.click(on_preview, form_inputs, preview, api_name="preview_training_command")
+    job_id.change(on_job_chosen, job_id, [*form_inputs, preview], api_visibility="private")
     demo.click(on_demo, None, list(controls.values()), api_name="fill_demo_training").then(
         on_preview, form_inputs, preview, api_visibility="private")
     launched = launch.click(on_launch, form_inputs, [message, job_id], api_name="launch_training",
