@@ -62,6 +62,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 import tempfile
 import threading
@@ -253,12 +254,25 @@ def _note_fallback(mode: str, reasons: list[str]) -> None:
                     mode, "; ".join(reasons))
 
 
+# What a worker's log says when the interpreter itself could not start (not the isolation around it).
+INTERPRETER_FAILURES = ("error while loading shared libraries", "execvp", "can't open file",
+                        "No such file or directory", "Permission denied", "could not be started")
+
+
 def _advice(reasons: list[str]) -> str:
-    """What to do about the reasons no isolation mode started, in the order most likely to help."""
+    """What to do about the reasons no isolation mode started, in the order most likely to help.
+
+    Every mode runs the app's own interpreter, so when it is the interpreter that fails everywhere, no
+    other isolation mode (not even unsafe-none) would help: the advice is about the interpreter then.
+    """
     text = " ".join(reasons)
     if "ModuleNotFoundError" in text or "ImportError" in text:
         return ("The worker could not import numpy, OpenCV or Pillow: install requirements.txt into the "
                 f"interpreter that runs the app ({sys.executable}).")
+    if reasons and all(any(sign in reason for sign in INTERPRETER_FAILURES) for reason in reasons):
+        return (f"The sandbox runs the app's own interpreter ({launch.interpreter()}) and it could not start "
+                "there: run the app with a Python whose folders every user may read (the system Python, or a "
+                "virtualenv outside /root and home folders such as /opt/venv) with requirements.txt installed.")
     steps = []
     if "not installed" in text:
         steps.append("install bubblewrap (apt-get install bubblewrap, or packages.txt on a Space)")
@@ -371,7 +385,9 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Run model-written Python image code in the sandbox.")
     parser.add_argument("--input", required=True, help="input image (path_to_input_image.jpg in the code)")
     parser.add_argument("--code", required=True, help="file with the code or the raw <code> argument; - for stdin")
-    parser.add_argument("--job-dir", help="folder for the output images (default: a new temporary folder)")
+    parser.add_argument("--job-dir", help="folder for the output images (default: a temporary folder, removed "
+                                          "after the call unless --keep is given)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (and print its images)")
     parser.add_argument("--crop-box", help="the question's 0..1000 box x_min,y_min,x_max,y_max (paper crop rule)")
     parser.add_argument("--isolation", choices=ISOLATION_MODES, default=default_isolation(),
                         help="default: $CODE_SANDBOX_ISOLATION or auto (bwrap, else the Landlock fallback)")
@@ -392,12 +408,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     limits = SandboxLimits(**{f.name: getattr(args, f.name) for f in fields(SandboxLimits)})
+    job_dir = args.job_dir or tempfile.mkdtemp(prefix="code-job-")
     try:
         with CodeSandbox(limits, isolation=args.isolation) as sandbox:
-            result = sandbox.run(code, args.input, args.job_dir, crop_box=crop_box)
+            result = sandbox.run(code, args.input, job_dir, crop_box=crop_box)
     except SandboxUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if not (args.job_dir or args.keep):
+            shutil.rmtree(job_dir, ignore_errors=True)
+    if not (args.job_dir or args.keep) and result.output_images:
+        print(f"note: {len(result.output_images)} output image(s) were not kept; pass --job-dir DIR or --keep",
+              file=sys.stderr)
+        result.output_images = []
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
     else:
