@@ -3,7 +3,8 @@
 Every module belongs to one layer (LAYERS, in order); a layer may import the
 layers it lists in ALLOWED, never one above it. Imports inside functions
 count too: a late import is still a dependency. On top of that:
-- only workbench/store.py talks SQL (and the search tool its own index files);
+- only workbench/store.py talks SQL (with workbench/database_file.py for the file's integrity check and
+  backups, and the search tool its own index files);
 - only workbench/ui (and app.py) imports Gradio;
 - nothing imports workbench.synth (the scripts that remake the demo assets)
   except those scripts themselves;
@@ -33,7 +34,7 @@ LAYERS = {
     "rewards": ("workbench.rewards",),
     "agent": ("workbench.agent",),
     "evaluation": ("workbench.benchmarks.evaluation",),
-    "jobs": ("workbench.jobs",),
+    "jobs": ("workbench.jobs", "workbench.upkeep"),
     "services": ("workbench.run_charts", "workbench.search_service"),
     "cli": ("workbench.cli", "workbench.__main__"),
     "trainers": ("trainers",),
@@ -58,7 +59,9 @@ BELOW = {  # what each layer may import besides itself
 }
 SYNTH_IMPORTERS = {"trainers.demo_model"}  # remakes the demo model and its runs, with the demo world
 SQL_MODULES = {"sqlite3", "sqlite_utils"}
-SQL_ALLOWED = {"workbench.store", "tools.search", "tools.search_cache", "tools.local_corpus"}
+# the store's rows, and the database file's integrity check and backups
+SQL_ALLOWED = {"workbench.store", "workbench.database_file", "tools.search", "tools.search_cache",
+               "tools.local_corpus"}
 GRADIO_LAYERS = {"ui"}
 
 

@@ -25,6 +25,7 @@ from trainers.config import CONFIG_CLASSES, ConfigError, TrainJobConfig, config_
 from trainers.preflight import validate_for_launch
 from trainers.trl_names import parse_overrides
 from workbench import settings
+from workbench.database_file import DatabaseDamaged
 from workbench.store import Store
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -206,7 +207,7 @@ def cli_main(kind: str, run: Callable[..., str], argv: list[str] | None = None) 
         return 2
     try:
         run_id = run(config, store=Store(), run_id=args.run_id, job_id=args.job_id, resume=args.resume)
-    except (ConfigError, FileNotFoundError) as exc:
+    except (ConfigError, FileNotFoundError, DatabaseDamaged) as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)

@@ -126,6 +126,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_repair_db(args: argparse.Namespace) -> int:
+    from workbench import settings
+    from workbench.database_file import repair
+
+    path = settings.db_path()
+    if not path.is_file():
+        raise ValueError(f"there is no database at {path}; set WORKBENCH_HOME to the folder that holds it")
+    kept = repair(path)
+    print(f"repaired {path}: kept " + ", ".join(f"{count} {table}" for table, count in kept.items()) +
+          "; the damaged file is beside it (.damaged-<time>)")
+    return 0
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from workbench.benchmarks.scoring import load_predictions, score_predictions
 
@@ -191,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(evaluate)
     _add_runner_args(evaluate)
     evaluate.set_defaults(func=cmd_eval, tools=None)
+
+    repair = sub.add_parser("repair-db", help="copy every readable row of a damaged database into a new file "
+                                              "that replaces it (stop the app first)")
+    repair.set_defaults(func=cmd_repair_db)
 
     score = sub.add_parser("score", help="score a result file of {id, gt, pred_answer}")
     score.add_argument("--benchmark", required=True, choices=benchmarks)

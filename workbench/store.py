@@ -7,6 +7,9 @@ module only records them. Every reader gets plain dicts or `Trace` objects.
 
 Several processes share the file (the app, training jobs, eval jobs): each
 `Store` opens one connection per thread, and writers keep transactions short.
+A file SQLite cannot read raises `DatabaseDamaged` (what to do is in its
+message); `check_integrity` and `back_up` are the app's start-up check and
+periodic backup (workbench.database_file).
 """
 
 import contextlib
@@ -23,8 +26,9 @@ from typing import Any
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
+from workbench import database_file, settings
 from workbench import images as image_files
-from workbench import settings
+from workbench.database_file import DatabaseDamaged
 from workbench.trace import ToolCall, Trace, Turn
 
 RUN_KINDS = ("playground", "eval", "train", "imported")
@@ -119,7 +123,13 @@ class Store:
         self.path = Path(path) if path else settings.db_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._migrate()
+        try:
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            if not database_file.is_damage(exc):
+                raise
+            self.close()
+            raise DatabaseDamaged(database_file.damaged_message(self.path, str(exc))) from None
 
     # -- connection and schema -------------------------------------------------
     @property
@@ -138,6 +148,23 @@ class Store:
             if db.execute("PRAGMA user_version").fetchone()[0] and not MIGRATIONS.applied(db):
                 _record_legacy_version(db)
             MIGRATIONS.apply(db)
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their threads end)."""
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.conn.close()
+            self._local.db = None
+
+    def check_integrity(self) -> None:
+        """SQLite's quick check of the whole file; DatabaseDamaged says what to do when it fails."""
+        problem = database_file.integrity_problem(self.db.conn)
+        if problem:
+            raise DatabaseDamaged(database_file.damaged_message(self.path, problem))
+
+    def back_up(self) -> Path:
+        """A checked online backup in settings.backups_dir() (the newest few are kept)."""
+        return database_file.back_up(self.db.conn)
 
     @property
     def schema_version(self) -> int:

@@ -14,6 +14,7 @@ import sys
 import time
 
 from workbench import jobs
+from workbench.database_file import DatabaseDamaged
 from workbench.store import Store
 
 PR_SET_PDEATHSIG = 1
@@ -24,7 +25,11 @@ def _die_with_parent() -> None:
 
 
 def main(job_id: str) -> int:
-    store = Store()
+    try:
+        store = Store()
+    except DatabaseDamaged as exc:
+        print(f"workbench.jobs.process: {exc}", file=sys.stderr)
+        return 2
     job = store.get_job(job_id)
     if job is None:
         print(f"workbench.jobs.process: no job {job_id}", file=sys.stderr)
