@@ -231,12 +231,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_reporting_errors(command, args, *, debug: bool = False) -> int:
-    """Run a command; a user error (bad value, missing file) is one line on stderr and exit code 2."""
+    """Run a command; a user error (bad value, missing file) is one line on stderr and exit code 2.
+
+    A full disk is one line too, with exit code EXIT_DISK_FULL.
+    """
     if debug:
         return command(args)
+    from workbench.database_file import disk_full_message, is_disk_full
+    from workbench.processes import EXIT_DISK_FULL
+
     try:
         return command(args)
-    except (ValueError, OSError) as exc:
+    except Exception as exc:
+        if is_disk_full(exc):  # a job's supervisor reports this exit code as "disk full"
+            print(f"error: {disk_full_message()}", file=sys.stderr)
+            return EXIT_DISK_FULL
+        if not isinstance(exc, (ValueError, OSError)):
+            raise
         print(f"error: {user_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -14,6 +14,7 @@ they are kept, written under a temporary name and renamed, and rotated:
 one every WORKBENCH_BACKUP_HOURS (default 6; 0 turns them off).
 """
 
+import errno
 import os
 import shlex
 import sqlite3
@@ -34,6 +35,25 @@ class DatabaseDamaged(ValueError):
 def is_damage(exc: BaseException) -> bool:
     """An SQLite error that means the file is damaged (not busy, locked or out of space)."""
     return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """The error (or one it was raised from) says the disk or a quota is full, from SQLite or the OS."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(exc, sqlite3.OperationalError) and (
+                getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def disk_full_message() -> str:
+    """What a run or job that stopped on a full disk says (the UI shows it as is)."""
+    return (f"disk full: no space was left on the device holding {settings.home()}; free some space, then "
+            "start the run again (training resumes from its last checkpoint)")
 
 
 def integrity_problem(conn: sqlite3.Connection) -> str | None:

@@ -13,6 +13,7 @@ from typing import Any
 from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig, TurnEvent
 from workbench.agent.tools import build_tools
 from workbench.backends import ChatBackend, resolve_model
+from workbench.database_file import disk_full_message, is_disk_full
 from workbench.images import load_image
 from workbench.store import Store
 from workbench.trace import Trace
@@ -59,7 +60,8 @@ def stream_question(store: Store, question: str, images: list[str | Path], *, mo
         store.update_run(run_id, status="cancelled", summary={"error": "the run was stopped before it finished"})
         raise
     except BaseException as exc:
-        store.update_run(run_id, status="failed", summary={"error": f"{type(exc).__name__}: {exc}"})
+        error = disk_full_message() if is_disk_full(exc) else f"{type(exc).__name__}: {exc}"
+        store.update_run(run_id, status="failed", summary={"error": error})  # kept for later if the disk is full
         raise
     store.update_run(run_id, status="succeeded")
 

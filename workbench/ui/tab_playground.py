@@ -17,6 +17,7 @@ import gradio as gr
 
 from workbench import protocol
 from workbench.agent.runner import RunnerConfig
+from workbench.database_file import disk_full_message, is_disk_full
 from workbench.images import ImageError, image_path, load_image
 from workbench.trace import Trace
 from workbench.ui import render
@@ -144,7 +145,25 @@ class PlaygroundUpdate:
 def run_playground(ctx: UIContext, viewer: Viewer, files: Any, demo_name: str | None, question: str,
                    model: str, adapter: str | None, config: RunnerConfig, corpus: str | None = None,
                    search_mode: str = "cache-first") -> Iterator[PlaygroundUpdate]:
-    """Validate, start a run tagged with the viewer, and yield an update after every turn."""
+    """Validate, start a run tagged with the viewer, and yield an update after every turn.
+
+    Raises PlaygroundError with the sentence to show: a refused input, or "disk full" (the run is then
+    marked failed with that reason as soon as space returns).
+    """
+    try:
+        yield from _playground_updates(ctx, viewer, files, demo_name, question, model, adapter, config, corpus,
+                                       search_mode)
+    except PlaygroundError:
+        raise
+    except Exception as exc:
+        if is_disk_full(exc):
+            raise PlaygroundError(disk_full_message()) from exc
+        raise
+
+
+def _playground_updates(ctx: UIContext, viewer: Viewer, files: Any, demo_name: str | None, question: str,
+                        model: str, adapter: str | None, config: RunnerConfig, corpus: str | None,
+                        search_mode: str) -> Iterator[PlaygroundUpdate]:
     from workbench.agent import service as agent_service  # heavy (torch); imported on first run, not at app start
 
     question = (question or "").strip()
