@@ -13,6 +13,7 @@ def workbench_home(tmp_path, monkeypatch):
     """Point WORKBENCH_HOME at a fresh folder so tests never touch sessions/."""
     home = tmp_path / "home"
     monkeypatch.setenv("WORKBENCH_HOME", str(home))
+    monkeypatch.setenv("WORKBENCH_FILE_ROOTS", str(tmp_path))  # the UI may read the test's own files
     return home
 
 

@@ -24,7 +24,8 @@ MAX_LINES = 500
 # layer: module prefixes (longest match wins)
 LAYERS = {
     "tools": ("tools",),
-    "core": ("workbench.settings", "workbench.fields", "workbench.files", "workbench.processes", "workbench.trace",
+    "core": ("workbench.settings", "workbench.fields", "workbench.files", "workbench.file_roots",
+             "workbench.processes", "workbench.trace",
              "workbench.trace_io", "workbench.protocol", "workbench.images", "workbench.records", "workbench.store",
              "workbench.store_schema", "workbench.database_file", "workbench.versions", "workbench"),
     "backends": ("workbench.backends",),

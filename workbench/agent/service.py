@@ -22,8 +22,16 @@ _backends: dict[tuple[str, str | None], ChatBackend] = {}
 _backends_lock = threading.Lock()
 
 
-def get_backend(model: str, adapter: str | None = None) -> ChatBackend:
-    """The backend for a model spec, loaded once per process."""
+def get_backend(model: str, adapter: str | None = None, api_key: str | None = None) -> ChatBackend:
+    """The backend for a model spec, loaded once per process.
+
+    With the user's own `api_key` (OpenAI-compatible endpoints only) a fresh backend is made for the call and
+    never cached, so the key lives only as long as the run that uses it.
+    """
+    if api_key and api_key.strip():
+        if not model.strip().startswith("openai:"):
+            raise ValueError("an API key is only used with openai:<model>@<base_url> models; clear the key field")
+        return resolve_model(model, adapter, api_key=api_key)
     key = (model, adapter or None)
     with _backends_lock:
         if key not in _backends:
@@ -34,21 +42,23 @@ def get_backend(model: str, adapter: str | None = None) -> ChatBackend:
 def stream_question(store: Store, question: str, images: list[str | Path], *, model: str = "demo",
                     adapter: str | None = None, config: RunnerConfig | None = None, source: str = "playground",
                     tags: dict[str, Any] | None = None, search_backend: str = "local",
-                    corpus: str | Path | None = None, search_mode: str = "cache-first") -> Iterator[TurnEvent]:
+                    corpus: str | Path | None = None, search_mode: str = "cache-first",
+                    api_key: str | None = None) -> Iterator[TurnEvent]:
     """Run one question (G samples) in a run of its own, yielding every turn as it happens.
 
     The service owns the run from start to end: it is created once the model is
     loaded (config: the runner settings, model, adapter, `source`, and `tags`
     such as a public-demo visitor), its traces are stored as they finish, and
     it ends succeeded, or failed with the error when anything raises (a closed
-    stream counts as cancelled).
+    stream counts as cancelled). `api_key` is the user's own key for an
+    OpenAI-compatible endpoint: used for this run only, never stored.
     """
     config = config or RunnerConfig()
     item = AgentItem(question=question, images=list(images))
     for image in item.images:  # a bad image is refused before the model loads
         load_image(image)
     tools = build_tools(config.tools, search_backend=search_backend, corpus=corpus, search_mode=search_mode)
-    backend = get_backend(model, adapter)
+    backend = get_backend(model, adapter, api_key)
     run_config = {"runner": {**config.__dict__, "tools": list(config.tools)}, "model": model,
                   "adapter": adapter or None, "source": source, **(tags or {})}
     run_id = store.create_run(f"{source}: {question[:40]}", "playground", model_id=backend.model_id,
