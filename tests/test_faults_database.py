@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from workbench import database_file, settings
+from tests.fault_helpers import orphaned_runs
+from workbench import database_file, settings, upkeep
 from workbench.database_file import DatabaseDamaged
 from workbench.store import Store
 from workbench.trace import Trace, Turn
@@ -97,6 +98,7 @@ def test_the_backup_made_at_start_is_what_the_message_restores(capsys):
     Store().check_integrity()
     assert Store().count_traces(run_id) == TRACES
     app.create_app()  # starts again
+    assert orphaned_runs(Store()) == []
 
 
 def test_the_repair_command_in_the_message_keeps_every_readable_row():
@@ -111,6 +113,8 @@ def test_the_repair_command_in_the_message_keeps_every_readable_row():
     store.check_integrity()
     assert store.get_run(run_id)["name"] == "before the damage"
     assert TRACES // 2 <= store.count_traces(run_id) <= TRACES  # what sat on the garbled pages is lost
+    upkeep.at_start(store)
+    assert orphaned_runs(store) == []
     assert [p.name.split("-")[0] for p in path.parent.glob("workbench.db.damaged-*")] == ["workbench.db.damaged"]
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from workbench import settings
+from tests.fault_helpers import orphaned_runs
+from workbench import settings, upkeep
 from workbench.agent.config import RunnerConfig
 from workbench.agent.runner import MAX_QUESTION_CHARS, AgentItem
 from workbench.store import Store
@@ -76,6 +77,12 @@ def _playground(endpoint: Endpoint, api_key: str | None = None) -> list:
                                               f"openai:some-model@{endpoint.url}", None, config, api_key=api_key))
 
 
+def _no_run_left_going() -> None:
+    store = Store()
+    upkeep.at_start(store)
+    assert orphaned_runs(store) == [] and all(run["status"] == "succeeded" for run in store.list_runs())
+
+
 def _stored_bytes() -> bytes:
     return b"".join(path.read_bytes() for path in settings.home().rglob("*") if path.is_file())
 
@@ -84,6 +91,7 @@ def test_the_servers_key_is_not_sent_to_an_endpoint_a_user_typed(endpoint):
     updates = _playground(endpoint)
     assert updates[-1].traces and updates[-1].traces[0].final_answer == "red"
     assert endpoint.seen and all(SERVER_KEY not in (header or "") for header in endpoint.seen), endpoint.seen
+    _no_run_left_going()
 
 
 def test_the_users_own_key_is_sent_for_the_run_and_never_stored(endpoint):
@@ -91,6 +99,7 @@ def test_the_users_own_key_is_sent_for_the_run_and_never_stored(endpoint):
     assert endpoint.seen and set(endpoint.seen) == {f"Bearer {USER_KEY}"}
     Store().db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     assert USER_KEY.encode() not in _stored_bytes()
+    _no_run_left_going()
 
 
 def test_the_servers_key_goes_to_an_endpoint_the_operator_listed(endpoint, monkeypatch):
