@@ -426,3 +426,14 @@ def test_no_job_can_change_the_workers_scheduling(sandbox, context, image):
     sandbox.run(string.Template(CHANGE_SCHEDULING).substitute(context.values()), image)
     after = sandbox.run(SCHEDULING, image)
     assert before.ok and after.ok and after.stdout == before.stdout, (before.stdout, after.stdout)
+
+
+def test_as_root_the_bwrap_jobs_tmpfs_caps_inodes(sandbox, image):
+    if sandbox.isolation_in_use != "bwrap" or os.geteuid() != 0:
+        pytest.skip("the worker mounts its own inode-capped tmpfs only as root under bubblewrap")
+    assert "nr_inodes=" in (sandbox.isolation_details["jobs_tmpfs"] or "")
+    uncapped = replace(LIMITS, max_files=10**7, wall_time_s=10, cpu_time_s=10)
+    result = sandbox.run("import os\ni = 0\ntry:\n    while True:\n        open(f'f{i}', 'w').close()\n"
+                         "        i += 1\nexcept OSError as exc:\n    print(i, exc.errno)", image, limits=uncapped)
+    count, code = map(int, result.stdout.split())
+    assert code == 28 and count < 20000 and not result.timed_out  # ENOSPC at the inode cap, long before the wall

@@ -85,8 +85,13 @@ class Worker:
     # -- start-up -------------------------------------------------------------------------
     def setup(self) -> dict:
         self.jobs_root = self.config["jobs_root"]
+        self.jobs_tmpfs = None
         if self.config.get("jobs_tmpfs") and os.geteuid() == 0:  # bwrap as root kept CAP_SYS_ADMIN for this
-            confine.mount_tmpfs(self.jobs_root, self.config["jobs_tmpfs"])
+            try:
+                confine.mount_tmpfs(self.jobs_root, self.config["jobs_tmpfs"])
+                self.jobs_tmpfs = self.config["jobs_tmpfs"]
+            except OSError:  # bwrap's own size-capped tmpfs stays; max_files still bounds each job
+                pass
         if os.geteuid() == 0:
             uid = self.config.get("run_as")
             if uid is not None:
@@ -125,7 +130,7 @@ class Worker:
             confine.install_seccomp(None)
             details.update(landlock_abi=self.landlock_abi, seccomp=True)
         details["jobs_root"] = self.jobs_root
-        details["jobs_tmpfs"] = self.config.get("jobs_tmpfs")
+        details["jobs_tmpfs"] = self.jobs_tmpfs  # None: no inode cap beyond max_files per job
         self.janitor = _start_janitor(self.jobs_root)
         return details
 
