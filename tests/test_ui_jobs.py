@@ -180,12 +180,13 @@ def test_job_detail_redraws_log_and_curves_only_when_they_change(store):
         tab_train.job_detail(store, session, "nope")
 
 
-def test_resume_makes_a_resume_job_and_refuses_what_cannot_resume(store, monkeypatch):
+def test_resume_makes_a_resume_job_and_refuses_what_cannot_resume(store, monkeypatch, tmp_path):
     monkeypatch.setenv("WORKBENCH_MAX_JOBS", "0")  # keep submitted jobs queued: nothing really trains here
     config = SftJobConfig(trace_runs=["expert"], max_steps=4, **TINY_PIXELS)
     run_id = store.create_run("sft", "train", status="running")
     job_id = store.create_job("sft", config.to_dict(), ["python"], log_path="", run_id=run_id)
-    store.record_checkpoint(run_id, 4, "/checkpoints/checkpoint-4")
+    (tmp_path / "checkpoint-4").mkdir()  # a checkpoint is listed while its folder is on disk
+    store.record_checkpoint(run_id, 4, tmp_path / "checkpoint-4")
 
     store.update_job(job_id, status="running")
     with pytest.raises(LaunchError, match="still running"):

@@ -25,6 +25,8 @@ from trainers.config import CONFIG_CLASSES, ConfigError, TrainJobConfig, config_
 from trainers.preflight import validate_for_launch
 from trainers.trl_names import parse_overrides
 from workbench import settings
+from workbench.database_file import DatabaseDamaged, disk_full_message, is_disk_full
+from workbench.processes import EXIT_DISK_FULL
 from workbench.store import Store
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -111,10 +113,11 @@ def succeed_run(context: JobContext, resumed_from: str | None, **fields: Any) ->
 
 
 def fail_run(context: JobContext | None, exc: BaseException) -> None:
+    """Mark the run failed with the error; on a full disk the error says so (and this write may fail too)."""
     if context is None:
         return
-    finish_run(context, "failed", {"error": f"{type(exc).__name__}: {exc}",
-                                   "traceback": traceback.format_exc(limit=8)})
+    error = disk_full_message() if is_disk_full(exc) else f"{type(exc).__name__}: {exc}"
+    finish_run(context, "failed", {"error": error, "traceback": traceback.format_exc(limit=8)})
 
 
 class TrainingSetup(Protocol):
@@ -201,7 +204,8 @@ def cli_main(kind: str, run: Callable[..., str], argv: list[str] | None = None) 
 
     Exit 0 when the run succeeded; 2 with one line on stderr for a user error
     (bad setting, missing file, unusable data: the config or the run's inputs);
-    1 with the traceback when training itself failed (the run's summary keeps it too).
+    EXIT_DISK_FULL with one line when the disk filled up; 1 with the traceback
+    when training itself failed (the run's summary keeps it too).
     """
     args, overrides = argument_parser(kind).parse_known_args(argv)
     try:
@@ -214,12 +218,15 @@ def cli_main(kind: str, run: Callable[..., str], argv: list[str] | None = None) 
         return 2
     try:
         run_id = run(config, store=Store(), run_id=args.run_id, job_id=args.job_id, resume=args.resume)
-    except (ConfigError, FileNotFoundError) as exc:
+    except (ConfigError, FileNotFoundError, DatabaseDamaged) as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except Exception:
+    except Exception as exc:
+        if is_disk_full(exc):  # the supervisor turns this exit code into "disk full" once it can write
+            print(f"error: {disk_full_message()}", file=sys.stderr)
+            return EXIT_DISK_FULL
         traceback.print_exc()
         return 1
     print(f"[workbench] run {run_id} finished", flush=True)

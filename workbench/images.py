@@ -10,7 +10,6 @@ format allow-list. Valid images are stored once under their SHA-256 in
 import hashlib
 import io
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from workbench import settings
+from workbench.files import atomic_write
 
 MAX_IMAGE_BYTES = int(os.environ.get("WORKBENCH_MAX_IMAGE_BYTES", 50 * 1024 * 1024))
 MAX_IMAGE_PIXELS = int(os.environ.get("WORKBENCH_MAX_IMAGE_PIXELS", 40_000_000))
@@ -97,13 +97,6 @@ def _read(source: "str | Path | bytes", name: str | None) -> tuple[bytes, str]:
     return path.read_bytes(), name or path.name
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
-
-
 def image_path(sha: str) -> Path:
     """Where the image with this SHA-256 lives (any kept extension)."""
     folder = settings.images_dir() / sha[:2]
@@ -148,7 +141,7 @@ def put_image(source: "str | Path | bytes | Image.Image", name: str | None = Non
     path = folder / f"{sha}.{_KEEP_FORMATS[fmt]}"
     thumb = thumbnail_path(sha)
     if not path.exists():
-        _atomic_write(path, data)
+        atomic_write(path, data)
     if not thumb.exists():
         _write_thumbnail(image, thumb)
     return StoredImage(sha, path, thumb, image.width, image.height, fmt, len(data))
@@ -161,4 +154,4 @@ def _write_thumbnail(image: Image.Image, thumb: Path) -> None:
         small.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.BILINEAR)
     buffer = io.BytesIO()
     small.save(buffer, format="JPEG", quality=80)
-    _atomic_write(thumb, buffer.getvalue())
+    atomic_write(thumb, buffer.getvalue())

@@ -7,10 +7,12 @@ module only records them. Every reader gets plain dicts or `Trace` objects.
 
 Several processes share the file (the app, training jobs, eval jobs): each
 `Store` opens one connection per thread, and writers keep transactions short.
+A file SQLite cannot read raises `DatabaseDamaged` (what to do is in its
+message); `check_integrity` and `back_up` are the app's start-up check and
+periodic backup (workbench.database_file).
 """
 
 import contextlib
-import datetime
 import json
 import sqlite3
 import threading
@@ -21,92 +23,22 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
-from sqlite_utils.migrations import Migrations
 
+from workbench import database_file, settings
 from workbench import images as image_files
-from workbench import settings
+from workbench.database_file import DatabaseDamaged
+from workbench.processes import current_process
+from workbench.store_schema import MIGRATIONS, record_legacy_version
 from workbench.trace import ToolCall, Trace, Turn
 
 RUN_KINDS = ("playground", "eval", "train", "imported")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+ACTIVE_RUN_STATUSES = ("queued", "running")
+# Per process, by (database, run id): runs this process marked as going and has not ended, and endings it
+# could not write (e.g. the disk was full), which `retry_unsaved_endings` writes once it can.
+_running_here: set[tuple[str, str]] = set()
+_unsaved_endings: dict[tuple[str, str], tuple[str, dict | None]] = {}
 _JSON_TRACE_COLUMNS = ("images", "gold", "rewards", "messages", "metadata")
-
-
-MIGRATIONS = Migrations("workbench")
-
-
-@MIGRATIONS(name="001_runs_jobs_metrics_traces_images")
-def _migration_1(db: sqlite_utils.Database) -> None:
-    db["runs"].create(
-        {"id": str, "name": str, "kind": str, "status": str, "model_id": str, "benchmark": str,
-         "config": str, "reward_spec": str, "summary": str, "job_id": str,
-         "created_at": float, "updated_at": float},
-        pk="id",
-    )
-    db["jobs"].create(
-        {"id": str, "kind": str, "status": str, "pid": int, "config": str, "command": str,
-         "log_path": str, "run_id": str, "exit_code": int, "error": str, "progress": float,
-         "created_at": float, "started_at": float, "finished_at": float, "updated_at": float},
-        pk="id",
-    )
-    db["metrics"].create(
-        {"id": int, "run_id": str, "step": int, "name": str, "value": float, "created_at": float},
-        pk="id",
-    )
-    db["metrics"].create_index(["run_id", "name", "step"])
-    db["metrics"].create_index(["run_id", "id"])
-    db["traces"].create(
-        {"id": str, "run_id": str, "item_id": str, "group_id": str, "sample_index": int, "step": int,
-         "question": str, "images": str, "final_answer": str, "stop_reason": str, "gold": str,
-         "rewards": str, "reward_total": float, "advantage": float, "model_id": str, "adapter": str,
-         "protocol": str, "layout": str, "num_turns": int, "prompt_tokens": int,
-         "completion_tokens": int, "duration_s": float, "created_at": float, "messages": str,
-         "metadata": str},
-        pk="id",
-    )
-    for columns in (["run_id", "created_at"], ["run_id", "item_id"], ["group_id"], ["stop_reason"]):
-        db["traces"].create_index(columns)
-    db["turns"].create(
-        {"trace_id": str, "idx": int, "raw": str, "think": str, "action": str, "argument": str,
-         "parse_error": str, "image": str, "feedback": str, "prompt_tokens": int,
-         "completion_tokens": int, "latency_s": float},
-        pk=("trace_id", "idx"),
-    )
-    db["tool_calls"].create(
-        {"trace_id": str, "turn_idx": int, "name": str, "argument": str, "output_text": str,
-         "output_images": str, "ok": int, "error": str, "stdout": str, "stderr": str,
-         "details": str, "latency_s": float},
-        pk=("trace_id", "turn_idx"),
-    )
-    db["images"].create(
-        {"sha": str, "width": int, "height": int, "format": str, "bytes": int, "created_at": float},
-        pk="sha",
-    )
-
-
-@MIGRATIONS(name="002_checkpoints_and_job_start_times")
-def _migration_2(db: sqlite_utils.Database) -> None:
-    db["checkpoints"].create(
-        {"run_id": str, "step": int, "path": str, "created_at": float}, pk=("run_id", "step"))
-    db["jobs"].add_column("pid_start", str)  # process start time, so a reused PID is not mistaken for the job
-
-
-@MIGRATIONS(name="003_job_phase_note")
-def _migration_job_note(db: sqlite_utils.Database) -> None:
-    db["jobs"].add_column("note", str)  # what the job is doing now, e.g. "evaluating 37/200" or "step 3 of 24 ..."
-
-
-
-
-def _record_legacy_version(db: sqlite_utils.Database) -> None:
-    """A database made before the workbench used sqlite-utils migrations counted its schema in PRAGMA
-    user_version: record that many migrations as applied, so they never run twice."""
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    MIGRATIONS.ensure_migrations_table(db)
-    now = str(datetime.datetime.now(datetime.UTC))
-    db[Migrations.migrations_table].insert_all(
-        {"migration_set": MIGRATIONS.name, "name": migration.name, "applied_at": now}
-        for migration in MIGRATIONS.pending(db)[:version])
 
 
 def _dumps(value: Any) -> str | None:
@@ -124,7 +56,13 @@ class Store:
         self.path = Path(path) if path else settings.db_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._migrate()
+        try:
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            if not database_file.is_damage(exc):
+                raise
+            self.close()
+            raise DatabaseDamaged(database_file.damaged_message(self.path, str(exc))) from None
 
     # -- connection and schema -------------------------------------------------
     @property
@@ -141,8 +79,25 @@ class Store:
     def _migrate(self) -> None:
         with self._transaction() as db:  # one process migrates at a time; the next finds nothing pending
             if db.execute("PRAGMA user_version").fetchone()[0] and not MIGRATIONS.applied(db):
-                _record_legacy_version(db)
+                record_legacy_version(db)
             MIGRATIONS.apply(db)
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their threads end)."""
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.conn.close()
+            self._local.db = None
+
+    def check_integrity(self) -> None:
+        """SQLite's quick check of the whole file; DatabaseDamaged says what to do when it fails."""
+        problem = database_file.integrity_problem(self.db.conn)
+        if problem:
+            raise DatabaseDamaged(database_file.damaged_message(self.path, problem))
+
+    def back_up(self) -> Path:
+        """A checked online backup in settings.backups_dir() (the newest few are kept)."""
+        return database_file.back_up(self.db.conn)
 
     @property
     def schema_version(self) -> int:
@@ -173,17 +128,33 @@ class Store:
             raise ValueError(f"run kind {kind!r} is unknown; use one of {RUN_KINDS}")
         run_id = run_id or uuid.uuid4().hex[:12]
         now = time.time()
+        owner_pid, owner_start = current_process()
         with self._transaction() as db:
             db["runs"].insert({
                 "id": run_id, "name": name, "kind": kind, "status": status, "model_id": model_id,
                 "benchmark": benchmark, "config": _dumps(config or {}), "reward_spec": _dumps(reward_spec),
                 "summary": _dumps({}), "job_id": job_id, "created_at": now, "updated_at": now,
+                "owner_pid": owner_pid, "owner_start": owner_start,
             })
+        if status in ACTIVE_RUN_STATUSES:
+            _running_here.add((str(self.path), run_id))
         return run_id
 
     def update_run(self, run_id: str, *, status: str | None = None, summary: dict | None = None,
                    config: dict | None = None, reward_spec: dict | None = None) -> None:
+        """Change a run; marking it queued/running makes this process its owner, any other status ends it.
+
+        An ending that cannot be written (e.g. the disk is full) is remembered and written by
+        `retry_unsaved_endings` once it can (the app's upkeep calls it every few seconds).
+        """
+        key = (str(self.path), run_id)
         changes: dict[str, Any] = {"updated_at": time.time()}
+        if status in ACTIVE_RUN_STATUSES:
+            changes["owner_pid"], changes["owner_start"] = current_process()
+            _running_here.add(key)
+        elif status is not None:
+            _running_here.discard(key)
+            _unsaved_endings[key] = (status, summary)
         if status is not None:
             changes["status"] = status
         if summary is not None:
@@ -194,6 +165,22 @@ class Store:
             changes["reward_spec"] = _dumps(reward_spec)
         with self._transaction() as db:
             db["runs"].update(run_id, changes)
+        _unsaved_endings.pop(key, None)
+
+    def retry_unsaved_endings(self) -> list[str]:
+        """Write the endings of this process's runs that failed to be written before; returns the runs written."""
+        written = []
+        for (path, run_id), (status, summary) in list(_unsaved_endings.items()):
+            if path == str(self.path):
+                self.update_run(run_id, status=status, summary=summary)
+                written.append(run_id)
+        return written
+
+    def unfinished_runs(self) -> list[dict]:
+        """Runs that still say queued or running, each with `running_here` (going in this very process)."""
+        rows = self.db["runs"].rows_where("status in ('queued', 'running')", order_by="created_at")
+        return [{**self._run_row(row), "running_here": (str(self.path), row["id"]) in _running_here}
+                for row in rows]
 
     def get_run(self, run_id: str) -> dict | None:
         rows = list(self.db["runs"].rows_where("id = ?", [run_id]))
@@ -409,7 +396,9 @@ class Store:
                                       "created_at": time.time()}, replace=True)
 
     def list_checkpoints(self, run_id: str) -> list[dict]:
-        return list(self.db["checkpoints"].rows_where("run_id = ?", [run_id], order_by="step"))
+        """The run's recorded checkpoints whose folder is still on disk (save_total_limit deletes old ones)."""
+        rows = self.db["checkpoints"].rows_where("run_id = ?", [run_id], order_by="step")
+        return [row for row in rows if Path(row["path"]).is_dir()]
 
     # -- jobs ------------------------------------------------------------------
     def create_job(self, kind: str, config: dict, command: list[str], log_path: str,

@@ -11,6 +11,7 @@ reaches a fresh workbench.
 """
 
 import json
+import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -32,15 +33,22 @@ def export_traces(store: Store, traces: Iterable[Trace], path: str | Path) -> in
     staging.mkdir(parents=True)
     count = 0
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for trace in traces:
-            for sha in trace.image_shas():
-                source = image_path(sha)
-                target = staging / source.name
-                if not target.exists():
-                    shutil.copyfile(source, target)
-            handle.write(trace.to_json() + "\n")
-            count += 1
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            for trace in traces:
+                for sha in trace.image_shas():
+                    source = image_path(sha)
+                    target = staging / source.name
+                    if not target.exists():
+                        shutil.copyfile(source, target)
+                handle.write(trace.to_json() + "\n")
+                count += 1
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:  # e.g. a full disk: leave the earlier export as it was, and nothing half-written
+        tmp.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     tmp.replace(path)
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)

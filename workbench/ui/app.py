@@ -7,17 +7,21 @@ poll timer -- Runs, Train, Eval -- runs only while its tab is open) and
 applies the deployment policy (queue limits, upload size, optional password,
 public-demo mode). Train, Eval and Search cache start server-side jobs or
 show everyone's searches, so they are not built at all when the policy hides
-training (no hidden endpoints); when built, jobs left queued or dead since
-the last start are settled once at start-up.
+training (no hidden endpoints). At start-up the database is checked (a
+damaged file stops the app with one line naming it and the fix), runs and
+jobs whose process died are settled and a backup is made when due
+(`workbench.upkeep`), which `main` then repeats every few seconds.
 """
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
 
 import gradio as gr
 
-from workbench import jobs
+from workbench import upkeep
+from workbench.database_file import DatabaseDamaged
 from workbench.store import Store
 from workbench.ui import render, tab_eval, tab_playground, tab_runs, tab_search, tab_traces, tab_train
 from workbench.ui.context import UIContext
@@ -47,6 +51,7 @@ def create_app(public_demo: bool | None = None, store: Store | None = None) -> t
     """The Blocks app and its context (tests use the context's store and policy)."""
     policy = DeploymentPolicy.from_env(public_demo)
     ctx = UIContext(store=store or Store(), policy=policy)
+    upkeep.at_start(ctx.store)  # DatabaseDamaged stops the app here, before anything reads a row
     if policy.public_demo or not ctx.store.list_runs(limit=1):
         seed_demo_runs(ctx.store)  # a fresh workbench (or a public visitor) gets examples to explore
     with gr.Blocks(title=TITLE) as app:
@@ -108,7 +113,6 @@ class JobTabs:
 
 
 def _build_job_tabs(ctx: UIContext) -> JobTabs:
-    jobs.tick(ctx.store)  # reconcile jobs that died while the app was down, start queued ones
     with gr.Tab("Train", id="train") as train_tab:
         train = tab_train.build(ctx)
     with gr.Tab("Eval", id="eval") as eval_tab:
@@ -146,10 +150,18 @@ def launch_options(policy: DeploymentPolicy) -> dict:
 
 
 def main() -> None:
-    """Start the app on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (default 127.0.0.1:7860)."""
+    """Start the app on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (default 127.0.0.1:7860).
+
+    A damaged database ends it at once: one line on stderr naming the file and the fix, exit code 2.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up probes
-    app, ctx = create_app()
+    try:
+        app, ctx = create_app()
+    except DatabaseDamaged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    upkeep.start(ctx.store)
     host = os.environ.get("GRADIO_SERVER_NAME") or DEFAULT_HOST
     port = int(os.environ.get("GRADIO_SERVER_PORT") or DEFAULT_PORT)
     app.launch(server_name=host, server_port=port, prevent_thread_lock=True, **launch_options(ctx.policy))

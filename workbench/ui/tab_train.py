@@ -42,6 +42,7 @@ from trainers.service import (
     resume_training,
 )
 from workbench import jobs, protocol
+from workbench.file_roots import confine, looks_like_a_path
 from workbench.jobs.watch import JobWatch, job_age
 from workbench.run_charts import MetricSeriesCache
 from workbench.store import Store
@@ -55,6 +56,8 @@ KIND_CHOICES = [("GRPO: reinforcement learning with the Visual-ARFT rewards", "g
                 ("SFT: cold start on recorded traces", "sft")]
 # lists of paths / run ids: one per line
 LINE_LIST_FIELDS = ("data_files", "eval_data_files", "trace_runs", "trace_files")
+PATH_LIST_FIELDS = ("data_files", "eval_data_files", "trace_files")
+PATH_FIELDS = ("image_root", "search_corpus", "init_adapter")
 JSON_FIELDS = ("rewards", "trl_args")
 COMMON_MAIN = ("model", "finetune", "run_name")
 OWN_MAIN = {"grpo": ("data_files", "mode", "tools", "protocol", "max_steps", "num_generations",
@@ -116,6 +119,15 @@ def train_config(kind: str, values: dict[str, Any]) -> TrainJobConfig:
     raw = {name: value for name, value in values.items() if name in wanted}
     parsed = {name: parse_lines(raw.pop(name)) for name in LINE_LIST_FIELDS if name in raw}
     parsed.update({name: parse_json_field(name, raw.pop(name)) for name in JSON_FIELDS if name in raw})
+    # Paths from the browser stay inside the allowed folders, checked before anything looks at the file.
+    for name in PATH_LIST_FIELDS:
+        if name in parsed:
+            parsed[name] = [confine(path, field_label(name)) for path in parsed[name]]
+    for name in PATH_FIELDS:
+        if isinstance(raw.get(name), str) and raw[name].strip():
+            raw[name] = confine(raw[name].strip(), field_label(name))
+    if looks_like_a_path(str(raw.get("model") or "").strip()):
+        raw["model"] = confine(str(raw["model"]).strip(), "model folder")
     names = list(raw)
     return form_values(cls, names, [raw[n] for n in names], **parsed)
 
