@@ -98,11 +98,10 @@ def test_playground_trace_stepper_and_runs_chart(app_url, page):
     page.locator("#tr-prev").click()
     expect(page.locator("#tr-position")).to_contain_text("turn 1 of 3")
 
-    # Runs: select the two example training runs; the chart draws and the collapse warning shows.
+    # Runs opens with the newest runs that logged metrics (the two example training runs) drawn.
     page.get_by_role("tab", name="Runs").click()
-    pick(page, "rn-runs", "curves A")
-    pick(page, "rn-runs", "curves B")
-    page.keyboard.press("Escape")
+    expect(page.locator("#rn-runs")).to_contain_text("curves A")
+    expect(page.locator("#rn-runs")).to_contain_text("curves B")
     expect(page.locator("#rn-metric-plot .js-plotly-plot")).to_be_visible()
     expect(page.locator("#rn-warning")).to_contain_text("Tool use is collapsing")
     page.screenshot(path=str(ARTIFACTS / "browser-3-runs-chart.png"), full_page=True)
@@ -132,11 +131,39 @@ def test_runs_chart_shows_the_shipped_grpo_runs_held_out_reward(app_url, page):
     ARTIFACTS.mkdir(exist_ok=True)
     page.goto(app_url)
     page.get_by_role("tab", name="Runs").click()
-    pick(page, "rn-runs", GRPO_RUN)
-    page.keyboard.press("Escape")
+    expect(page.locator("#rn-runs")).to_contain_text(GRPO_RUN)  # opened with it: among the newest with metrics
     expect(page.locator("#rn-metric input")).to_have_value("eval_reward")
     expect(page.locator("#rn-metric-plot .js-plotly-plot")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "browser-5-demo-grpo-held-out-reward.png"), full_page=True)
+
+
+# The colour of the Runs chart's tick labels and of the chart's page background, as the browser renders them.
+CHART_COLOURS = """() => {
+  const tick = document.querySelector('#rn-metric-plot .yaxislayer-above text');
+  const page = document.querySelector('.gradio-container');
+  return {tick: getComputedStyle(tick).fill, page: getComputedStyle(page).backgroundColor,
+          paper: getComputedStyle(document.querySelector('#rn-metric-plot .main-svg')).backgroundColor};
+}"""
+
+
+def brightness(css_colour: str) -> float:
+    """0 (black) to 255 (white) for an rgb()/rgba() colour."""
+    red, green, blue = (float(part) for part in re.findall(r"[\d.]+", css_colour)[:3])
+    return 0.299 * red + 0.587 * green + 0.114 * blue
+
+
+def test_runs_charts_follow_dark_mode(app_url, page):
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.goto(app_url + "?__theme=dark")
+    page.get_by_role("tab", name="Runs").click()
+    expect(page.locator("#rn-metric-plot .yaxislayer-above text").first).to_be_visible(timeout=30_000)
+    colours = page.evaluate(CHART_COLOURS)
+    assert brightness(colours["page"]) < 80, colours  # the page is dark ...
+    assert brightness(colours["tick"]) > 180, colours  # ... and the chart's labels are light on it
+    assert colours["paper"] in ("rgba(0, 0, 0, 0)", "transparent"), colours  # no white paper behind the chart
+    page.screenshot(path=str(ARTIFACTS / "browser-9-runs-dark-mode.png"), full_page=True)
 
 
 # Records the first moment the transcript shows a code turn's work, and what the status line said then.

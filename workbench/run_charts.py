@@ -290,7 +290,8 @@ def export_csv(cache: MetricSeriesCache, run_ids: list[str], labels: dict[str, s
 
 def export_png(cache: MetricSeriesCache, run_ids: list[str], labels: dict[str, str], name: str,
                smoothing: float, path: str | Path) -> Path:
-    """The metric chart as a PNG drawn with matplotlib (no browser needed)."""
+    """The metric chart as a PNG drawn with matplotlib (no browser needed): per run, the smoothed line and,
+    when smoothing, the raw values faintly behind it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -302,8 +303,11 @@ def export_png(cache: MetricSeriesCache, run_ids: list[str], labels: dict[str, s
             series = cache.get(run_id, name)
             if not series:
                 continue
-            steps, values = downsample(series.steps, series.smoothed(smoothing), 4000)
-            axis.plot(steps, values, linewidth=1.4, label=labels.get(run_id, run_id))
+            line = axis.plot(*downsample(series.steps, series.smoothed(smoothing), 4000), linewidth=1.4,
+                             label=labels.get(run_id, run_id))[0]
+            if smoothing > 0:  # the raw values too, faint, as the Runs chart draws them
+                axis.plot(*downsample(series.steps, series.values, 4000), linewidth=0.8, alpha=0.3,
+                          color=line.get_color())
         axis.set_xlabel("step")
         axis.set_ylabel(name)
         axis.set_title(f"{name} (EMA {smoothing:.2f})")

@@ -226,6 +226,11 @@ class Store:
             db.conn.executemany("update runs set updated_at = ? where id = ?",
                            [(now, run) for run in {r[0] for r in records}])
 
+    def runs_with_metrics(self, run_ids: list[str]) -> set[str]:
+        """The runs of `run_ids` that logged at least one metric (one index probe each)."""
+        sql = "select 1 from metrics where run_id = ? limit 1"
+        return {run_id for run_id in run_ids if self.db.execute(sql, [run_id]).fetchone()}
+
     def metric_names(self, run_ids: list[str]) -> list[str]:
         marks = ",".join("?" * len(run_ids))
         sql = f"select distinct name from metrics where run_id in ({marks}) order by name"
