@@ -207,6 +207,7 @@ def test_a_public_visitor_keeps_their_runs_across_a_reload(public_url, page):
     ARTIFACTS.mkdir(exist_ok=True)
     page.goto(url)
     pick(page, "pg-demo", UPSIDE_DOWN)
+    expect(page.locator("#pg-question textarea")).to_have_value(demo_image(UPSIDE_DOWN).question)
     page.locator("#pg-run").click()
     expect(page.get_by_role("tab", name="Traces", selected=True)).to_be_visible(timeout=120_000)
     trace_id = page.locator("#tr-trace-id textarea, #tr-trace-id input").first.input_value()

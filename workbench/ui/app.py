@@ -26,7 +26,7 @@ from workbench.store import Store
 from workbench.ui import render, tab_eval, tab_playground, tab_runs, tab_search, tab_traces, tab_train
 from workbench.ui.context import UIContext
 from workbench.ui.demo_runs import seed_demo_runs
-from workbench.ui.deployment import DeploymentPolicy, browser_secret, is_visitor_token, new_visitor_token
+from workbench.ui.deployment import VISITOR_TOKEN_JS, DeploymentPolicy, browser_secret
 
 TITLE = "Visual-ARFT Workbench"
 DEFAULT_HOST = "127.0.0.1"
@@ -57,7 +57,7 @@ def create_app(public_demo: bool | None = None, store: Store | None = None) -> t
     with gr.Blocks(title=TITLE) as app:
         if policy.public_demo:  # each browser keeps its own visitor token (encrypted in localStorage)
             ctx.visitor = gr.BrowserState(None, storage_key="workbench-visitor", secret=browser_secret())
-            app.load(visitor_token, ctx.visitor, ctx.visitor, api_visibility="private")
+            app.load(None, ctx.visitor, ctx.visitor, js=VISITOR_TOKEN_JS, api_visibility="private")
         gr.Markdown(_intro(policy), elem_id="wb-intro")
         with gr.Tabs() as tabs:
             with gr.Tab("Playground", id="playground") as playground_tab:
@@ -129,11 +129,6 @@ def _one_timer_per_tab(tabs: list, timers: dict) -> None:
         own = timers.get(tab)
         tab.select(lambda own=own: {timer: gr.Timer(active=timer is own) for timer in ordered}, None, ordered,
                    api_visibility="private")
-
-
-def visitor_token(current: str | None) -> str:
-    """The browser's visitor token: the one it keeps, or a new one on its first visit."""
-    return current if is_visitor_token(current) else new_visitor_token()
 
 
 def launch_options(policy: DeploymentPolicy) -> dict:
