@@ -399,11 +399,11 @@ def test_every_drawn_run_is_in_the_legend_once_with_clean_values(store):
         store.log_metrics(late, step, {"rewards/code/mean": 0.1 * step, "reward": 0.90000004})
     session, chosen = tab_runs.select_runs(store, LOCAL, None, [CURVE_RUNS[0], late])
     figure = tab_runs.build_view(session, chosen, "reward", 0.6).rewards_figure
-    legend = [trace.name for trace in figure.data if trace.showlegend]
-    drawn = {trace.legendgroup for trace in figure.data}
+    legend = [trace["name"] for trace in figure.data if trace["showlegend"]]
+    drawn = {trace["legendgroup"] for trace in figure.data}
     assert sorted(legend) == sorted(session.labels[run] for run in drawn) and len(drawn) == 2
     flat = tab_runs.build_view(session, [late], "reward", 0.0).metric_figure.data[0]
-    assert list(flat.y) == [0.9, 0.9, 0.9], "float32 noise is rounded away before plotly picks ticks"
+    assert list(flat["y"]) == [0.9, 0.9, 0.9], "float32 noise is rounded away before plotly picks ticks"
 
 
 def test_csv_export_keeps_whole_run_names_and_png_draws_raw_values_behind_the_smoothed(store, tmp_path):

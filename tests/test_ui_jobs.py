@@ -168,11 +168,11 @@ def test_job_detail_redraws_log_and_curves_only_when_they_change(store):
     detail = tab_train.job_detail(store, session, job_id)
     assert "running · 20 %" in detail.progress and "step 2 of 10" in detail.progress
     assert detail.log == "step 1\nstep 2" and detail.figures is not None
-    assert list(detail.figures[0].data[0].y) == [0.1, 0.3]
+    assert list(detail.figures[0].data[0]["y"]) == [0.1, 0.3]
     again = tab_train.job_detail(store, session, job_id)
     assert again.log is None and again.figures is None, "nothing new: nothing redrawn"
     store.log_metrics(run_id, 3, {"reward": 0.6})
-    assert list(tab_train.job_detail(store, session, job_id).figures[0].data[0].y) == [0.1, 0.3, 0.6]
+    assert list(tab_train.job_detail(store, session, job_id).figures[0].data[0]["y"]) == [0.1, 0.3, 0.6]
     assert isinstance(session.cache, MetricSeriesCache) and session.cache.last_row_id[run_id] > 0
     table = jobs_panel.jobs_table([store.get_job(job_id)])
     assert table.iloc[0].tolist()[:4] == ["running", "20 %", "grpo", run_id]

@@ -40,13 +40,15 @@ class Series:
     steps: list[int] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
     _smoothed: dict[float, "_Smoothed"] = field(default_factory=dict, compare=False, repr=False)
+    _display: dict[tuple, tuple] = field(default_factory=dict, compare=False, repr=False)
 
     def add(self, step: int, value: float) -> None:
         if not self.steps or step > self.steps[-1]:
             self.steps.append(step)
             self.values.append(value)
             return
-        self._smoothed.clear()  # an earlier point changed: cached smoothing is stale
+        self._smoothed.clear()  # an earlier point changed: cached smoothing and display are stale
+        self._display.clear()
         position = bisect.bisect_left(self.steps, step)
         if position < len(self.steps) and self.steps[position] == step:
             self.values[position] = value  # a resumed job logged the step again
@@ -63,6 +65,18 @@ class Series:
             cached = self._smoothed[weight] = _Smoothed(weight)
         cached.extend(self.values)
         return cached.out
+
+    def display(self, weight: float, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+        """`downsample`d (steps, values smoothed with `weight`; 0: raw) for drawing, kept until the series
+        changes: redrawing a selection after adding one run recomputes only that run's lines."""
+        key = (weight, max_points, len(self.steps))  # appends change the length; rewrites clear the cache
+        found = self._display.get(key)
+        if found is None:
+            if len(self._display) >= 8:
+                self._display.clear()
+            found = self._display[key] = downsample(self.steps, self.smoothed(weight) if weight else self.values,
+                                                    max_points)
+        return found
 
     def __len__(self) -> int:
         return len(self.steps)

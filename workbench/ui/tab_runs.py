@@ -105,9 +105,9 @@ class RunsView:
 
     metric_names: list[str]
     metric: str | None
-    metric_figure: Any
-    rewards_figure: Any
-    tool_figure: Any
+    metric_figure: figures.Chart
+    rewards_figure: figures.Chart
+    tool_figure: figures.Chart
     warnings: str
     summary: pd.DataFrame
     diff: pd.DataFrame
@@ -204,8 +204,8 @@ def build(ctx: UIContext) -> RunsTab:
     view_outputs = [metric, metric_plot, rewards_plot, tool_plot, warning, summary, diff]
 
     def show(view: RunsView) -> tuple:
-        return (gr.Dropdown(choices=view.metric_names, value=view.metric), view.metric_figure,
-                view.rewards_figure, view.tool_figure, view.warnings,
+        return (gr.Dropdown(choices=view.metric_names, value=view.metric), view.metric_figure.plot(),
+                view.rewards_figure.plot(), view.tool_figure.plot(), view.warnings,
                 view.summary, view.diff)
 
     def on_refresh(request: gr.Request, selected, visitor=None):  # the visitor token: public demo only

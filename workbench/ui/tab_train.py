@@ -343,7 +343,7 @@ def build(ctx: UIContext) -> TrainTab:
     detail_outputs = [status, progress, log, curve, components]
 
     def show(detail: JobDetail) -> tuple:
-        plots = detail.figures or (gr.skip(), gr.skip())
+        plots = tuple(chart.plot() for chart in detail.figures) if detail.figures else (gr.skip(), gr.skip())
         return (detail.status, detail.progress, gr.skip() if detail.log is None else detail.log, *plots)
 
     def on_job_chosen(job_id_value):
