@@ -204,12 +204,16 @@ def _copy_rows(source: sqlite3.Connection, target: sqlite3.Connection, table: st
     kept, empty, start = 0, 0, low
     # A damaged page can report a wild max(rowid): give up after a long run of ranges with nothing in them.
     while start <= high and empty < SALVAGE_EMPTY_RANGES:
-        end = start + SALVAGE_CHUNK - 1
+        end = min(start + SALVAGE_CHUNK - 1, high)
         try:
             rows = source.execute(select, [start, end]).fetchall()
         except sqlite3.DatabaseError:
             rows = []
-            for rowid in range(start, min(high, end) + 1):  # the bad page's rows are lost, the rest kept
+        # A garbled cell can also end a range scan early without an error (its rowid looks past the range),
+        # so every rowid the scan did not return is asked for on its own: one bad page loses only its rows.
+        found = {row[-1] for row in rows}
+        for rowid in range(start, end + 1):
+            if rowid not in found:
                 try:
                     rows += source.execute(select, [rowid, rowid]).fetchall()
                 except sqlite3.DatabaseError:
