@@ -12,7 +12,7 @@
 Targets (exit 1 if missed): with tools beats both baselines on both
 benchmarks; every GRPO run ends above its step 0 within 10 minutes.
 Usage: python bench/bench_demo_model.py [--quick] [--json] [--limit 60] [--grpo-steps 24] [--seeds 0]
-(about 5 min of evaluation plus 10 min per GRPO seed on 2 cores; --quick: 6 items per
+(about 5 min of evaluation plus 10 min per GRPO seed on 2 cores; --quick: 4 items per
 benchmark and no GRPO run, about a minute).
 """
 
@@ -36,13 +36,13 @@ TARGET_GRPO_MINUTES = 10.0
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="6 items per benchmark, no GRPO run")
+    parser.add_argument("--quick", action="store_true", help="4 items per benchmark, no GRPO run")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     parser.add_argument("--limit", type=int, help="held-out items per benchmark for the F1 figures (default 60)")
     parser.add_argument("--grpo-steps", type=int, default=24)
     parser.add_argument("--seeds", type=int, nargs="*", help="GRPO seeds (none: skip GRPO; default 0)")
     args = parser.parse_args()
-    args.limit = args.limit or (6 if args.quick else 60)
+    args.limit = args.limit or (4 if args.quick else 60)
     if args.seeds is None:
         args.seeds = [] if args.quick else [0]
     os.environ["WORKBENCH_HOME"] = tempfile.mkdtemp(prefix="bench-demo-")

@@ -20,7 +20,7 @@ stall (seen here: batched slower than sequential with 2 threads under load),
 so one thread measures batching itself, not scheduler luck.
 Exits non-zero when the target is missed.
 
-    python bench/bench_rollout.py [--quick] [--json]   (--quick: 4 questions x 8 samples x up to 3 turns)
+    python bench/bench_rollout.py [--quick] [--json]   (--quick: 4 questions x 8 samples x up to 2 turns)
 """
 
 import argparse
@@ -43,7 +43,7 @@ from workbench.backends import resolve_model
 from workbench.store import Store
 
 QUESTIONS, SAMPLES, TURNS, NEW_TOKENS = 8, 8, 5, 64
-QUICK = dict(questions=4, samples=8, turns=3)
+QUICK = dict(questions=4, samples=8, turns=2)
 TARGET_SPEEDUP = 4.0
 
 
@@ -61,7 +61,7 @@ def make_items(folder: Path, questions: int) -> list[AgentItem]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="4 questions x 8 samples x up to 3 turns, without the sequential reference loop")
+                        help="4 questions x 8 samples x up to 2 turns, without the sequential reference loop")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     args = parser.parse_args()
     size = QUICK if args.quick else dict(questions=QUESTIONS, samples=SAMPLES, turns=TURNS)

@@ -10,7 +10,7 @@ Runs tab costs (figures + tables for all 50 runs), which only happens when a
 poll found new rows. Exits non-zero if incremental is not at least
 TARGET_RATIO times faster.
 
-    python bench/bench_runs_poll.py [--quick] [--json] [--runs 50] [--steps 5000]   (--quick: 10 x 1,000)
+    python bench/bench_runs_poll.py [--quick] [--json] [--runs 50] [--steps 5000]   (--quick: 20 x 2,500)
 """
 
 import argparse
@@ -48,14 +48,14 @@ def timed(fn) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="10 runs x 1,000 steps")
+    parser.add_argument("--quick", action="store_true", help="20 runs x 2,500 steps")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     parser.add_argument("--runs", type=int)
     parser.add_argument("--steps", type=int)
     parser.add_argument("--polls", type=int, default=10)
     args = parser.parse_args()
-    args.runs = args.runs or (10 if args.quick else 50)
-    args.steps = args.steps or (1000 if args.quick else 5000)
+    args.runs = args.runs or (20 if args.quick else 50)
+    args.steps = args.steps or (2500 if args.quick else 5000)
     os.environ["WORKBENCH_HOME"] = tempfile.mkdtemp(prefix="bench-runs-poll-")
 
     from workbench.run_charts import MetricSeriesCache

@@ -19,7 +19,7 @@ threads, the store writer included; insensitive to other processes' load).
 Targets: the logged run finishes STEPS (50) steps in <= 300 s, and its wall
 time per step is at most 5 % above the baseline's. Exits 1 if either is
 missed. Usage: python bench/bench_train.py [--quick] [--json] [--steps 50] [--sft-steps 60]
-(--quick: 4 GRPO steps after 30 SFT steps; the run-time target scales with the steps).
+(--quick: 3 GRPO steps after 20 SFT steps; the run-time target scales with the steps).
 """
 
 import argparse
@@ -128,13 +128,13 @@ def paired_overhead(logged: list[float], before: list[float], after: list[float]
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="4 GRPO steps after 30 SFT steps")
+    parser.add_argument("--quick", action="store_true", help="3 GRPO steps after 20 SFT steps")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--sft-steps", type=int)
     args = parser.parse_args()
-    args.steps = args.steps or (4 if args.quick else 50)
-    args.sft_steps = args.sft_steps or (30 if args.quick else 60)
+    args.steps = args.steps or (3 if args.quick else 50)
+    args.sft_steps = args.sft_steps or (20 if args.quick else 60)
     target_run_s = TARGET_RUN_S * args.steps / 50
 
     home = Path(tempfile.mkdtemp(prefix="bench-train-"))
