@@ -42,7 +42,7 @@ def ratio(numerator: float, denominator: float) -> float:
 
 def number(value: float | None, unit: str = "") -> str:
     """A figure for the table: 3 significant digits, its unit."""
-    if value is None:
+    if value is None or math.isnan(value):
         return "-"
     if not math.isfinite(value):
         return str(value)
