@@ -149,6 +149,15 @@ def test_a_foreign_file_at_the_index_path_is_replaced(small_corpus, tmp_path):
     assert read_header(index)["doc_count"] == 4 and corpus.doc_count == 4
 
 
+def test_a_truncated_index_is_rebuilt(small_corpus):
+    corpus = LocalCorpus(small_corpus)
+    corpus.ensure_index()
+    with corpus.index_path.open("r+b") as handle:
+        handle.truncate(corpus.index_path.stat().st_size // 2)  # the header survives, the sections do not
+    fresh = LocalCorpus(small_corpus)
+    assert fresh.ensure_index() is True and fresh.search("espresso", 1)[0].doc_id == "1"
+
+
 def test_the_fts5_index_of_earlier_versions_is_removed_once_replaced(small_corpus):
     legacy = small_corpus.with_name(small_corpus.name + ".fts.db")
     with closing(sqlite3.connect(legacy)) as conn, conn:

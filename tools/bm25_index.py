@@ -219,9 +219,6 @@ class Bm25Index:
             scores = self._scratch.scores = np.zeros(self.doc_count, dtype=np.float64)
         return scores
 
-    def close(self) -> None:
-        self._vocabulary = None
-
 
 def _check(deadline: float) -> None:
     if time.monotonic() > deadline:

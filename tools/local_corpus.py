@@ -15,6 +15,7 @@ threads; rebuilds write a temporary file and atomically replace the index, so
 readers in other threads or processes never see a half-built index.
 """
 
+import contextlib
 import hashlib
 import math
 import os
@@ -140,8 +141,14 @@ class LocalCorpus:
             stat = self.index_path.stat()
             if (stat.st_ino, stat.st_mtime_ns) != self._index_file_id:
                 # Replaced by us or by another process: map the new file, drop cached vectors.
+                try:
+                    self._index = Bm25Index(self.index_path)
+                except IndexFormatError:  # a header over a truncated body (a disk filled up mid-copy?): rebuild
+                    self._build(quick, meta["content_hash"])
+                    built = True
+                    self._index = Bm25Index(self.index_path)
+                    stat = self.index_path.stat()
                 self._index_file_id = (stat.st_ino, stat.st_mtime_ns)
-                self._index = Bm25Index(self.index_path)
                 if self.reranker:
                     self.reranker.forget_vectors()
             self._checked_at = time.monotonic()
@@ -183,7 +190,8 @@ class LocalCorpus:
         except sqlite3.Error:
             return  # absent, or not our index
         if source == (str(self.source),):
-            legacy.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a folder made read-only since: leave it
+                legacy.unlink()
 
     def search(self, query: str, k: int = 4, *, timeout_s: float | None = None) -> list[CorpusHit]:
         """The k best documents for free text; [] when the query has no searchable term."""
