@@ -26,7 +26,6 @@ import heapq
 import itertools
 import json
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -97,9 +96,11 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def _rss_mb() -> float:
+def _status_mb(field: str) -> float:
+    """VmRSS (now) or VmHWM (peak) of this process in MB. Not getrusage's ru_maxrss: that survives exec, so a
+    child would report the RSS its parent had when it forked."""
     with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":")) / 1024
 
 
 def child_build(engine: str, corpus: Path, out: Path) -> None:
@@ -107,7 +108,7 @@ def child_build(engine: str, corpus: Path, out: Path) -> None:
     if engine == "bm25s":
         import bm25s
         import Stemmer
-    before = _rss_mb()
+    before = _status_mb("VmRSS")
     started = time.perf_counter()
     if engine == "ours":
         LocalCorpus(corpus).ensure_index(force_check=True)  # at its default place, where SearchTool looks
@@ -119,7 +120,7 @@ def child_build(engine: str, corpus: Path, out: Path) -> None:
         retriever.index(tokens, show_progress=False)
         retriever.save(str(out))
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _status_mb("VmHWM")
     print(json.dumps({"seconds": seconds, "peak_mb": peak, "added_mb": peak - before}))
 
 
