@@ -55,14 +55,13 @@ class Series:
             self.steps.insert(position, step)
             self.values.insert(position, value)
 
-    def extend(self, steps: np.ndarray, values: np.ndarray) -> None:
+    def extend(self, steps: list[int], values: list[float]) -> None:
         """Add many points at once: a plain append when they come after the last one in order."""
-        new_steps = steps.tolist()
-        if new_steps and (not self.steps or new_steps[0] > self.steps[-1]) and _increasing(new_steps, steps):
-            self.steps += new_steps
-            self.values += values.tolist()
+        if steps and (not self.steps or steps[0] > self.steps[-1]) and all(map(operator.lt, steps, steps[1:])):
+            self.steps += steps
+            self.values += values
             return
-        for step, value in zip(new_steps, values.tolist()):
+        for step, value in zip(steps, values):
             self.add(step, value)
 
     def smoothed(self, weight: float) -> list[float]:
@@ -77,13 +76,6 @@ class Series:
 
     def __len__(self) -> int:
         return len(self.steps)
-
-
-def _increasing(items: list[int], array: np.ndarray) -> bool:
-    """Strictly increasing? (A few points: in Python, cheaper than a numpy call; many: numpy.)"""
-    if len(items) < 64:
-        return all(map(operator.lt, items, items[1:]))
-    return bool((array[1:] > array[:-1]).all())
 
 
 @dataclass
@@ -126,11 +118,14 @@ class MetricSeriesCache:
         changed = set()
         for batch in store.metric_batches_since(after):
             run_series = self.series[batch.run_id]
-            for name, steps, values in batch.columns():
+            steps, values = batch.steps.tolist(), batch.values.tolist()  # two C calls per batch, not per metric
+            stop = 0
+            for name, count in zip(batch.names, batch.counts.tolist()):
+                start, stop = stop, stop + count
                 series = run_series.get(name)
                 if series is None:
                     series = run_series[name] = Series()
-                series.extend(steps, values)
+                series.extend(steps[start:stop], values[start:stop])
             self.last_row_id[batch.run_id] = max(self.last_row_id.get(batch.run_id, 0), batch.id)
             changed.add(batch.run_id)
         return changed
