@@ -100,13 +100,19 @@ def _migration_4(db: sqlite_utils.Database) -> None:
 
 @MIGRATIONS(name="005_metric_batches")
 def _migration_5(db: sqlite_utils.Database) -> None:
-    """Metrics as batches of columns (one row per write, not per value); the rows so far move over."""
+    """Metrics as batches of columns (one row per write, not per value); the rows so far move over.
+
+    The old rows are packed in memory (16 bytes a value) and the old table dropped before the new one is
+    made, so the schema never holds both: it stays on the file's first page, where damage elsewhere in the
+    file cannot make it unreadable (tests/test_faults_database.py).
+    """
+    batches = []
+    for (run_id,) in db.execute("select distinct run_id from metrics").fetchall():
+        rows = db.execute("select run_id, step, name, value from metrics where run_id = ? order by id", [run_id])
+        batches += [(run, *pack_columns(columns), time.time()) for run, columns in group_rows(rows).items()]
+    db.execute("drop table metrics")
     db.execute("create table metric_batches (id integer primary key, run_id text not null, names text not null, "
                "counts blob not null, steps blob not null, metric_values blob not null, created_at float)")
     db.execute("create index metric_batches_run_id on metric_batches (run_id, id)")
-    for (run_id,) in db.execute("select distinct run_id from metrics").fetchall():
-        rows = db.execute("select run_id, step, name, value from metrics where run_id = ? order by id", [run_id])
-        for run, columns in group_rows(rows).items():
-            db.execute("insert into metric_batches (run_id, names, counts, steps, metric_values, created_at) "
-                       "values (?, ?, ?, ?, ?, ?)", [run, *pack_columns(columns), time.time()])
-    db.execute("drop table metrics")
+    db.conn.executemany("insert into metric_batches (run_id, names, counts, steps, metric_values, created_at) "
+                        "values (?, ?, ?, ?, ?, ?)", batches)
