@@ -148,7 +148,7 @@ def repair(path: Path) -> dict[str, int]:
     """Copy every readable row of the damaged database at `path` into a new file that takes its place.
 
     The damaged file is kept as `<name>.damaged-<time>`. Rows are read in rowid ranges; a range that
-    fails is read row by row, so one bad page loses only its own rows. Returns rows kept per table.
+    fails, or stops short, is read row by row, so one bad page loses only its own rows. Returns rows kept per table.
     Raises DatabaseDamaged when not even the schema can be read (then only a backup helps).
     """
     path = Path(path)
@@ -201,6 +201,15 @@ def _copy_rows(source: sqlite3.Connection, target: sqlite3.Connection, table: st
         low, high = None, None
     if low is None:
         return 0
+    def one_by_one(first: int, last: int) -> list:
+        rows = []
+        for rowid in range(first, last + 1):  # the bad page's rows are lost, the rest kept
+            try:
+                rows += source.execute(select, [rowid, rowid]).fetchall()
+            except sqlite3.DatabaseError:
+                continue
+        return rows
+
     kept, empty, start = 0, 0, low
     # A damaged page can report a wild max(rowid): give up after a long run of ranges with nothing in them.
     while start <= high and empty < SALVAGE_EMPTY_RANGES:
@@ -208,12 +217,13 @@ def _copy_rows(source: sqlite3.Connection, target: sqlite3.Connection, table: st
         try:
             rows = source.execute(select, [start, end]).fetchall()
         except sqlite3.DatabaseError:
-            rows = []
-            for rowid in range(start, min(high, end) + 1):  # the bad page's rows are lost, the rest kept
-                try:
-                    rows += source.execute(select, [rowid, rowid]).fetchall()
-                except sqlite3.DatabaseError:
-                    continue
+            rows = one_by_one(start, min(high, end))
+        else:
+            # A garbled cell can decode to a wild rowid past the range, which ends the scan early without an
+            # error (and fools min(rowid) too): when the scan stops short, look up the rest of the range by rowid.
+            last = rows[-1][-1] if rows else start - 1
+            if last < min(high, end):
+                rows += one_by_one(last + 1, min(high, end))
         target.executemany(insert, rows)
         kept += len(rows)
         empty = 0 if rows else empty + 1
