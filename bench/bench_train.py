@@ -19,7 +19,7 @@ threads, the store writer included; insensitive to other processes' load).
 Targets: the logged run finishes STEPS (50) steps in <= 300 s, and its wall
 time per step is at most 5 % above the baseline's. Exits 1 if either is
 missed. Usage: python bench/bench_train.py [--quick] [--json] [--steps 50] [--sft-steps 60]
-(--quick: 3 GRPO steps after 20 SFT steps; the run-time target scales with the steps).
+(--quick: 3 GRPO steps after 20 SFT steps, one baseline run; the run-time target scales with the steps).
 """
 
 import argparse
@@ -128,7 +128,8 @@ def paired_overhead(logged: list[float], before: list[float], after: list[float]
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="3 GRPO steps after 20 SFT steps")
+    parser.add_argument("--quick", action="store_true",
+                        help="3 GRPO steps after 20 SFT steps, one baseline run (before) instead of two")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--sft-steps", type=int)
@@ -152,13 +153,16 @@ def main() -> int:
     config = demo_grpo_config(demo, store.list_checkpoints(sft_run)[-1]["path"], args.steps)
 
     runs = {}
-    for name in ("baseline (before)", "logged", "baseline (after)"):
+    # --quick drops the second baseline run (it pairs each logged step with the one before only)
+    order = ("baseline (before)", "logged") if args.quick else ("baseline (before)", "logged", "baseline (after)")
+    for name in order:
         print(f"[bench] {name}: {args.steps} GRPO steps ...", flush=True)
         if name == "logged":
             runs[name] = run_logged(config, store)
         else:
             runs[name] = run_baseline(config, home / name.split()[1].strip("()"))
-    before, logged, after = runs["baseline (before)"], runs["logged"], runs["baseline (after)"]
+    before, logged = runs["baseline (before)"], runs["logged"]
+    after = runs.get("baseline (after)", before)
     same_rollouts = before["tokens"] == logged["tokens"] == after["tokens"]
     wall_overhead = paired_overhead(logged["wall"], before["wall"], after["wall"])
     cpu_overhead = paired_overhead(logged["cpu"], before["cpu"], after["cpu"])
