@@ -213,7 +213,8 @@ def main() -> int:
         Figure("metrics_poll_vs_trackio", poll["workbench"], "ms", "ratio <= 1.0 (ours / trackio)",
                poll["workbench"] <= poll["trackio"], anchor=poll["trackio"],
                ratio=ratio(poll["workbench"], poll["trackio"]),
-               note=f"+{POLL_STEPS} steps per run; trackio: raw id > last query + JSON decode"),
+               note=f"+{POLL_STEPS} steps per run, median of {POLL_ROUNDS} rounds; trackio: raw id > last query + "
+                    "JSON decode on a kept connection (it has no incremental API)"),
         Figure("metrics_disk_vs_trackio", disk["workbench"], "MB", "reported", True, anchor=disk["trackio"],
                ratio=ratio(disk["workbench"], disk["trackio"])),
     ]
