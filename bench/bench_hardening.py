@@ -18,11 +18,14 @@ a job killed after its run succeeded, a job whose run hits a full disk (a
 small tmpfs; skipped where mounting is refused).
 Exit status 1 when a target is missed.
 
-    python bench/bench_hardening.py [--skip-faults]
+    python bench/bench_hardening.py [--quick] [--json] [--skip-faults]
+    (--quick: the sandbox figures for the isolation `auto` picks here, not both modes)
 """
 
 import argparse
+import math
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -34,6 +37,7 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.report import Figure, finish
 from tools import _sandbox_confine as confine
 from tools.code_sandbox import CodeSandbox, SandboxLimits, SandboxUnavailable
 
@@ -127,9 +131,9 @@ def scheduling_changed(sandbox: CodeSandbox, image: Path) -> bool:
     return sandbox.run(SCHEDULING, image).stdout != before
 
 
-def sandbox_figures(image: Path) -> list[tuple[str, str, str, bool]]:
+def sandbox_figures(image: Path, modes: tuple[str, ...] = ("bwrap", "landlock")) -> list[tuple[str, str, str, bool]]:
     rows = []
-    for mode in ("bwrap", "landlock"):
+    for mode in modes:
         try:
             sandbox = CodeSandbox(isolation=mode)
         except SandboxUnavailable as exc:
@@ -268,20 +272,39 @@ def run_fault(name: str, scenario) -> tuple[str, str, str, bool]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-faults", action="store_true", help="only the sandbox figures")
+    parser.add_argument("--quick", action="store_true", help="sandbox figures for the isolation auto picks only")
+    parser.add_argument("--json", action="store_true", help="print the figures as a table and one JSON line")
     args = parser.parse_args()
     from PIL import Image
 
+    modes = ("bwrap", "landlock")
+    if args.quick:
+        with CodeSandbox() as sandbox:
+            modes = (sandbox.isolation_in_use,)
     with tempfile.TemporaryDirectory() as folder:
         image = Path(folder) / "input.png"
         Image.new("RGB", (64, 48), (200, 30, 30)).save(image)
-        rows = sandbox_figures(image)
+        rows = sandbox_figures(image, modes)
     if not args.skip_faults:
         rows += fault_figures()
+    if args.json:
+        return finish([as_figure(*row) for row in rows], as_json=True)
     width = max(len(row[0]) for row in rows)
     print(f"{'figure':{width}}  {'measured':>12}  target")
     for figure, value, target, ok in rows:
         print(f"{figure:{width}}  {value:>12}  {target}  {'ok' if ok else 'MISSED'}")
     return 0 if all(row[3] for row in rows) else 1
+
+
+def as_figure(label: str, value: str, target: str, ok: bool) -> Figure:
+    """A printed row as a report figure: its label as a name, the number and unit of its value."""
+    name = "hardening_" + "_".join(re.findall(r"[a-z0-9]+", label.lower().replace("'s ", " ")))
+    number, _, unit = value.partition(" ")
+    try:
+        ours = float(number)
+    except ValueError:  # "unavailable", "skipped": no number, the reason stays in the note
+        return Figure(name, math.nan, "", target if ok else f"{target} (not measured)", ok, note=f"{value} {target}")
+    return Figure(name, ours, unit, target, ok)
 
 
 if __name__ == "__main__":

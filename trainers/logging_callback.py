@@ -15,10 +15,13 @@ held-out samples", "training: step 3 of 24 · 4.1 s/step · about 1 min 30 s
 left", "saving a checkpoint at step 8", "final evaluation: ...".
 
 The training loop only takes cheap snapshots (references to the trainer's
-own per-sample logs); a single writer thread stores images, builds traces and
-writes rows in batches, so logging costs the step almost nothing. Rows are
-committed as each batch is written: a killed job keeps everything written
-before the kill.
+own per-sample logs); metric values go to a `MetricLogger` (appended in
+memory, committed by its writer thread: at once after a quiet spell, else at
+most every 0.2 s), and one more writer thread stores images, builds traces and
+records checkpoints and progress, so logging costs the step almost nothing.
+A job killed with SIGKILL keeps everything committed before the kill; it loses
+at most the metric values logged in the last 0.2 s (workbench/metric_log.py)
+and the trace/checkpoint writes still queued.
 """
 
 import math
@@ -35,6 +38,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from trainers.trace_builder import RolloutSnapshot, build_trace
+from workbench.metric_log import MetricLogger
 from workbench.store import Store
 from workbench.versions import require_private_api
 
@@ -157,6 +161,7 @@ class StoreLoggingCallback(TrainerCallback):
         self._rng = random.Random(seed)
         self._trainer: Any = None
         self._writer: BatchWriter | None = None
+        self._metrics: MetricLogger | None = None
         self._step_started: float | None = None
         self._pending: dict[str, float] = {}
         self._step_times: list[float] = []
@@ -177,6 +182,7 @@ class StoreLoggingCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero and self._writer is None:
             self._writer = BatchWriter(self.store)
+            self._metrics = MetricLogger(self.store)
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._step_started = time.perf_counter()
@@ -239,17 +245,12 @@ class StoreLoggingCallback(TrainerCallback):
                   and math.isfinite(float(v))}
         values.update(self._pending)
         self._pending = {}
-        rows = [(self.run_id, step, name, value) for name, value in values.items()]
+        self._metrics.log(self.run_id, step, values)
         total = self.max_steps or state.max_steps
-        progress = min(1.0, step / total) if total else None
         job_id = self.job_id
-
-        def write(store: Store) -> None:
-            store.log_metric_rows(rows)
-            if job_id and progress is not None:
-                store.update_job(job_id, progress=progress)
-
-        self._writer.submit(write)
+        if job_id and total:
+            progress = min(1.0, step / total)
+            self._writer.submit(lambda store: store.update_job(job_id, progress=progress))
         self.main_thread_seconds += time.perf_counter() - began
 
     def on_save(self, args, state, control, **kwargs):
@@ -263,6 +264,9 @@ class StoreLoggingCallback(TrainerCallback):
         self.close()
 
     def close(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
         if self._writer is not None:
             self._writer.close()
             self._writer = None

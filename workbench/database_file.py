@@ -148,7 +148,7 @@ def repair(path: Path) -> dict[str, int]:
     """Copy every readable row of the damaged database at `path` into a new file that takes its place.
 
     The damaged file is kept as `<name>.damaged-<time>`. Rows are read in rowid ranges; a range that
-    fails is read row by row, so one bad page loses only its own rows. Returns rows kept per table.
+    fails, or stops short, is read row by row, so one bad page loses only its own rows. Returns rows kept per table.
     Raises DatabaseDamaged when not even the schema can be read (then only a backup helps).
     """
     path = Path(path)

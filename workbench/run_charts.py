@@ -1,8 +1,8 @@
 """Metric series for comparing runs: incremental caching, smoothing, summaries and exports.
 
 Owns `MetricSeriesCache` (a per-viewer copy of run metric histories that is
-kept current with `Store.metrics_since`, so a poll reads only rows added since
-the last one), EMA smoothing, display downsampling, tool-use collapse
+kept current with `Store.metric_batches_since`, so a poll reads only what was
+written since the last one), EMA smoothing, display downsampling, tool-use collapse
 detection, the final/best table, config diffs between runs, and CSV/PNG
 export. No Gradio here: the Runs tab and the benchmark both use it.
 
@@ -14,6 +14,7 @@ Metric names follow TRL's GRPO logging: reward components are
 import bisect
 import csv
 import json
+import operator
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -55,6 +56,15 @@ class Series:
         else:
             self.steps.insert(position, step)
             self.values.insert(position, value)
+
+    def extend(self, steps: list[int], values: list[float]) -> None:
+        """Add many points at once: a plain append when they come after the last one in order."""
+        if steps and (not self.steps or steps[0] > self.steps[-1]) and all(map(operator.lt, steps, steps[1:])):
+            self.steps += steps
+            self.values += values
+            return
+        for step, value in zip(steps, values):
+            self.add(step, value)
 
     def smoothed(self, weight: float) -> list[float]:
         """`ema(self.values, weight)`, computed incrementally."""
@@ -104,9 +114,10 @@ class _Smoothed:
 class MetricSeriesCache:
     """Metric histories of the runs a viewer looks at, refreshed incrementally.
 
-    `poll` asks the store only for rows whose id is above the last one seen
-    per run. Adding a row twice is harmless (same step, same value), so two
-    overlapping polls of one session cannot corrupt the cache.
+    `poll` asks the store, in one query, only for metric batches whose id is
+    above the last one seen per run (`last_row_id`). Adding a point twice is
+    harmless (same step, same value), so two overlapping polls of one session
+    cannot corrupt the cache.
     """
 
     def __init__(self) -> None:
@@ -114,18 +125,23 @@ class MetricSeriesCache:
         self.last_row_id: dict[str, int] = {}
 
     def poll(self, store: Any, run_ids: Iterable[str]) -> set[str]:
-        """Read new metric rows of `run_ids`; returns the runs that changed."""
+        """Read new metric batches of `run_ids`; returns the runs that changed."""
+        after = {run_id: self.last_row_id.get(run_id, 0) for run_id in run_ids}
+        for run_id in after:
+            self.series.setdefault(run_id, {})
         changed = set()
-        for run_id in run_ids:
-            after = self.last_row_id.get(run_id, 0)
-            rows = store.metrics_since(run_id, after)
-            run_series = self.series.setdefault(run_id, {})
-            if not rows:
-                continue
-            for row in rows:
-                run_series.setdefault(row["name"], Series()).add(row["step"], row["value"])
-            self.last_row_id[run_id] = max(after, rows[-1]["id"])
-            changed.add(run_id)
+        for batch in store.metric_batches_since(after):
+            run_series = self.series[batch.run_id]
+            steps, values = batch.steps.tolist(), batch.values.tolist()  # two C calls per batch, not per metric
+            stop = 0
+            for name, count in zip(batch.names, batch.counts.tolist()):
+                start, stop = stop, stop + count
+                series = run_series.get(name)
+                if series is None:
+                    series = run_series[name] = Series()
+                series.extend(steps[start:stop], values[start:stop])
+            self.last_row_id[batch.run_id] = max(self.last_row_id.get(batch.run_id, 0), batch.id)
+            changed.add(batch.run_id)
         return changed
 
     def get(self, run_id: str, name: str) -> Series | None:

@@ -1,7 +1,8 @@
 """The workbench database: the only module that talks SQL.
 
 One SQLite file (WAL mode, busy timeout, sqlite-utils migrations) holds runs,
-jobs, metrics, traces, turns, tool calls and the image index. Image bytes
+jobs, metrics (their table and methods: workbench/store_metrics.py), traces,
+turns, tool calls and the image index. Image bytes
 live in the content-addressed folder managed by `workbench.images`; this
 module only records them. Every reader gets plain dicts or `Trace` objects.
 
@@ -18,7 +19,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from workbench import database_file, settings
 from workbench import images as image_files
 from workbench.database_file import DatabaseDamaged
 from workbench.processes import current_process
+from workbench.store_metrics import MetricStore
 from workbench.store_schema import MIGRATIONS, record_legacy_version
 from workbench.trace import ToolCall, Trace, Turn
 
@@ -49,8 +51,8 @@ def _loads(value: str | None, default: Any = None) -> Any:
     return default if value is None else json.loads(value)
 
 
-class Store:
-    """Typed access to the workbench database at `path` (default: settings.db_path())."""
+class Store(MetricStore):
+    """Typed access to the workbench database at `path` (default: settings.db_path()); metrics: MetricStore."""
 
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else settings.db_path()
@@ -196,7 +198,7 @@ class Store:
             trace_ids = [r[0] for r in db.execute("select id from traces where run_id = ?", [run_id])]
             for table, column in (("turns", "trace_id"), ("tool_calls", "trace_id")):
                 db.conn.executemany(f"delete from {table} where {column} = ?", [(t,) for t in trace_ids])
-            for table in ("traces", "metrics"):
+            for table in ("traces", "metric_batches"):
                 db.execute(f"delete from {table} where run_id = ?", [run_id])
             db.execute("delete from runs where id = ?", [run_id])
 
@@ -209,47 +211,6 @@ class Store:
     def runs_changed_since(self, timestamp: float) -> list[dict]:
         rows = self.db["runs"].rows_where("updated_at > ?", [timestamp], order_by="updated_at")
         return [self._run_row(row) for row in rows]
-
-    # -- metrics ---------------------------------------------------------------
-    def log_metrics(self, run_id: str, step: int, values: dict[str, float]) -> None:
-        self.log_metric_rows([(run_id, step, name, value) for name, value in values.items()])
-
-    def log_metric_rows(self, rows: Iterable[tuple[str, int, str, float]]) -> None:
-        now = time.time()
-        records = [(run, int(step), name, float(value), now) for run, step, name, value in rows
-                   if value is not None]
-        if not records:
-            return
-        with self._transaction() as db:
-            db.conn.executemany(
-                "insert into metrics (run_id, step, name, value, created_at) values (?, ?, ?, ?, ?)", records)
-            db.conn.executemany("update runs set updated_at = ? where id = ?",
-                           [(now, run) for run in {r[0] for r in records}])
-
-    def runs_with_metrics(self, run_ids: list[str]) -> set[str]:
-        """The runs of `run_ids` that logged at least one metric (one index probe each)."""
-        sql = "select 1 from metrics where run_id = ? limit 1"
-        return {run_id for run_id in run_ids if self.db.execute(sql, [run_id]).fetchone()}
-
-    def metric_names(self, run_ids: list[str]) -> list[str]:
-        marks = ",".join("?" * len(run_ids))
-        sql = f"select distinct name from metrics where run_id in ({marks}) order by name"
-        return [row[0] for row in self.db.execute(sql, run_ids)]
-
-    def metrics_since(self, run_id: str, after_id: int = 0, names: list[str] | None = None) -> list[dict]:
-        """Metric rows of a run added after row `after_id` (the UI's cheap incremental poll)."""
-        sql = "select id, step, name, value from metrics where run_id = ? and id > ?"
-        args: list[Any] = [run_id, after_id]
-        if names:
-            sql += f" and name in ({','.join('?' * len(names))})"
-            args += names
-        cursor = self.db.execute(sql + " order by id", args)
-        return [dict(zip(("id", "step", "name", "value"), row)) for row in cursor]
-
-    def last_metric_values(self, run_id: str) -> dict[str, float]:
-        sql = ("select name, value from metrics where id in "
-               "(select max(id) from metrics where run_id = ? group by name)")
-        return dict(self.db.execute(sql, [run_id]).fetchall())
 
     # -- images ----------------------------------------------------------------
     def put_image(self, source: Any, name: str | None = None) -> str:

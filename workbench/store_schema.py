@@ -7,9 +7,12 @@ user_version).
 """
 
 import datetime
+import time
 
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
+
+from workbench.store_metrics import group_rows, pack_columns
 
 MIGRATIONS = Migrations("workbench")
 
@@ -93,3 +96,23 @@ def _migration_3(db: sqlite_utils.Database) -> None:
 @MIGRATIONS(name="004_job_phase_note")
 def _migration_4(db: sqlite_utils.Database) -> None:
     db["jobs"].add_column("note", str)  # what the job is doing now, e.g. "step-0 evaluation: 32/200 ..."
+
+
+@MIGRATIONS(name="005_metric_batches")
+def _migration_5(db: sqlite_utils.Database) -> None:
+    """Metrics as batches of columns (one row per write, not per value); the rows so far move over.
+
+    The old rows are packed in memory (16 bytes a value) and the old table dropped before the new one is
+    made, so the schema never holds both: it stays on the file's first page, where damage elsewhere in the
+    file cannot make it unreadable (tests/test_faults_database.py).
+    """
+    batches = []
+    for (run_id,) in db.execute("select distinct run_id from metrics").fetchall():
+        rows = db.execute("select run_id, step, name, value from metrics where run_id = ? order by id", [run_id])
+        batches += [(run, *pack_columns(columns), time.time()) for run, columns in group_rows(rows).items()]
+    db.execute("drop table metrics")
+    db.execute("create table metric_batches (id integer primary key, run_id text not null, names text not null, "
+               "counts blob not null, steps blob not null, metric_values blob not null, created_at float)")
+    db.execute("create index metric_batches_run_id on metric_batches (run_id, id)")
+    db.conn.executemany("insert into metric_batches (run_id, names, counts, steps, metric_values, created_at) "
+                        "values (?, ?, ?, ?, ?, ?)", batches)

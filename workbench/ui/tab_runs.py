@@ -2,8 +2,8 @@
 
 Each browser session keeps a `RunsSession` (its `MetricSeriesCache` plus run
 labels) in gr.State. Selecting runs loads their histories once; a gr.Timer
-then polls with `Store.metrics_since`, reading only rows added since the last
-poll, and skips redrawing when nothing changed. Plain callbacks
+then polls (`MetricSeriesCache.poll`: one query for what was written since the
+last poll) and skips redrawing when nothing changed. Plain callbacks
 (`select_runs`, `poll_runs`, `build_view`, `export_png`, `export_csv`) are
 tested without a browser.
 """
