@@ -5,6 +5,12 @@ validated here first: size on disk, pixel count (decompression-bomb guard),
 a full decode (truncated files fail here, not later inside a model), and a
 format allow-list. Valid images are stored once under their SHA-256 in
 `settings.images_dir()`, with a small JPEG thumbnail beside them.
+
+Image files are as durable as the database rows that name them: written
+whole or not at all (a killed process never leaves half a file), not fsynced
+-- the database runs with synchronous=NORMAL, which may also lose its newest
+commits on a power cut. A file a power cut left short is noticed by its size
+and written again the next time the same image is stored.
 """
 
 import hashlib
@@ -140,11 +146,20 @@ def put_image(source: "str | Path | bytes | Image.Image", name: str | None = Non
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{sha}.{_KEEP_FORMATS[fmt]}"
     thumb = thumbnail_path(sha)
-    if not path.exists():
-        atomic_write(path, data)
-    if not thumb.exists():
+    if not _whole(path, len(data)):
+        atomic_write(path, data, durable=False)
+    if not _whole(thumb):
         _write_thumbnail(image, thumb)
     return StoredImage(sha, path, thumb, image.width, image.height, fmt, len(data))
+
+
+def _whole(path: Path, size: int | None = None) -> bool:
+    """The file exists with `size` bytes (any size but 0 when not given)."""
+    try:
+        found = path.stat().st_size
+    except FileNotFoundError:
+        return False
+    return found == size if size is not None else found > 0
 
 
 def _write_thumbnail(image: Image.Image, thumb: Path) -> None:
@@ -154,4 +169,4 @@ def _write_thumbnail(image: Image.Image, thumb: Path) -> None:
         small.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.BILINEAR)
     buffer = io.BytesIO()
     small.save(buffer, format="JPEG", quality=80)
-    atomic_write(thumb, buffer.getvalue())
+    atomic_write(thumb, buffer.getvalue(), durable=False)
