@@ -1,4 +1,4 @@
-"""Runs-tab polling: incremental `metrics_since` polls vs re-reading whole histories, same store, same run.
+"""Runs-tab polling: incremental cache polls vs re-reading whole histories, same store, same run.
 
 Builds a store with 50 runs x 5,000 steps x 4 metrics (1M metric rows) in a
 temporary WORKBENCH_HOME, warms a `MetricSeriesCache`, then repeatedly
@@ -10,7 +10,7 @@ Runs tab costs (figures + tables for all 50 runs), which only happens when a
 poll found new rows. Exits non-zero if incremental is not at least
 TARGET_RATIO times faster.
 
-    python bench/bench_runs_poll.py [--runs 50] [--steps 5000]
+    python bench/bench_runs_poll.py [--quick] [--json] [--runs 50] [--steps 5000]   (--quick: 20 x 2,500)
 """
 
 import argparse
@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.report import Figure, finish, ratio
 
 TARGET_RATIO = 20.0
 METRICS = ("reward", "rewards/format/mean", "rewards/accuracy/mean", "tools/call_frequency")
@@ -46,10 +48,14 @@ def timed(fn) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--steps", type=int, default=5000)
+    parser.add_argument("--quick", action="store_true", help="20 runs x 2,500 steps")
+    parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    parser.add_argument("--runs", type=int)
+    parser.add_argument("--steps", type=int)
     parser.add_argument("--polls", type=int, default=10)
     args = parser.parse_args()
+    args.runs = args.runs or (20 if args.quick else 50)
+    args.steps = args.steps or (2500 if args.quick else 5000)
     os.environ["WORKBENCH_HOME"] = tempfile.mkdtemp(prefix="bench-runs-poll-")
 
     from workbench.run_charts import MetricSeriesCache
@@ -81,17 +87,14 @@ def main() -> int:
     redraw = statistics.median(timed(lambda: build_view(session, run_ids, "reward", 0.6)) for _ in range(3))
 
     inc, base = statistics.median(incremental), statistics.median(baseline)
-    ratio = base / inc
-    print(f"{'what':<44}{'median':>12}")
-    print(f"{'first load (all histories, once per session)':<44}{first_load * 1000:>10.1f}ms")
-    print(f"{'baseline poll: re-read every history':<44}{base * 1000:>10.1f}ms")
-    print(f"{'incremental poll: metrics_since(last id)':<44}{inc * 1000:>10.2f}ms")
-    print(f"{'redraw after a changed poll (50 runs)':<44}{redraw * 1000:>10.1f}ms")
-    print(f"ratio baseline / incremental: {ratio:.0f}x (target >= {TARGET_RATIO:.0f}x)")
-    if ratio < TARGET_RATIO:
-        print("FAIL: incremental polling is not fast enough")
-        return 1
-    return 0
+    print(f"first load (all histories, once per session) {first_load * 1000:.1f} ms; "
+          f"redraw after a changed poll ({args.runs} runs) {redraw * 1000:.1f} ms")
+    figures = [Figure("runs_poll_incremental_vs_full", inc * 1000, "ms",
+                      f"ratio >= {TARGET_RATIO:g} (full / incremental)",
+                      base / inc >= TARGET_RATIO, baseline=base * 1000, ratio=ratio(base, inc),
+                      note=f"{args.runs} runs x {args.steps:,} steps x {len(METRICS)} metrics, one new step per run "
+                           "per poll; baseline = a fresh cache re-reading every history")]
+    return finish(figures, args.json)
 
 
 if __name__ == "__main__":

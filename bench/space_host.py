@@ -11,6 +11,7 @@ namespace flags fail with EPERM before it execs `python app.py`.
 
 import os
 import pwd
+import secrets
 import socket
 import subprocess
 import sys
@@ -136,6 +137,7 @@ def ask_demo_coding_item(url: str, demo_name: str, question: str) -> tuple[str, 
     info = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/run_playground"]
     values = {"Demo image": demo_name, "Question": question, "Max new tokens": 256, "Max turns": 4}
     args = [values.get(p["label"], p["parameter_default"]) for p in info["parameters"]]
+    args[-1] = secrets.token_urlsafe(32)  # the visitor token a browser keeps; an API client brings its own
     status, transcript, _, _ = client.predict(*args, api_name="/run_playground")
     return status, transcript
 

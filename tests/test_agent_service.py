@@ -24,7 +24,7 @@ def image(tmp_path):
 
 
 def use_backend(monkeypatch, backend):
-    monkeypatch.setattr(service, "get_backend", lambda model, adapter=None: backend)
+    monkeypatch.setattr(service, "get_backend", lambda model, adapter=None, api_key=None: backend)
 
 
 def test_a_finished_question_leaves_a_succeeded_run_with_the_callers_tags(monkeypatch, image):

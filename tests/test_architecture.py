@@ -3,7 +3,9 @@
 Every module belongs to one layer (LAYERS, in order); a layer may import the
 layers it lists in ALLOWED, never one above it. Imports inside functions
 count too: a late import is still a dependency. On top of that:
-- only workbench/store.py talks SQL (and the search tool its own index files);
+- only workbench/store.py talks SQL (with its schema, workbench/store_schema.py, its metric batches,
+  workbench/store_metrics.py, and workbench/database_file.py for the file's integrity check and backups;
+  the search tool its own cache and index files);
 - only workbench/ui (and app.py) imports Gradio;
 - nothing imports workbench.synth (the scripts that remake the demo assets)
   except those scripts themselves;
@@ -23,9 +25,10 @@ MAX_LINES = 500
 # layer: module prefixes (longest match wins)
 LAYERS = {
     "tools": ("tools",),
-    "core": ("workbench.settings", "workbench.fields", "workbench.trace", "workbench.trace_io",
-             "workbench.protocol", "workbench.images", "workbench.records", "workbench.store", "workbench.versions",
-             "workbench"),
+    "core": ("workbench.settings", "workbench.fields", "workbench.files", "workbench.file_roots",
+             "workbench.processes", "workbench.trace",
+             "workbench.trace_io", "workbench.protocol", "workbench.images", "workbench.records", "workbench.store",
+             "workbench.store_schema", "workbench.database_file", "workbench.versions", "workbench"),
     "backends": ("workbench.backends",),
     "benchmark_data": ("workbench.benchmarks", "workbench.benchmarks.loaders", "workbench.benchmarks.scoring",
                        "workbench.benchmarks.mat_coding_mini", "workbench.benchmarks.mat_search_mini",
@@ -34,7 +37,7 @@ LAYERS = {
     "agent": ("workbench.agent",),
     "chains": ("workbench.chains",),
     "evaluation": ("workbench.benchmarks.evaluation",),
-    "jobs": ("workbench.jobs",),
+    "jobs": ("workbench.jobs", "workbench.upkeep"),
     "services": ("workbench.run_charts", "workbench.search_service"),
     "cli": ("workbench.cli", "workbench.__main__"),
     "trainers": ("trainers",),
@@ -60,7 +63,9 @@ BELOW = {  # what each layer may import besides itself
 }
 SYNTH_IMPORTERS = {"trainers.demo_model"}  # remakes the demo model and its runs, with the demo world
 SQL_MODULES = {"sqlite3", "sqlite_utils"}
-SQL_ALLOWED = {"workbench.store", "tools.search", "tools.search_cache", "tools.local_corpus"}
+# the store's rows and metric batches, and the database file's integrity check and backups
+SQL_ALLOWED = {"workbench.store", "workbench.store_schema", "workbench.store_metrics", "workbench.database_file",
+               "tools.search", "tools.search_cache", "tools.local_corpus"}
 GRADIO_LAYERS = {"ui"}
 
 

@@ -98,11 +98,10 @@ def test_playground_trace_stepper_and_runs_chart(app_url, page):
     page.locator("#tr-prev").click()
     expect(page.locator("#tr-position")).to_contain_text("turn 1 of 3")
 
-    # Runs: select the two example training runs; the chart draws and the collapse warning shows.
+    # Runs opens with the newest runs that logged metrics (the two example training runs) drawn.
     page.get_by_role("tab", name="Runs").click()
-    pick(page, "rn-runs", "curves A")
-    pick(page, "rn-runs", "curves B")
-    page.keyboard.press("Escape")
+    expect(page.locator("#rn-runs")).to_contain_text("curves A")
+    expect(page.locator("#rn-runs")).to_contain_text("curves B")
     expect(page.locator("#rn-metric-plot .js-plotly-plot")).to_be_visible()
     expect(page.locator("#rn-warning")).to_contain_text("Tool use is collapsing")
     page.screenshot(path=str(ARTIFACTS / "browser-3-runs-chart.png"), full_page=True)
@@ -132,11 +131,39 @@ def test_runs_chart_shows_the_shipped_grpo_runs_held_out_reward(app_url, page):
     ARTIFACTS.mkdir(exist_ok=True)
     page.goto(app_url)
     page.get_by_role("tab", name="Runs").click()
-    pick(page, "rn-runs", GRPO_RUN)
-    page.keyboard.press("Escape")
+    expect(page.locator("#rn-runs")).to_contain_text(GRPO_RUN)  # opened with it: among the newest with metrics
     expect(page.locator("#rn-metric input")).to_have_value("eval_reward")
     expect(page.locator("#rn-metric-plot .js-plotly-plot")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "browser-5-demo-grpo-held-out-reward.png"), full_page=True)
+
+
+# The colour of the Runs chart's tick labels and of the chart's page background, as the browser renders them.
+CHART_COLOURS = """() => {
+  const tick = document.querySelector('#rn-metric-plot .yaxislayer-above text');
+  const page = document.querySelector('.gradio-container');
+  return {tick: getComputedStyle(tick).fill, page: getComputedStyle(page).backgroundColor,
+          paper: getComputedStyle(document.querySelector('#rn-metric-plot .main-svg')).backgroundColor};
+}"""
+
+
+def brightness(css_colour: str) -> float:
+    """0 (black) to 255 (white) for an rgb()/rgba() colour."""
+    red, green, blue = (float(part) for part in re.findall(r"[\d.]+", css_colour)[:3])
+    return 0.299 * red + 0.587 * green + 0.114 * blue
+
+
+def test_runs_charts_follow_dark_mode(app_url, page):
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.goto(app_url + "?__theme=dark")
+    page.get_by_role("tab", name="Runs").click()
+    expect(page.locator("#rn-metric-plot .yaxislayer-above text").first).to_be_visible(timeout=30_000)
+    colours = page.evaluate(CHART_COLOURS)
+    assert brightness(colours["page"]) < 80, colours  # the page is dark ...
+    assert brightness(colours["tick"]) > 180, colours  # ... and the chart's labels are light on it
+    assert colours["paper"] in ("rgba(0, 0, 0, 0)", "transparent"), colours  # no white paper behind the chart
+    page.screenshot(path=str(ARTIFACTS / "browser-9-runs-dark-mode.png"), full_page=True)
 
 
 # Records the first moment the transcript shows a code turn's work, and what the status line said then.
@@ -180,6 +207,7 @@ def test_a_public_visitor_keeps_their_runs_across_a_reload(public_url, page):
     ARTIFACTS.mkdir(exist_ok=True)
     page.goto(url)
     pick(page, "pg-demo", UPSIDE_DOWN)
+    expect(page.locator("#pg-question textarea")).to_have_value(demo_image(UPSIDE_DOWN).question)
     page.locator("#pg-run").click()
     expect(page.get_by_role("tab", name="Traces", selected=True)).to_be_visible(timeout=120_000)
     trace_id = page.locator("#tr-trace-id textarea, #tr-trace-id input").first.input_value()
@@ -194,3 +222,50 @@ def test_a_public_visitor_keeps_their_runs_across_a_reload(public_url, page):
     expect(other.locator("#tr-table")).to_be_visible()
     other.wait_for_timeout(2000)
     assert trace_id[:12] not in other.locator("#tr-table").inner_text()
+
+
+# Every distinct text the Train tab's progress line shows, with the milliseconds since the watch began.
+WATCH_PROGRESS = """() => {
+  window.__progress = [];
+  const t0 = performance.now();
+  new MutationObserver(() => {
+    const bar = document.querySelector('#tn-progress .wb-progress, #tn-progress .wb-muted');
+    const text = bar ? bar.innerText : '';
+    const seen = window.__progress;
+    if (text && (!seen.length || seen[seen.length - 1].text !== text)) {
+      seen.push({text: text, ms: performance.now() - t0});
+    }
+  }).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def test_a_launched_demo_training_job_shows_its_progress_changing_within_15_seconds(app_url, page):
+    from playwright.sync_api import expect
+
+    from workbench.ui.context import ModelWarmup
+
+    ModelWarmup().start().join(300)  # as `python app.py` does at start: a user's app has its libraries loaded
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.goto(app_url)
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#tn-demo").click()
+    expect(page.locator("#tn-command")).to_contain_text("-m trainers.grpo", timeout=60_000)
+    page.evaluate(WATCH_PROGRESS)
+    page.locator("#tn-launch").click()
+    expect(page.locator("#tn-message")).to_contain_text("Launched job", timeout=30_000)
+    phase = "/starting: importing|loading|evaluation|training: step/"
+    page.wait_for_function(f"window.__progress.some(p => p.ms < 15000 && {phase}.test(p.text))", timeout=20_000)
+    texts = [entry["text"] for entry in page.evaluate("window.__progress")]
+    assert len(texts) >= 2 and texts[0] != texts[-1], texts
+    expect(page.locator("#tn-status")).to_contain_text("Now:")
+    page.screenshot(path=str(ARTIFACTS / "browser-8-train-progress.png"), full_page=True)
+    job = page.locator("#tn-job-id input, #tn-job-id textarea").first.input_value()
+
+    page.reload()  # the page re-attaches to the running job and shows the settings it was launched with
+    page.get_by_role("tab", name="Train").click()
+    expect(page.locator("#tn-status")).to_contain_text(f"Job {job}", timeout=30_000)
+    expect(page.get_by_label("Data files")).to_have_value(re.compile("mat_coding_mini.json"))
+    expect(page.locator("#tn-command")).to_contain_text("--mode episodes")
+    page.locator("#tn-cancel").click()
+    expect(page.locator("#tn-status")).to_contain_text("cancelled", timeout=30_000)

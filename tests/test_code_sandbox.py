@@ -325,6 +325,27 @@ def test_an_explicit_isolation_that_is_unavailable_is_refused(monkeypatch):
         CodeSandbox(isolation="none")
 
 
+BROKEN_INTERPRETER = """#!/bin/sh
+echo "python3: error while loading shared libraries: libpython3.so: cannot open shared object file: \\
+No such file or directory" >&2
+exit 127
+"""
+
+
+def test_when_the_interpreter_cannot_start_the_advice_is_about_the_interpreter(monkeypatch, tmp_path):
+    from tools import _sandbox_launch
+
+    broken = tmp_path / "python3"
+    broken.write_text(BROKEN_INTERPRETER)
+    broken.chmod(0o755)
+    monkeypatch.setattr(_sandbox_launch, "interpreter", lambda: str(broken))
+    with pytest.raises(SandboxUnavailable) as refused:
+        CodeSandbox()
+    advice = str(refused.value).split(").", 1)[-1]  # after the per-mode reasons
+    assert str(broken) in advice and "every user may read" in advice
+    assert "namespaces" not in advice and "Landlock" not in advice and "unsafe-none" not in advice
+
+
 def test_unsafe_none_is_opt_in_and_still_another_process(image):
     with CodeSandbox(isolation="unsafe-none") as box:
         assert box.isolation_in_use == "unsafe-none"
@@ -385,6 +406,22 @@ def test_cli_prints_one_json_object_and_exits_zero_when_code_fails(image, tmp_pa
     result = json.loads(done.stdout)
     assert result["ok"] is False and result["error"] == "RuntimeError: after writing" and result["error_line"] == 3
     assert result["output_images"] == [str((tmp_path / "job" / "output.jpg").resolve())]
+
+
+def test_cli_removes_its_temporary_folder_unless_asked_to_keep_it(image, tmp_path):
+    code = tmp_path / "code.py"
+    code.write_text("import shutil\nshutil.copy('path_to_input_image.jpg', 'path_to_output_image.jpg')\n")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = dict(os.environ, TMPDIR=str(scratch))
+    run = [sys.executable, "-m", "tools.code_sandbox", "--input", str(image), "--code", str(code), "--json"]
+    done = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["output_images"] == [] and "--keep" in done.stderr
+    assert list(scratch.iterdir()) == []  # no code-job-* (nor the worker's jobs folder) left behind
+    kept = subprocess.run(run + ["--keep"], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    outputs = json.loads(kept.stdout)["output_images"]
+    assert len(outputs) == 1 and Path(outputs[0]).is_file() and Path(outputs[0]).parent.parent == scratch
 
 
 def test_cli_usage_errors_exit_non_zero(image, tmp_path):

@@ -12,9 +12,11 @@ import os
 import socket
 import string
 import struct
+import threading
+import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -51,7 +53,8 @@ class Context:
         return {"outside": self.outside, "secret_file": self.secret_file, "host_pid": os.getpid(),
                 "tcp_port": self.tcp.getsockname()[1], "udp_port": self.udp.getsockname()[1],
                 "project_file": Path(__file__).resolve(), "project_dir": ROOT, "sessions": ROOT / "sessions",
-                "bomb": _png_header_bomb()}
+                "bomb": _png_header_bomb(), "ioprio_set": confine.syscall_number("ioprio_set"),
+                "shmget": confine.syscall_number("shmget")}
 
 
 @dataclass
@@ -126,6 +129,17 @@ def _capped_output(result: CodeResult, ctx: Context) -> None:
 
 def _at_most_four_images(result: CodeResult, ctx: Context) -> None:
     assert not result.ok and len(result.output_images) == 4 and "at most 4" in result.error
+
+
+def _stopped_for_too_many_files(result: CodeResult, ctx: Context) -> None:
+    assert not result.ok and not result.timed_out and "max_files" in (result.error or ""), result
+    assert result.duration_s < LIMITS.wall_time_s, result
+
+
+def _report_bounded(result: CodeResult, ctx: Context) -> None:
+    """A forged fd-3 report is believed only as a small, validated shape."""
+    assert len(result.error or "") <= 2000 and result.error_line is None and result.memory_exceeded is False, result
+    assert "worker" not in (result.error or ""), result  # the worker survived it
 
 
 LIBC = "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
@@ -216,6 +230,31 @@ TABLE = [
     Hostile("device_access", "print(open('/dev/mem', 'rb').read(10))", _blocked),
     Hostile("close_fds_then_import", "import os\nos.closerange(0, 4096)\nimport email.mime.text, json, "
             "xml.dom.minidom\nopen('$outside/late.txt', 'w')", _nothing_new_outside),
+    # memory the address-space limit does not count
+    Hostile("memfd_pages", "import os\nfds = []\nfor _ in range(60):\n    fd = os.memfd_create('x')\n"
+            "    os.write(fd, b'a' * (20 * 2**20))\n    fds.append(fd)", _blocked_with("Operation not permitted")),
+    Hostile("sysv_shared_memory", LIBC + "print(libc.syscall($shmget, 0, 256 * 2**20, 0o1600))",
+            _printed_minus_one),
+    Hostile("posix_shared_memory", "from multiprocessing import shared_memory\n"
+            "shared_memory.SharedMemory(create=True, size=256 * 2**20)", _blocked),
+    # the shared warm worker's scheduling
+    Hostile("renice_worker", "import os\nos.setpriority(os.PRIO_PROCESS, os.getppid(), 19)",
+            _blocked_with("Operation not permitted")),
+    Hostile("renice_every_process_of_the_uid", "import os\nos.setpriority(os.PRIO_USER, 0, 19)",
+            _blocked_with("Operation not permitted")),
+    Hostile("pin_worker_to_one_cpu", "import os\nos.sched_setaffinity(os.getppid(), {0})",
+            _blocked_with("Operation not permitted")),
+    Hostile("sched_idle_worker", "import os\nos.sched_setscheduler(os.getppid(), os.SCHED_IDLE, os.sched_param(0))",
+            _blocked_with("Operation not permitted")),
+    Hostile("idle_io_priority_for_worker", LIBC + "print(libc.syscall($ioprio_set, 1, os.getppid(), 3 << 13))",
+            _printed_minus_one),
+    # files and the fd-3 report
+    Hostile("millions_of_empty_files", "i = 0\nwhile True:\n    open(f'f{i}', 'w').close()\n    i += 1",
+            _stopped_for_too_many_files),
+    Hostile("forged_report", "import json, os, time\nos.write(3, json.dumps({'ok': True, 'error': 'E' * 30000, "
+            "'error_line': 10**30, 'memory_error': 'yes', 'stdout': 'forged'}).encode())\nos.close(3)\n"
+            "time.sleep(0.5)", _report_bounded),
+    Hostile("report_nested_too_deep", "import os\nos.write(3, b'[' * 30000)\nos.close(3)", _report_bounded),
 ]
 
 
@@ -292,3 +331,109 @@ def test_sandbox_still_serves_after_the_table(sandbox, image, tmp_path):
     from PIL import Image
     with Image.open(result.output_images[0]) as output:
         assert output.size == (48, 64)
+
+
+# --- side channels the table cannot see from a result alone ------------------------------------------------
+
+def _host_shared_memory() -> int:
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("Shmem:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no Shmem line in /proc/meminfo")
+
+
+SHARED_MEMORY_HOG = """import ctypes, mmap, os
+libc = ctypes.CDLL(None, use_errno=True)
+held = []
+for _ in range(60):
+    try:
+        fd = os.memfd_create('hog')
+        os.write(fd, b'a' * (20 * 2**20))
+        held.append(fd)
+    except OSError:
+        break
+for _ in range(8):
+    segment = libc.syscall($shmget, 0, 64 * 2**20, 0o1600)
+    if segment >= 0:
+        address = ctypes.c_void_p(libc.shmat(segment, None, 0))
+        ctypes.memset(address, 1, 64 * 2**20)
+print(len(held))
+"""
+
+
+def test_hostile_job_cannot_grow_host_shared_memory_beyond_its_limit(sandbox, context, image):
+    baseline = peak = _host_shared_memory()
+    done = threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _host_shared_memory())
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        result = sandbox.run(string.Template(SHARED_MEMORY_HOG).substitute(context.values()), image)
+    finally:
+        done.set()
+        sampler.join()
+    assert peak - baseline <= LIMITS.memory_mb * 2**20, (result, (peak - baseline) / 2**20)
+    time.sleep(0.2)
+    assert _host_shared_memory() - baseline < 64 * 2**20  # nothing outlived the job (System V segments would)
+
+
+@pytest.mark.parametrize("max_files", [LIMITS.max_files, 10**7], ids=["default_cap", "no_per_job_cap"])
+def test_a_job_making_files_does_not_hold_up_the_next_job(sandbox, image, max_files):
+    quick = "print('next')"
+    sandbox.run(quick, image)
+    started = time.monotonic()
+    sandbox.run(quick, image)
+    baseline = time.monotonic() - started
+    hog = replace(LIMITS, wall_time_s=6, cpu_time_s=6, max_files=max_files)
+    sandbox.run("i = 0\nwhile True:\n    open(f'f{i}', 'w').close()\n    i += 1", image, limits=hog)
+    started = time.monotonic()
+    result = sandbox.run(quick, image)
+    delay = time.monotonic() - started - baseline
+    assert result.ok and result.stdout == "next\n", result
+    assert delay <= 1.0, f"the next job waited {delay:.2f} s longer than usual"
+
+
+SCHEDULING = ("import os\nprint(os.getpriority(os.PRIO_PROCESS, 0), sorted(os.sched_getaffinity(0)), "
+              "os.sched_getscheduler(0))")
+CHANGE_SCHEDULING = """import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+for target in (os.getppid(), 0):
+    for change in (lambda: os.setpriority(os.PRIO_PROCESS, target, 19), lambda: os.sched_setaffinity(target, {0}),
+                   lambda: os.sched_setscheduler(target, os.SCHED_IDLE, os.sched_param(0))):
+        try:
+            change()
+        except OSError:
+            pass
+    libc.syscall($ioprio_set, 1, target, 3 << 13)
+for change in (lambda: os.setpriority(os.PRIO_USER, 0, 19), lambda: os.setpriority(os.PRIO_PGRP, 0, 19)):
+    try:
+        change()
+    except OSError:
+        pass
+print(os.getpriority(os.PRIO_PROCESS, os.getppid()))
+"""
+
+
+def test_no_job_can_change_the_workers_scheduling(sandbox, context, image):
+    before = sandbox.run(SCHEDULING, image)
+    sandbox.run(string.Template(CHANGE_SCHEDULING).substitute(context.values()), image)
+    after = sandbox.run(SCHEDULING, image)
+    assert before.ok and after.ok and after.stdout == before.stdout, (before.stdout, after.stdout)
+
+
+def test_as_root_the_bwrap_jobs_tmpfs_caps_inodes(sandbox, image):
+    if sandbox.isolation_in_use != "bwrap" or os.geteuid() != 0:
+        pytest.skip("the worker mounts its own inode-capped tmpfs only as root under bubblewrap")
+    assert "nr_inodes=" in (sandbox.isolation_details["jobs_tmpfs"] or "")
+    uncapped = replace(LIMITS, max_files=10**7, wall_time_s=10, cpu_time_s=10)
+    result = sandbox.run("import os\ni = 0\ntry:\n    while True:\n        open(f'f{i}', 'w').close()\n"
+                         "        i += 1\nexcept OSError as exc:\n    print(i, exc.errno)", image, limits=uncapped)
+    count, code = map(int, result.stdout.split())
+    assert code == 28 and count < 20000 and not result.timed_out  # ENOSPC at the inode cap, long before the wall

@@ -1,21 +1,22 @@
-"""The local corpus backend: formats, index rebuilds, FTS query escaping, BM25 pruning, re-ranking."""
+"""The local corpus backend: formats, index rebuilds, any text as a query, BM25 and its pruning, re-ranking."""
 
 import json
 import os
 import random
 import sqlite3
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
+from tools.bm25_index import read_header
 from tools.local_corpus import (
     CorpusError,
     DenseReranker,
     LocalCorpus,
     RerankUnavailable,
     SearchTimeout,
-    fts_match_expression,
     query_terms,
 )
 from tools.search import SearchTool
@@ -63,7 +64,7 @@ def test_folder_of_text_and_markdown_files_is_split_into_passages(tmp_path):
     assert [hit.doc_id for hit in sahara] == ["sub/desert_facts.txt#1"] and sahara[0].title == "desert facts"
     lava = corpus.search("magma", 1)[0]
     assert lava.doc_id == "volcano.md#1" and lava.title == "Volcanoes" and not lava.snippet.startswith("#")
-    assert corpus.index_path == tmp_path / "notes.fts.db" and corpus.index_path.exists()
+    assert corpus.index_path == tmp_path / "notes.bm25idx" and corpus.index_path.exists()
 
 
 @pytest.mark.parametrize("content, message", [
@@ -142,11 +143,30 @@ def test_folder_index_rebuilds_when_a_file_is_added(tmp_path):
 
 def test_a_foreign_file_at_the_index_path_is_replaced(small_corpus, tmp_path):
     index = tmp_path / "custom-index.db"
-    index.write_bytes(b"this is not a database")
+    index.write_bytes(b"this is not an index")
     corpus = LocalCorpus(small_corpus, index_path=index)
     assert corpus.search("espresso", 1)[0].doc_id == "1"
-    with sqlite3.connect(index) as conn:
-        assert conn.execute("SELECT value FROM meta WHERE key = 'doc_count'").fetchone() == ("4",)
+    assert read_header(index)["doc_count"] == 4 and corpus.doc_count == 4
+
+
+def test_a_truncated_index_is_rebuilt(small_corpus):
+    corpus = LocalCorpus(small_corpus)
+    corpus.ensure_index()
+    with corpus.index_path.open("r+b") as handle:
+        handle.truncate(corpus.index_path.stat().st_size // 2)  # the header survives, the sections do not
+    fresh = LocalCorpus(small_corpus)
+    assert fresh.ensure_index() is True and fresh.search("espresso", 1)[0].doc_id == "1"
+
+
+def test_the_fts5_index_of_earlier_versions_is_removed_once_replaced(small_corpus):
+    legacy = small_corpus.with_name(small_corpus.name + ".fts.db")
+    with closing(sqlite3.connect(legacy)) as conn, conn:
+        conn.execute("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT)")
+        conn.execute("INSERT INTO meta VALUES ('source', ?)", (str(small_corpus.resolve()),))
+    unrelated = small_corpus.with_name("other.jsonl.fts.db")
+    unrelated.write_bytes(b"someone else's file")
+    assert LocalCorpus(small_corpus).search("espresso", 1)[0].doc_id == "1"
+    assert not legacy.exists() and unrelated.exists()
 
 
 # --- query escaping ------------------------------------------------------------------------------
@@ -173,8 +193,8 @@ def test_query_terms_drop_function_words_unless_nothing_else_is_left():
     assert query_terms("What is the capital of Japan?") == ["capital", "japan"]
     assert query_terms("The Who") == ["the", "who"]
     assert query_terms('a "b" c:d') == ["b", "c", "d"]
-    assert fts_match_expression(query_terms('x NOT "y"')) == '"x" OR "not" OR "y"'
-    assert fts_match_expression([]) is None
+    assert query_terms('x NOT "y"') == ["x", "not", "y"]  # operators are plain words
+    assert query_terms("?!") == []
 
 
 # --- ranking ----------------------------------------------------------------------------------
@@ -193,10 +213,10 @@ def _random_corpus(path: Path, docs: int = 400) -> Path:
     return write_jsonl(path, records)
 
 
-def test_pruned_bm25_scores_equal_fts5_bm25(tmp_path):
+def test_pruned_bm25_scores_equal_exhaustive_bm25(tmp_path):
     path = _random_corpus(tmp_path / "r.jsonl")
     exact = LocalCorpus(path, postings_budget=10**9)
-    # A budget that admits the rare words but not the common ones: the two-stage path.
+    # A budget every query exceeds: MaxScore pruning skips the common words' postings where it can.
     pruned = LocalCorpus(path, index_path=exact.index_path, postings_budget=60)
     queries = ["alpha term7", "bravo charlie term42 term43", "alpha bravo term100 term200 term250"]
     compared = 0

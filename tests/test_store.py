@@ -112,18 +112,39 @@ def test_migrations_are_versioned_and_idempotent(workbench_home):
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_a_database_from_before_sqlite_utils_migrations_keeps_its_data(tmp_path):
-    """Databases versioned by PRAGMA user_version (every earlier release) open without re-running migrations."""
-    path = tmp_path / "old.db"
+def _database_of_schema_2(path) -> sqlite_utils.Database:
+    """A database as releases before sqlite-utils migrations left it: two migrations, counted in user_version."""
     old = sqlite_utils.Database(path)
-    for migration in MIGRATIONS.pending(sqlite_utils.Database(memory=True)):
+    for migration in MIGRATIONS.pending(sqlite_utils.Database(memory=True))[:2]:  # the schema of those releases
         migration.fn(old)
     old["runs"].insert({"id": "r1", "name": "kept", "kind": "train", "status": "succeeded", "config": "{}",
                         "summary": "{}", "created_at": 1.0, "updated_at": 1.0})
     old.execute("PRAGMA user_version=2")
+    return old
+
+
+def test_a_database_from_before_sqlite_utils_migrations_keeps_its_data(tmp_path):
+    """Databases versioned by PRAGMA user_version (every earlier release) open without re-running migrations."""
+    _database_of_schema_2(tmp_path / "old.db").conn.commit()
+    store = Store(tmp_path / "old.db")
+    assert store.get_run("r1")["name"] == "kept" and store.schema_version == len(MIGRATIONS.pending(
+        sqlite_utils.Database(memory=True)))  # the two it had, counted once, plus every later one
+
+
+def test_metric_rows_of_an_older_database_move_into_batches(tmp_path):
+    old = _database_of_schema_2(tmp_path / "old.db")
+    rows = [("r1", 1, "reward", 0.1), ("r1", 1, "loss", 2.0), ("r1", 2, "reward", 0.3), ("r2", 7, "reward", 9.0),
+            ("r1", 2, "loss", 1.5), ("r1", 2, "reward", 0.35)]  # a resumed job logged step 2 again
+    old["metrics"].insert_all({"run_id": run, "step": step, "name": name, "value": value, "created_at": 1.0}
+                              for run, step, name, value in rows)
     old.conn.commit()
-    store = Store(path)
-    assert store.get_run("r1")["name"] == "kept" and store.schema_version == 2
+    store = Store(tmp_path / "old.db")
+    moved = [(row["step"], row["name"], row["value"]) for row in store.metrics_since("r1")]
+    assert sorted(moved) == sorted((step, name, value) for run, step, name, value in rows if run == "r1")
+    assert [row["value"] for row in store.metrics_since("r1", names=["reward"])] == [0.1, 0.3, 0.35]  # logged order
+    assert store.last_metric_values("r1") == {"reward": 0.35, "loss": 1.5}
+    assert store.metric_names(["r1", "r2"]) == ["loss", "reward"]
+    assert "metrics" not in store.db.table_names()
 
 
 def test_two_processes_opening_a_new_database_at_once_migrate_it_once(tmp_path):
@@ -160,9 +181,21 @@ def test_images_are_content_addressed_with_thumbnails():
     assert (row["width"], row["height"]) == (1000, 500) and max(thumb.size) <= 160
 
 
-def test_checkpoints_are_recorded_in_step_order():
+def test_checkpoints_are_recorded_in_step_order(tmp_path):
     store = Store()
     run = store.create_run("train", "train")
-    store.record_checkpoint(run, 20, "/ckpt/20")
-    store.record_checkpoint(run, 10, "/ckpt/10")
+    for step in (20, 10):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        store.record_checkpoint(run, step, tmp_path / f"checkpoint-{step}")
     assert [c["step"] for c in store.list_checkpoints(run)] == [10, 20]
+
+
+def test_checkpoints_deleted_from_disk_are_not_listed(tmp_path):
+    """save_total_limit deletes old checkpoint folders after they were recorded: the list follows the disk."""
+    store = Store()
+    run = store.create_run("train", "train")
+    for step in (2, 4, 6):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        store.record_checkpoint(run, step, tmp_path / f"checkpoint-{step}")
+    (tmp_path / "checkpoint-2").rmdir()
+    assert [c["step"] for c in store.list_checkpoints(run)] == [4, 6]

@@ -83,3 +83,20 @@ def test_import_refuses_bad_lines_and_missing_images(tmp_path):
     with pytest.raises(ValueError, match="missing"):
         import_traces(store, path)
     assert store.count_traces() == 0
+
+
+def test_shipped_and_exported_runs_name_no_machine_folders():
+    """A run bundle carries no absolute paths of the machine that made it (the shipped demo-grpo run included)."""
+    import json as json_module
+
+    from workbench import settings as workbench_settings
+
+    def absolute(value):
+        if isinstance(value, dict):
+            return [p for item in value.values() for p in absolute(item)]
+        if isinstance(value, list):
+            return [p for item in value for p in absolute(item)]
+        return [value] if isinstance(value, str) and value.startswith("/") else []
+
+    shipped = json_module.loads((workbench_settings.DEMO_GRPO_RUN / "run.json").read_text(encoding="utf-8"))
+    assert absolute(shipped["config"]) == [] and absolute(shipped["summary"]) == []

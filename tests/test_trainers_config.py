@@ -265,3 +265,46 @@ def test_multi_gpu_command_uses_accelerate_with_a_deepspeed_zero_config(data_fil
 def test_sft_command_runs_the_sft_module():
     command = build_command(SftJobConfig(trace_runs=["r1"]), 0)
     assert command[1:3] == ["-m", "trainers.sft"]
+
+
+@pytest.mark.parametrize("changes, name", [
+    ({"max_steps": 10**12}, "max_steps"),
+    ({"per_device_train_batch_size": 10**9}, "per_device_train_batch_size"),
+    ({"num_generations": 10**6}, "num_generations"),
+    ({"max_completion_length": 10**9}, "max_completion_length"),
+    ({"gradient_accumulation_steps": 10**7}, "gradient_accumulation_steps"),
+    ({"lora_r": 10**6}, "lora_r"),
+    ({"max_pixels": 10**12}, "max_pixels"),
+    ({"temperature": 1e9}, "temperature"),
+    ({"seed": 2**40}, "seed"),
+])
+def test_unbounded_training_settings_are_refused_with_the_limit(data_file, changes, name):
+    values = {"data_files": [data_file], "per_device_train_batch_size": 8, "num_generations": 4, **changes}
+    with pytest.raises(ConfigError) as caught:
+        GrpoJobConfig(**values)
+    message = str(caught.value)
+    assert message.startswith(f"{name}=") and "over this workbench's limit" in message
+    assert "use a value up to" in message
+
+
+@pytest.mark.parametrize("changes", [{"max_steps": 10**12}, {"num_train_epochs": 1e9}, {"max_length": 10**9}])
+def test_unbounded_sft_settings_are_refused(changes):
+    with pytest.raises(ConfigError, match="over this workbench's limit"):
+        SftJobConfig(trace_runs=["r1"], **changes)
+
+
+def test_the_train_form_refuses_an_unbounded_setting_before_anything_launches(data_file):
+    from workbench.ui import tab_train
+
+    with pytest.raises(ValueError, match="max_steps=1000000000000 is over"):
+        tab_train.train_config("grpo", {"data_files": data_file, "max_steps": 10**12, "num_generations": 4,
+                                        "per_device_train_batch_size": 8})
+
+
+@pytest.mark.parametrize("changes", [{"samples": 10**6, "temperature": 1.0}, {"max_new_tokens": 10**9},
+                                     {"tool_workers": 10**4}])
+def test_unbounded_rollout_settings_are_refused(changes):
+    from workbench.agent.config import RunnerConfig
+
+    with pytest.raises(ValueError, match="over the limit"):
+        RunnerConfig(**changes)

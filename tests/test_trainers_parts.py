@@ -1,15 +1,17 @@
 """Pieces of the training jobs on the tiny model: data, chat format, rewards plumbing, traces (no training)."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from trainers import chat_format, data, modeling
 from trainers.config import GrpoJobConfig, SftJobConfig
 from trainers.demo_data import prepare_demo_data
-from trainers.logging_callback import group_std
+from trainers.logging_callback import StoreLoggingCallback, group_std
 from trainers.reward_adapters import component_rewards
 from trainers.trace_builder import RolloutSnapshot, build_trace
 from workbench import protocol
@@ -322,3 +324,37 @@ def test_each_row_searches_its_own_worlds_corpus(tmp_path, monkeypatch):
         assert environment.tool_calls[-1].ok is False
     finally:
         toolbox.close()
+
+
+def test_the_job_row_says_what_training_is_doing_phase_by_phase(store, tmp_path):
+    run_id = store.create_run("notes", "train", status="running")
+    job_id = store.create_job("grpo", {}, ["python"], log_path=str(tmp_path / "j.log"), run_id=run_id)
+    callback = StoreLoggingCallback(store, run_id, job_id=job_id, max_steps=4)
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=2, report_to=[])
+    state, control = TrainerState(max_steps=4), TrainerControl()
+    callback.on_train_begin(args, state, control)
+
+    def note() -> str:
+        callback._writer.flush()
+        return store.get_job(job_id)["note"]
+
+    batches = [object()] * 5  # 10 held-out samples in batches of 2
+    callback.on_prediction_step(args, state, control, eval_dataloader=batches)
+    assert note() == "step-0 evaluation: 2/10 held-out samples"
+    callback._noted_at = 0.0  # past the rate limit
+    callback.on_prediction_step(args, state, control, eval_dataloader=batches)
+    assert note() == "step-0 evaluation: 4/10 held-out samples"
+    callback.on_evaluate(args, state, control)
+    assert note() == "training: step 0 of 4"
+    for step in (1, 2):
+        state.global_step = step
+        callback.on_step_begin(args, state, control)
+        callback.on_step_end(args, state, control)
+    assert re.fullmatch(r"training: step 2 of 4 · \d+\.\d s/step · about \d+ s left", note())
+    control.should_save = True
+    callback.on_step_end(args, state, control)
+    assert note() == "saving a checkpoint at step 2"
+    state.global_step = 4
+    callback.on_prediction_step(args, state, control, eval_dataloader=batches)
+    assert note() == "final evaluation: 2/10 held-out samples"
+    callback.close()

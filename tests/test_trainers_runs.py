@@ -63,7 +63,9 @@ def test_paper_recipe_logs_metrics_traces_checkpoints_and_resumes_at_its_step(de
     summary = store.get_run(run_id)["summary"]
     assert summary["resumed_from"].endswith("checkpoint-3") and summary["steps"] == 5
     assert _steps_by_metric(store, run_id)["loss"] == {1, 2, 3, 4, 5}
-    assert [c["step"] for c in store.list_checkpoints(run_id)] == [2, 3, 4, 5]
+    # save_total_limit (3) deleted checkpoint-2 when checkpoint-5 was saved: the list follows the disk
+    assert [c["step"] for c in store.list_checkpoints(run_id)] == [3, 4, 5]
+    assert not Path(checkpoints[0]["path"]).exists()
 
 
 def test_sft_on_traces_from_the_store_and_from_an_export(demo, store, tmp_path):

@@ -380,6 +380,50 @@ def test_runs_show_which_reward_preset_trained_them(store):
     assert view.diff.iloc[0].tolist() == ["reward preset", "paper", "workbench"]
 
 
+def test_runs_open_with_the_newest_runs_that_logged_metrics():
+    store = Store()
+    seed_demo_runs(store)  # a fresh workbench: the shipped demo runs only
+    assert tab_runs.default_selection(store, LOCAL) == [GRPO_RUN]
+    older = store.create_run("older", "train")
+    store.log_metrics(older, 1, {"reward": 0.1})
+    store.create_run("newest, no metrics yet", "train")
+    newer = store.create_run("newer", "train")
+    store.log_metrics(newer, 1, {"reward": 0.2})
+    assert tab_runs.default_selection(store, LOCAL, limit=2) == [newer, older]
+    assert tab_runs.default_selection(store, BOB) == [GRPO_RUN], "other people's runs are not opened"
+
+
+def test_every_drawn_run_is_in_the_legend_once_with_clean_values(store):
+    late = store.create_run("only the second component", "train")
+    for step in range(1, 4):
+        store.log_metrics(late, step, {"rewards/code/mean": 0.1 * step, "reward": 0.90000004})
+    session, chosen = tab_runs.select_runs(store, LOCAL, None, [CURVE_RUNS[0], late])
+    figure = tab_runs.build_view(session, chosen, "reward", 0.6).rewards_figure
+    legend = [trace["name"] for trace in figure.data if trace["showlegend"]]
+    drawn = {trace["legendgroup"] for trace in figure.data}
+    assert sorted(legend) == sorted(session.labels[run] for run in drawn) and len(drawn) == 2
+    flat = tab_runs.build_view(session, [late], "reward", 0.0).metric_figure.data[0]
+    assert list(flat["y"]) == [0.9, 0.9, 0.9], "float32 noise is rounded away before plotly picks ticks"
+
+
+def test_csv_export_keeps_whole_run_names_and_png_draws_raw_values_behind_the_smoothed(store, tmp_path):
+    name = "a run whose name is much longer than the chart legend shows, to check the export"
+    long_run = store.create_run(name, "train")
+    for step in range(200):
+        store.log_metrics(long_run, step, {"reward": float(step % 2)})  # noisy: raw and smoothed differ
+    session, chosen = tab_runs.select_runs(store, LOCAL, None, [long_run])
+    assert "…" in session.labels[long_run]
+    rows = list(csv.DictReader(tab_runs.export_csv(session, chosen, 0.9).open()))
+    assert {row["run"] for row in rows} == {name}
+
+    def faint_pixels(smoothing: float) -> int:  # the raw line: matplotlib's first colour at alpha 0.3 on white
+        with Image.open(tab_runs.export_png(session, chosen, "reward", smoothing)) as chart:
+            counts = chart.convert("RGB").getcolors(maxcolors=1_000_000)
+        return sum(n for n, (r, g, b) in counts if abs(r - 188) < 12 and abs(g - 210) < 14 and abs(b - 230) < 12)
+
+    assert faint_pixels(0.9) > 3 * faint_pixels(0.0), "smoothed: the raw zigzag is drawn too, faintly"
+
+
 def test_chart_exports_csv_and_png(store):
     session, chosen = tab_runs.select_runs(store, LOCAL, None, list(CURVE_RUNS))
     rows = list(csv.DictReader(tab_runs.export_csv(session, chosen, 0.6).open()))

@@ -10,6 +10,7 @@ its checkpoint and cancel the resumed job.
 
 import json
 import os
+import re
 import signal
 import socket
 import time
@@ -167,11 +168,11 @@ def test_job_detail_redraws_log_and_curves_only_when_they_change(store):
     detail = tab_train.job_detail(store, session, job_id)
     assert "running · 20 %" in detail.progress and "step 2 of 10" in detail.progress
     assert detail.log == "step 1\nstep 2" and detail.figures is not None
-    assert list(detail.figures[0].data[0].y) == [0.1, 0.3]
+    assert list(detail.figures[0].data[0]["y"]) == [0.1, 0.3]
     again = tab_train.job_detail(store, session, job_id)
     assert again.log is None and again.figures is None, "nothing new: nothing redrawn"
     store.log_metrics(run_id, 3, {"reward": 0.6})
-    assert list(tab_train.job_detail(store, session, job_id).figures[0].data[0].y) == [0.1, 0.3, 0.6]
+    assert list(tab_train.job_detail(store, session, job_id).figures[0].data[0]["y"]) == [0.1, 0.3, 0.6]
     assert isinstance(session.cache, MetricSeriesCache) and session.cache.last_row_id[run_id] > 0
     table = jobs_panel.jobs_table([store.get_job(job_id)])
     assert table.iloc[0].tolist()[:4] == ["running", "20 %", "grpo", run_id]
@@ -179,12 +180,13 @@ def test_job_detail_redraws_log_and_curves_only_when_they_change(store):
         tab_train.job_detail(store, session, "nope")
 
 
-def test_resume_makes_a_resume_job_and_refuses_what_cannot_resume(store, monkeypatch):
+def test_resume_makes_a_resume_job_and_refuses_what_cannot_resume(store, monkeypatch, tmp_path):
     monkeypatch.setenv("WORKBENCH_MAX_JOBS", "0")  # keep submitted jobs queued: nothing really trains here
     config = SftJobConfig(trace_runs=["expert"], max_steps=4, **TINY_PIXELS)
     run_id = store.create_run("sft", "train", status="running")
     job_id = store.create_job("sft", config.to_dict(), ["python"], log_path="", run_id=run_id)
-    store.record_checkpoint(run_id, 4, "/checkpoints/checkpoint-4")
+    (tmp_path / "checkpoint-4").mkdir()  # a checkpoint is listed while its folder is on disk
+    store.record_checkpoint(run_id, 4, tmp_path / "checkpoint-4")
 
     store.update_job(job_id, status="running")
     with pytest.raises(LaunchError, match="still running"):
@@ -389,12 +391,14 @@ def test_training_jobs_launch_finish_cancel_and_resume_through_the_app(running_a
     assert "**succeeded**" in status and "succeeded · 100 %" in progress and "step 1 of 1" in progress
     assert "finished" in log and curve["type"] == "plotly" and "loss" in curve["plot"]
     assert store.get_run(store.get_job(job_id)["run_id"])["summary"]["steps"] == 1
+    assert store.get_job(job_id)["note"] == "finished"
 
     _, long_job = launch({("Max steps", 1): 200})
     run_id = store.get_job(long_job)["run_id"]
     wait_until(lambda: store.list_checkpoints(run_id), timeout=150)  # mid-training, one checkpoint saved
     reloaded = Client(running_app.url, verbose=False).predict("", api_name="/show_training_jobs")
     assert reloaded[1] == long_job and "**running**" in reloaded[2], "a new page re-attaches to the running job"
+    assert re.search(r"Now: (training: step \d+ of 200 · .* left|saving a checkpoint at step \d+)", reloaded[2])
     assert client.predict(long_job, api_name="/cancel_training_job") == f"Cancelled job {long_job}."
     _, _, status, progress, *_ = show(long_job)
     assert "**cancelled**" in status and store.get_run(run_id)["status"] == "cancelled"

@@ -11,7 +11,10 @@ worker applies to itself and to every job process it forks:
   execve, process creation (clone without CLONE_THREAD, fork, vfork; clone3
   gets ENOSYS so libc falls back to clone), ptrace and process_vm_*, signals
   to anything but the job itself, raising rlimits, mounts and namespaces,
-  kernel keyrings, BPF, perf, io_uring, module loading and similar.
+  kernel keyrings, BPF, perf, io_uring, module loading and similar; memfd
+  and System V shared memory (memory RLIMIT_AS does not count); and, for
+  jobs, changing scheduling, priority, CPU affinity, I/O priority or memory
+  placement (of itself or of the worker it shares a uid with).
 - rlimits, capability dropping, PR_SET_DUMPABLE / PDEATHSIG / NO_NEW_PRIVS.
 
 This module is imported both as `tools._sandbox_confine` (host, for probing
@@ -65,6 +68,11 @@ SYSCALLS = {
     "uselib": (134, None), "vhangup": (153, 58),
     "landlock_create_ruleset": (444, 444), "landlock_add_rule": (445, 445),
     "landlock_restrict_self": (446, 446),
+    "memfd_create": (319, 279), "shmget": (29, 194), "shmat": (30, 196), "msgget": (68, 186),
+    "semget": (64, 190), "setpriority": (141, 140), "sched_setparam": (142, 118),
+    "sched_setscheduler": (144, 119), "sched_setaffinity": (203, 122), "sched_setattr": (314, 274),
+    "ioprio_set": (251, 30), "migrate_pages": (256, 238), "move_pages": (279, 239),
+    "set_mempolicy": (238, 237), "mbind": (237, 235),
 }
 _ARCHES = {"x86_64": (0, 0xC000003E), "aarch64": (1, 0xC00000B7)}
 
@@ -79,10 +87,17 @@ ALWAYS_DENIED = (
     "clock_settime", "adjtimex", "clock_adjtime", "mknod", "mknodat", "quotactl", "quotactl_fd",
     "lookup_dcookie", "fanotify_init", "process_madvise", "move_mount", "open_tree", "fsopen",
     "fsconfig", "fsmount", "fspick", "mount_setattr", "memfd_secret", "uselib", "vhangup",
+    # Memory outside RLIMIT_AS: memfd pages and System V segments (which outlive the job in the
+    # landlock fallback, where the host's IPC namespace is shared). Neither worker nor job needs them.
+    "memfd_create", "shmget", "shmat", "msgget", "semget",
 )
 # Additionally denied inside a job (the worker itself needs them to manage jobs).
 JOB_DENIED = ("fork", "vfork", "tkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_open",
-              "pidfd_send_signal", "setrlimit")
+              "pidfd_send_signal", "setrlimit",
+              # Scheduling, I/O priority and memory placement: the worker shares the job's uid, so a job
+              # could otherwise renice or pin the warm worker (and every later job it forks).
+              "setpriority", "sched_setparam", "sched_setscheduler", "sched_setaffinity", "sched_setattr",
+              "ioprio_set", "migrate_pages", "move_pages", "set_mempolicy", "mbind")
 
 CLONE_THREAD = 0x00010000
 
@@ -369,6 +384,12 @@ def effective_capabilities() -> int:
             if line.startswith("CapEff:"):
                 return int(line.split()[1], 16)
     return 0
+
+
+def mount_tmpfs(path: str, options: str) -> None:
+    """Mount a fresh tmpfs with `options` (e.g. "size=N,nr_inodes=M,mode=0755") on `path`; needs CAP_SYS_ADMIN."""
+    if _libc.mount(b"tmpfs", path.encode(), b"tmpfs", 0, options.encode()) != 0:
+        _raise_errno(f"mount tmpfs on {path}")
 
 
 def become_user(uid: int, gid: int) -> None:

@@ -30,10 +30,13 @@ from tools import _sandbox_confine as confine
 
 TOOLS_DIR = Path(__file__).resolve().parent
 WORKER_FILES = ("_sandbox_worker.py", "_sandbox_confine.py", "_sandbox_code.py", "_sandbox_wire.py",
-                "_sandbox_outputs.py")
+                "_sandbox_outputs.py", "_sandbox_job.py")
 SANDBOX_DIR = "/opt/code-sandbox"  # where bwrap shows the worker's files
 BWRAP_JOBS_ROOT = "/jobs"
 NOBODY = 65534
+# Files (inodes) the whole jobs tmpfs may hold, beside its size: each costs kernel memory that the tmpfs size
+# does not count. Each job is also stopped past its own max_files; this caps all concurrent jobs together.
+JOBS_TMPFS_INODES = 20000
 SYSTEM_LIBRARY_PATHS = ("/usr", "/lib", "/lib64", "/lib32", "/libx32", "/bin", "/etc/ld.so.cache")
 WORKER_ENV = {
     "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": "/nonexistent",
@@ -210,6 +213,9 @@ def plan(mode: str, scratch_bytes: int) -> LaunchPlan:
             "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox", "--clearenv"]
     if os.geteuid() == 0:  # no user namespace: the worker switches to NOBODY itself, then has no capabilities
         argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_CHOWN"]
+        # bwrap's --tmpfs takes a size but no inode cap: the worker mounts its own jobs tmpfs over it first.
+        argv += ["--cap-add", "CAP_SYS_ADMIN"]
+        config["jobs_tmpfs"] = f"size={scratch_bytes},nr_inodes={JOBS_TMPFS_INODES},mode=0755"
     else:
         argv += ["--unshare-user"]
     for key, value in env.items():

@@ -39,8 +39,14 @@ class WorkerProcess:
     def __init__(self, plan: launch.LaunchPlan):
         self.host_jobs_root = plan.host_jobs_root
         self.log = tempfile.TemporaryFile()  # noqa: SIM115  (the worker's stderr, read and closed by stop())
-        self.proc = subprocess.Popen(plan.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
-                                     env=plan.env, cwd="/", close_fds=True, start_new_session=True, bufsize=0)
+        try:
+            self.proc = subprocess.Popen(plan.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+                                         env=plan.env, cwd="/", close_fds=True, start_new_session=True, bufsize=0)
+        except OSError as exc:  # e.g. the interpreter cannot be executed
+            self.log.close()
+            if plan.host_jobs_root:
+                shutil.rmtree(plan.host_jobs_root, ignore_errors=True)
+            raise SandboxUnavailable(f"{plan.mode} worker could not be started: {exc}") from None
         self.requests, self.responses = self.proc.stdin.fileno(), self.proc.stdout.fileno()
         for fd in (self.requests, self.responses):
             try:  # a typical image fits in one pipe buffer: fewer context switches per call

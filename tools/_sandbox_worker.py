@@ -8,37 +8,43 @@ seccomp without sockets/exec/ptrace), then serves framed requests on stdin
 and answers on stdout. Per job it forks a child that calls setsid, limits
 itself (rlimits, a Landlock domain holding only its own work folder, a
 seccomp filter that also forbids new processes and signals to others) and
-runs the model's code. The worker enforces the wall clock through a pidfd,
-kills the job's process group afterwards, and collects output images with
-O_NOFOLLOW, st_nlink == 1, size/count/pixel caps and a Pillow re-encode.
+runs the model's code (`tools/_sandbox_job.py`). The worker enforces the
+wall clock through a pidfd and the number of files in the job's folder by
+counting them every FILE_CHECK_S, kills the job's process group afterwards,
+believes the job's report only as a validated, size-bounded shape, collects
+output images with O_NOFOLLOW, st_nlink == 1, size/count/pixel caps and a
+Pillow re-encode, and hands the job's folder to a janitor process that
+deletes it, so a job that left many files does not hold up the next one.
+As root inside bubblewrap it mounts its own jobs tmpfs with an inode cap.
 
 Imports only the standard library and its sibling `_sandbox_*` modules at
 top level; the image libraries are imported during start-up.
 """
 
+import errno
 import gc
-import io
 import json
 import os
 import selectors
 import shutil
 import signal
-import stat
 import sys
 import time
-import traceback
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _sandbox_code as code_prep
 import _sandbox_confine as confine
+import _sandbox_job as job_side
 import _sandbox_outputs as outputs
 import _sandbox_wire as wire
 
-MODEL_FILENAME = "<model_code>"
-RESULT_FD = 3
-MAX_RESULT_BYTES = 1 << 20
+RESULT_FD, MAX_RESULT_BYTES = job_side.RESULT_FD, job_side.MAX_RESULT_BYTES
 OUTPUT_NAME = "output.jpg"
+FILE_CHECK_S = 0.02  # how often a running job's file count is checked
+DEFAULT_MAX_FILES = 1000
+MAX_ANSWER_ERROR_CHARS = 3000  # the host refuses longer errors as malformed
+SPACE_WAIT_S = 1.0  # how long a new job waits for the janitor when the jobs folder is full
 # The job may create, rewrite and delete plain files in its folder; no dirs, links, devices.
 JOB_RIGHTS = (confine.READ_ONLY | confine.FS_WRITE_FILE | confine.FS_REMOVE_FILE | confine.FS_MAKE_REG
               | confine.FS_TRUNCATE)
@@ -49,14 +55,22 @@ PRELOAD = ("numpy", "cv2", "PIL.Image", "PIL.ImageEnhance", "PIL.ImageFilter", "
 class Job:
     """A forked job: its process, the pipe its report arrives on, its folder and limits."""
 
-    def __init__(self, job_id, pid, pidfd, report_fd, job_dir, work, input_name, limits):
+    def __init__(self, job_id, pid, pidfd, report_fd, job_dir, work, input_name, limits, code_lines):
         self.id, self.pid, self.pidfd, self.report_fd = job_id, pid, pidfd, report_fd
         self.dir, self.work, self.input_name, self.limits = job_dir, work, input_name, limits
+        self.code_lines = code_lines
+        self.max_files = int(limits.get("max_files", DEFAULT_MAX_FILES))
         self.report = bytearray()
         self.started = time.monotonic()
         self.deadline = self.started + float(limits["wall_time_s"])
         self.wall_killed = False
+        self.files_exceeded = False
         self.answered = False
+
+    @property
+    def running(self) -> bool:
+        """Still to be watched: not answered and not already stopped for a limit."""
+        return not (self.wall_killed or self.files_exceeded or self.answered)
 
 
 class Worker:
@@ -66,10 +80,18 @@ class Worker:
         self.jobs: dict[int, Job] = {}
         self.statm = os.open("/proc/self/statm", os.O_RDONLY)
         self.landlock_abi = 0
+        self.janitor: tuple[int, int] | None = None  # (pid, pipe) of the process deleting job folders
 
     # -- start-up -------------------------------------------------------------------------
     def setup(self) -> dict:
         self.jobs_root = self.config["jobs_root"]
+        self.jobs_tmpfs = None
+        if self.config.get("jobs_tmpfs") and os.geteuid() == 0:  # bwrap as root kept CAP_SYS_ADMIN for this
+            try:
+                confine.mount_tmpfs(self.jobs_root, self.config["jobs_tmpfs"])
+                self.jobs_tmpfs = self.config["jobs_tmpfs"]
+            except OSError:  # bwrap's own size-capped tmpfs stays; max_files still bounds each job
+                pass
         if os.geteuid() == 0:
             uid = self.config.get("run_as")
             if uid is not None:
@@ -108,6 +130,8 @@ class Worker:
             confine.install_seccomp(None)
             details.update(landlock_abi=self.landlock_abi, seccomp=True)
         details["jobs_root"] = self.jobs_root
+        details["jobs_tmpfs"] = self.jobs_tmpfs  # None: no inode cap beyond max_files per job
+        self.janitor = _start_janitor(self.jobs_root)
         return details
 
     # -- main loop ------------------------------------------------------------------------
@@ -116,8 +140,8 @@ class Worker:
         self.selector = selectors.DefaultSelector()
         self.selector.register(requests, selectors.EVENT_READ, None)
         while True:
-            running = [job.deadline for job in self.jobs.values() if not (job.wall_killed or job.answered)]
-            timeout = max(0.0, min(running) - time.monotonic()) if running else None
+            running = [job.deadline for job in self.jobs.values() if job.running]
+            timeout = min(FILE_CHECK_S, max(0.0, min(running) - time.monotonic())) if running else None
             for key, _ in self.selector.select(timeout):
                 if key.data is None:
                     frame = wire.read_frame(requests)
@@ -134,8 +158,11 @@ class Worker:
                     self.on_exit(key.data[1])
             now = time.monotonic()
             for job in self.jobs.values():
-                if not job.wall_killed and not job.answered and now >= job.deadline:
+                if job.running and now >= job.deadline:
                     job.wall_killed = True
+                    _kill_group(job.pid)
+                elif job.running and _more_files_than(job.work, job.max_files + 1):  # + the input image
+                    job.files_exceeded = True
                     _kill_group(job.pid)
 
     def on_report(self, job: Job) -> None:
@@ -146,8 +173,8 @@ class Worker:
             job.report += chunk[:MAX_RESULT_BYTES - len(job.report)]
             return
         self._close_report(job)
-        report = _parse_report(job.report)
-        if report is not None and not job.answered:
+        report = parse_report(job.report, job.code_lines)
+        if report is not None and not job.answered and not job.files_exceeded:
             # The job has said it is done: stop it now and answer without waiting for its exit
             # (tearing down a forked address space takes a few ms).
             _kill_group(job.pid)
@@ -164,8 +191,8 @@ class Worker:
                 job.report += chunk[:MAX_RESULT_BYTES - len(job.report)]
             self._close_report(job)
         if not job.answered:
-            self.answer(job, _parse_report(job.report), status, usage.ru_utime + usage.ru_stime)
-        shutil.rmtree(job.dir, ignore_errors=True)
+            self.answer(job, parse_report(job.report, job.code_lines), status, usage.ru_utime + usage.ru_stime)
+        self.remove_folder(job.dir)
 
     def _close_report(self, job: Job) -> None:
         self.selector.unregister(job.report_fd)
@@ -184,18 +211,42 @@ class Worker:
         for job in self.jobs.values():
             _kill_group(job.pid)
             os.waitpid(job.pid, 0)
-            shutil.rmtree(job.dir, ignore_errors=True)
+            self.remove_folder(job.dir)
+        if self.janitor is not None:
+            os.close(self.janitor[1])  # EOF: it finishes what it was given and exits
+            os.waitpid(self.janitor[0], 0)
+
+    def remove_folder(self, path: str) -> None:
+        """Have the janitor delete a finished job's folder; delete it here only if the janitor is gone."""
+        if self.janitor is not None:
+            try:
+                os.write(self.janitor[1], os.path.basename(path).encode() + b"\n")
+                return
+            except OSError:  # gone (EPIPE) or far behind (EAGAIN): do it here
+                pass
+        shutil.rmtree(path, ignore_errors=True)
 
     def send(self, message: dict, blob: bytes = b"") -> None:
         wire.write_frame(self.responses, message, blob)
 
     # -- one job --------------------------------------------------------------------------
     def start_safely(self, request: dict, image: bytes) -> Job | None:
-        try:
-            return self.start(request, image)
-        except Exception as exc:  # e.g. the jobs folder is full: answer, keep serving
-            self.send(_failure(int(request.get("id", -1)), f"the sandbox could not start the job: {exc}"))
-            shutil.rmtree(os.path.join(self.jobs_root, f"job-{int(request.get('id', -1))}"), ignore_errors=True)
+        folder = os.path.join(self.jobs_root, f"job-{int(request.get('id', -1))}")
+        patience = time.monotonic() + SPACE_WAIT_S
+        while True:
+            try:
+                return self.start(request, image)
+            except OSError as exc:
+                shutil.rmtree(folder, ignore_errors=True)
+                # A job that filled the jobs tmpfs: the janitor is freeing it; wait a little rather than fail.
+                if exc.errno == errno.ENOSPC and self.janitor is not None and time.monotonic() < patience:
+                    time.sleep(0.02)
+                    continue
+                error = exc
+            except Exception as exc:
+                shutil.rmtree(folder, ignore_errors=True)
+                error = exc
+            self.send(_failure(int(request.get("id", -1)), f"the sandbox could not start the job: {error}"))
             return None
 
     def start(self, request: dict, image: bytes) -> Job | None:
@@ -231,7 +282,8 @@ class Worker:
             self.run_child(code, namespace, work, streams, limits, memory)
         for fd in streams:
             os.close(fd)
-        return Job(job_id, pid, os.pidfd_open(pid), report_read, job_dir, work, input_name, limits)
+        return Job(job_id, pid, os.pidfd_open(pid), report_read, job_dir, work, input_name, limits,
+                   code.count("\n") + 1)
 
     def run_child(self, code: str, namespace: dict, work: str, streams: list[int], limits: dict,
                   memory: int) -> None:
@@ -253,9 +305,9 @@ class Worker:
                                     open_files=int(limits["max_open_files"]))
             if self.confined:
                 confine.install_seccomp(os.getpid())
-            status = _execute(code, namespace)
+            status = job_side.execute(code, namespace)
         except BaseException as exc:  # confinement failed: never run the code
-            _write_report({"ok": False, "error": f"sandbox setup failed: {type(exc).__name__}: {exc}",
+            job_side.write_report({"ok": False, "error": f"sandbox setup failed: {type(exc).__name__}: {exc}",
                            "error_line": None, "memory_error": False, "setup_failed": True})
         finally:
             os._exit(status)
@@ -270,6 +322,9 @@ class Worker:
                    "worker_duration_s": time.monotonic() - job.started}
         if job.wall_killed:
             message.update(timed_out=True, error=f"wall time limit of {limits['wall_time_s']} s exceeded")
+        elif job.files_exceeded:
+            message["error"] = (f"stopped: the code created more than {job.max_files} files in its folder "
+                                "(the max_files limit)")
         elif status is not None and os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_used >= float(limits["cpu_time_s"])):
@@ -287,93 +342,13 @@ class Worker:
             message["error"] = f"exited with status {os.WEXITSTATUS(status)} before finishing"
         images, problems = outputs.collect(job.work, job.input_name, OUTPUT_NAME, limits)
         if problems:
-            message["error"] = "; ".join(([message["error"]] if message["error"] else []) + problems)
+            text = "; ".join(([message["error"]] if message["error"] else []) + problems)
+            message["error"] = text if len(text) <= MAX_ANSWER_ERROR_CHARS else \
+                text[:MAX_ANSWER_ERROR_CHARS - 20] + " [... more problems]"
             message["ok"] = False
         message["outputs"] = [{"name": name, "format": fmt, "width": w, "height": h, "size": len(data)}
                               for name, fmt, w, h, data in images]
         return message, b"".join(data for *_, data in images)
-
-
-# --- inside the job process ----------------------------------------------------------------------
-
-def _execute(code: str, namespace: dict) -> int:
-    import builtins
-    import linecache
-    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8",
-                                  errors="backslashreplace", line_buffering=True)
-    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
-                                  errors="backslashreplace", line_buffering=True)
-    sys.argv = [MODEL_FILENAME]
-    linecache.cache[MODEL_FILENAME] = (len(code), None, code.splitlines(True), MODEL_FILENAME)
-    width, height = namespace["INPUT_WIDTH"], namespace["INPUT_HEIGHT"]
-
-    def denormalize_box(box, width=width, height=height):
-        """A 0..1000 [x_min, y_min, x_max, y_max] box as pixels (x0, y0, x1, y1) of the input image."""
-        return code_prep.denormalize_box(box, width, height)
-
-    namespace.update(__name__="__main__", __builtins__=builtins, denormalize_box=denormalize_box)
-    report = {"ok": True, "error": None, "error_line": None, "memory_error": False}
-    try:
-        exec(compile(code, MODEL_FILENAME, "exec"), namespace)
-        _join_threads()
-    except SystemExit as exc:
-        if exc.code not in (None, 0):
-            report.update(ok=False, error=f"SystemExit: {exc.code}")
-    except BaseException as exc:
-        report.update(ok=False, error=f"{type(exc).__name__}: {exc}"[:2000], error_line=_model_line(exc),
-                      memory_error=_is_memory_error(exc))
-        try:
-            traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)
-        except BaseException:
-            pass
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except BaseException:
-            pass
-    _write_report(report)
-    return 0 if report["ok"] else 1  # tells the worker even when the report pipe was closed by the code
-
-
-def _join_threads() -> None:
-    """Wait for the code's non-daemon threads, as a normal interpreter exit would."""
-    threading = sys.modules.get("threading")
-    if threading is None:
-        return
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
-
-
-def _write_report(report: dict) -> None:
-    """Send the report and close the pipe: the worker then stops and answers at once."""
-    try:
-        if not stat.S_ISFIFO(os.fstat(RESULT_FD).st_mode):
-            return  # the code closed the report pipe (and maybe reused fd 3): do not write into its files
-        data = memoryview(json.dumps(report).encode()[:MAX_RESULT_BYTES])
-        while data:
-            data = data[os.write(RESULT_FD, data):]
-        os.close(RESULT_FD)
-    except BaseException:
-        pass
-
-
-def _model_line(exc: BaseException) -> int | None:
-    if isinstance(exc, SyntaxError) and exc.filename == MODEL_FILENAME:
-        return exc.lineno
-    line, tb = None, exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename == MODEL_FILENAME:
-            line = tb.tb_lineno
-        tb = tb.tb_next
-    return line
-
-
-def _is_memory_error(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError):
-        return True
-    text = str(exc).lower()
-    return type(exc).__name__ == "error" and ("insufficient memory" in text or "failed to allocate" in text)
 
 
 # --- worker-side helpers -----------------------------------------------------------------------
@@ -402,12 +377,66 @@ def _image_size(path: str) -> tuple[int | None, int | None]:
         return None, None
 
 
-def _parse_report(data: bytes) -> dict | None:
+def parse_report(data: bytes, code_lines: int) -> dict | None:
+    """The job's fd-3 report as a bounded, validated shape (the job may have written anything there).
+
+    >>> parse_report(b'{"ok": true, "error": "x", "error_line": 10, "memory_error": 1, "extra": 2}', 3)
+    {'ok': True, 'error': 'x', 'error_line': None, 'memory_error': False, 'setup_failed': False}
+    >>> parse_report(b'[' * 100000, 3) is None
+    True
+    """
     try:
         report = json.loads(bytes(data)) if data else None
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
-    return report if isinstance(report, dict) else None
+    if not isinstance(report, dict):
+        return None
+    error, line = report.get("error"), report.get("error_line")
+    return {"ok": report.get("ok") is True,
+            "error": error[:job_side.MAX_ERROR_CHARS] if isinstance(error, str) else None,
+            "error_line": line if type(line) is int and 1 <= line <= code_lines else None,
+            "memory_error": report.get("memory_error") is True,
+            "setup_failed": report.get("setup_failed") is True}
+
+
+def _more_files_than(folder: str, limit: int) -> bool:
+    """Whether `folder` holds more than `limit` entries; stops counting there, so the check stays cheap."""
+    try:
+        with os.scandir(folder) as entries:
+            for count, _ in enumerate(entries, 1):
+                if count > limit:
+                    return True
+    except OSError:
+        pass
+    return False
+
+
+def _start_janitor(jobs_root: str) -> tuple[int, int]:
+    """Fork the process that deletes finished job folders named on its pipe, one line each, at low priority.
+
+    Deleting hundreds of thousands of files takes seconds; done here it would hold up the next job.
+    """
+    names, feed = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 0
+        try:
+            confine.die_with_parent()
+            os.closerange(3, names)  # never hold the host's pipes: the host must see EOF when the worker dies
+            os.closerange(names + 1, 1 << 16)
+            os.nice(10)
+            with os.fdopen(names, "rb") as lines:
+                for line in lines:
+                    name = os.path.basename(line.decode(errors="replace").strip())
+                    if name:
+                        shutil.rmtree(os.path.join(jobs_root, name), ignore_errors=True)
+        except BaseException:
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(names)
+    os.set_blocking(feed, False)
+    return pid, feed
 
 
 def main() -> int:

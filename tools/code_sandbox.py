@@ -30,16 +30,24 @@ outside the job folder; network access (empty net namespace, no socket()
 syscall, Landlock TCP rules); environment secrets (the worker starts from a
 clean environment and the host calls PR_SET_DUMPABLE 0); new processes and
 fork bombs, execve, ptrace, signals to the host or worker; raising rlimits;
-runaway wall time, CPU time, memory (address space), file size, open files,
-stdout/stderr (read capped from files), number, bytes and pixel size of
-output images; symlink and hard-link tricks (not creatable under Landlock,
+runaway wall time, CPU time, memory (address space; memfd and System V
+shared memory, which it does not count, are refused), file size, open files,
+number of files in the job folder (`max_files`, counted every 20 ms; as root
+under bubblewrap the jobs tmpfs also has an inode cap), stdout/stderr (read
+capped from files), number, bytes and pixel size of output images; changes
+to scheduling, priority, CPU affinity or I/O priority (which would reach the
+shared worker and every later job); a forged job report (believed only as a
+validated, size-bounded shape; the host checks the worker's answer too); a
+job's leftover files delaying the next job (a janitor process deletes job
+folders); symlink and hard-link tricks (not creatable under Landlock,
 refused at collection through O_NOFOLLOW and st_nlink == 1; outputs are
 decoded under a pixel cap and re-encoded in the confined worker).
 
 Does not protect against: kernel exploits or CPU side channels (the kernel is
-shared); total disk use in the landlock fallback (each file is capped, but
-the number of files is bounded only by the wall time; bwrap caps the whole
-jobs tmpfs); threads inside a job (allowed, bounded by the memory limit);
+shared); total disk use in the landlock fallback (each file is capped and
+their number bounded by `max_files`, so about max_files x max_file_mb per
+job; bwrap caps the whole jobs tmpfs); threads inside a job (allowed, bounded
+by the memory limit);
 reading world-readable files inside the library folders (/usr, the Python
 prefix), which is by design; concurrent jobs beyond `max_concurrent_jobs`
 queueing behind each other. Without Landlock ABI 6 signals are blocked by
@@ -54,6 +62,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 import tempfile
 import threading
@@ -87,6 +96,8 @@ class SandboxLimits:
     max_output_chars: int = field(default=20000, metadata={"help": "characters of stdout and of stderr kept"})
     max_output_images: int = field(default=4, metadata={"help": "output images kept per call"})
     max_output_pixels: int = field(default=4096 * 4096, metadata={"help": "largest output image, in pixels"})
+    max_files: int = field(default=1000, metadata={
+        "help": "files the code may create in its folder; it is stopped beyond (checked every 20 ms)"})
 
 
 @dataclass
@@ -189,6 +200,10 @@ class CodeSandbox:
         if isinstance(answer, str):
             return _failed(answer, started)
         header, blob = answer
+        problem = answer_problem(header, blob, limits)
+        if problem:  # the worker is confined too: believe only a bounded, well-formed answer
+            self._restart(self._worker)
+            return _failed(f"the sandbox worker sent a malformed answer ({problem}); it was restarted", started)
         outputs = []
         if header.get("outputs"):  # the default folder is made only when there is something to keep
             folder = Path(job_dir) if job_dir is not None else Path(tempfile.mkdtemp(prefix="code-job-"))
@@ -239,12 +254,25 @@ def _note_fallback(mode: str, reasons: list[str]) -> None:
                     mode, "; ".join(reasons))
 
 
+# What a worker's log says when the interpreter itself could not start (not the isolation around it).
+INTERPRETER_FAILURES = ("error while loading shared libraries", "execvp", "can't open file",
+                        "No such file or directory", "Permission denied", "could not be started")
+
+
 def _advice(reasons: list[str]) -> str:
-    """What to do about the reasons no isolation mode started, in the order most likely to help."""
+    """What to do about the reasons no isolation mode started, in the order most likely to help.
+
+    Every mode runs the app's own interpreter, so when it is the interpreter that fails everywhere, no
+    other isolation mode (not even unsafe-none) would help: the advice is about the interpreter then.
+    """
     text = " ".join(reasons)
     if "ModuleNotFoundError" in text or "ImportError" in text:
         return ("The worker could not import numpy, OpenCV or Pillow: install requirements.txt into the "
                 f"interpreter that runs the app ({sys.executable}).")
+    if reasons and all(any(sign in reason for sign in INTERPRETER_FAILURES) for reason in reasons):
+        return (f"The sandbox runs the app's own interpreter ({launch.interpreter()}) and it could not start "
+                "there: run the app with a Python whose folders every user may read (the system Python, or a "
+                "virtualenv outside /root and home folders such as /opt/venv) with requirements.txt installed.")
     steps = []
     if "not installed" in text:
         steps.append("install bubblewrap (apt-get install bubblewrap, or packages.txt on a Space)")
@@ -252,6 +280,28 @@ def _advice(reasons: list[str]) -> str:
         steps.append("run on a Linux kernel with Landlock enabled (5.13 or newer)")
     return ("To run code, " + " or ".join(steps or ["allow unprivileged user namespaces for bubblewrap"]) +
             ". Everything else works without the code tool.")
+
+
+MAX_ERROR_CHARS = 4000
+
+
+def answer_problem(header: dict, blob: bytes, limits: SandboxLimits) -> str | None:
+    """What is wrong with a worker's answer (types, sizes, output count), or None when it is well-formed."""
+    text_cap = limits.max_output_chars + 200  # + the worker's truncation note
+    checks = [("ok", isinstance(header.get("ok"), bool)),
+              ("stdout", isinstance(header.get("stdout"), str) and len(header["stdout"]) <= text_cap),
+              ("stderr", isinstance(header.get("stderr"), str) and len(header["stderr"]) <= text_cap),
+              ("error", header.get("error") is None or (isinstance(header["error"], str)
+                                                        and len(header["error"]) <= MAX_ERROR_CHARS)),
+              ("error_line", header.get("error_line") is None or type(header["error_line"]) is int),
+              ("timed_out", isinstance(header.get("timed_out"), bool)),
+              ("memory_exceeded", isinstance(header.get("memory_exceeded"), bool))]
+    outputs = header.get("outputs", [])
+    checks.append(("outputs", isinstance(outputs, list) and len(outputs) <= limits.max_output_images and all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) and type(o.get("size")) is int and o["size"] >= 0
+        for o in outputs) and sum(o["size"] for o in outputs) == len(blob)))
+    bad = [name for name, good in checks if not good]
+    return ", ".join(bad) if bad else None
 
 
 def _stop_worker_of(state: dict) -> None:
@@ -335,7 +385,9 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Run model-written Python image code in the sandbox.")
     parser.add_argument("--input", required=True, help="input image (path_to_input_image.jpg in the code)")
     parser.add_argument("--code", required=True, help="file with the code or the raw <code> argument; - for stdin")
-    parser.add_argument("--job-dir", help="folder for the output images (default: a new temporary folder)")
+    parser.add_argument("--job-dir", help="folder for the output images (default: a temporary folder, removed "
+                                          "after the call unless --keep is given)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (and print its images)")
     parser.add_argument("--crop-box", help="the question's 0..1000 box x_min,y_min,x_max,y_max (paper crop rule)")
     parser.add_argument("--isolation", choices=ISOLATION_MODES, default=default_isolation(),
                         help="default: $CODE_SANDBOX_ISOLATION or auto (bwrap, else the Landlock fallback)")
@@ -356,12 +408,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     limits = SandboxLimits(**{f.name: getattr(args, f.name) for f in fields(SandboxLimits)})
+    job_dir = args.job_dir or tempfile.mkdtemp(prefix="code-job-")
     try:
         with CodeSandbox(limits, isolation=args.isolation) as sandbox:
-            result = sandbox.run(code, args.input, args.job_dir, crop_box=crop_box)
+            result = sandbox.run(code, args.input, job_dir, crop_box=crop_box)
     except SandboxUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if not (args.job_dir or args.keep):
+            shutil.rmtree(job_dir, ignore_errors=True)
+    if not (args.job_dir or args.keep) and result.output_images:
+        print(f"note: {len(result.output_images)} output image(s) were not kept; pass --job-dir DIR or --keep",
+              file=sys.stderr)
+        result.output_images = []
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
     else:

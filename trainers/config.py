@@ -5,7 +5,7 @@ multi-turn tool episodes) and `SftJobConfig` (cold-start SFT on traces) share
 `TrainJobConfig` (model, LoRA/full fine-tuning, optimiser, checkpoints,
 scale-out). Every field carries metadata={"help": ...} for the UI form and
 `--help`; `__post_init__` refuses bad values with a message that names the
-field and what to change. Checks that need the model or the store (LoRA
+field and what to change, including values over UPPER_BOUNDS. Checks that need the model or the store (LoRA
 target regex vs the model's modules, traces present) live in
 `trainers.preflight.validate_for_launch`, which the jobs module calls before
 launching. `to_dict`/`from_dict`/`save`/`load_config` move a config between
@@ -47,6 +47,26 @@ class ConfigError(ValueError):
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+# Upper bounds far above any real run on this workbench; past them a value is a typo (10**9) or a way to hog
+# the machine, and the job would never finish or run out of memory at once.
+UPPER_BOUNDS = {
+    "lora_r": 1024, "lora_alpha": 4096, "warmup_steps": 1_000_000, "per_device_train_batch_size": 1024,
+    "gradient_accumulation_steps": 1024, "max_pixels": 50_000_000, "min_pixels": 50_000_000,
+    "save_steps": 1_000_000, "save_total_limit": 1000, "seed": 2**32 - 1, "gpus": 64,
+    "max_steps": 1_000_000, "num_generations": 256, "max_completion_length": 32_768, "temperature": 10.0,
+    "max_items": 10_000_000, "eval_steps": 1_000_000, "max_eval_items": 10_000_000, "num_generations_eval": 256,
+    "log_traces_every": 1_000_000, "trace_groups": 64, "num_train_epochs": 1000, "max_length": 131_072,
+}
+
+
+def _check_upper_bounds(config: Any) -> None:
+    for name, limit in UPPER_BOUNDS.items():
+        value = getattr(config, name, None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            _require(value <= limit, f"{name}={value} is over this workbench's limit of {limit}; use a value "
+                                     f"up to {limit} (a larger run needs a change of trainers/config.py)")
 
 
 @dataclass
@@ -93,6 +113,7 @@ class TrainJobConfig:
                                      default_factory=dict)
 
     def __post_init__(self) -> None:
+        _check_upper_bounds(self)  # first: nothing below should work with a value like 10**12
         _require(bool(self.model and self.model.strip()), "model is empty: give 'tiny', a model folder or a hub id")
         _require(self.finetune in FINETUNE_MODES, f"finetune={self.finetune!r}: use one of {FINETUNE_MODES}")
         _require(self.lora_r >= 1, f"lora_r={self.lora_r}: use a rank of at least 1 (8 or 16 is typical)")

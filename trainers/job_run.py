@@ -25,6 +25,8 @@ from trainers.config import CONFIG_CLASSES, ConfigError, TrainJobConfig, config_
 from trainers.preflight import validate_for_launch
 from trainers.trl_names import parse_overrides
 from workbench import settings
+from workbench.database_file import DatabaseDamaged, disk_full_message, is_disk_full
+from workbench.processes import EXIT_DISK_FULL
 from workbench.store import Store
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -89,6 +91,12 @@ def resume_checkpoint(context: JobContext) -> str | None:
     return str(max(found)[1]) if found else None
 
 
+def note_phase(context: JobContext, note: str) -> None:
+    """Tell the job row what the process is doing (the Train tab shows it); rank 0 only."""
+    if context.job_id and is_main_process() and context.store.get_job(context.job_id) is not None:
+        context.store.update_job(context.job_id, note=note)
+
+
 def finish_run(context: JobContext, status: str, summary: dict[str, Any]) -> None:
     if not is_main_process():
         return
@@ -105,10 +113,11 @@ def succeed_run(context: JobContext, resumed_from: str | None, **fields: Any) ->
 
 
 def fail_run(context: JobContext | None, exc: BaseException) -> None:
+    """Mark the run failed with the error; on a full disk the error says so (and this write may fail too)."""
     if context is None:
         return
-    finish_run(context, "failed", {"error": f"{type(exc).__name__}: {exc}",
-                                   "traceback": traceback.format_exc(limit=8)})
+    error = disk_full_message() if is_disk_full(exc) else f"{type(exc).__name__}: {exc}"
+    finish_run(context, "failed", {"error": error, "traceback": traceback.format_exc(limit=8)})
 
 
 class TrainingSetup(Protocol):
@@ -138,11 +147,13 @@ def run_training(config: TrainJobConfig, build: Callable[[JobContext], TrainingS
         if resume:
             print(f"[workbench] resuming from {checkpoint}" if checkpoint else
                   "[workbench] no checkpoint to resume from; starting at step 0", flush=True)
+        note_phase(context, "loading the model and the data")
         setup = build(context)
         result = setup.trainer.train(resume_from_checkpoint=checkpoint)
         setup.close()
         succeed_run(context, checkpoint, steps=setup.trainer.state.global_step, train_loss=result.training_loss,
                     **setup.summary())
+        note_phase(context, "finished")
         return context.run_id
     except BaseException as exc:
         if setup is not None:
@@ -193,7 +204,8 @@ def cli_main(kind: str, run: Callable[..., str], argv: list[str] | None = None) 
 
     Exit 0 when the run succeeded; 2 with one line on stderr for a user error
     (bad setting, missing file, unusable data: the config or the run's inputs);
-    1 with the traceback when training itself failed (the run's summary keeps it too).
+    EXIT_DISK_FULL with one line when the disk filled up; 1 with the traceback
+    when training itself failed (the run's summary keeps it too).
     """
     args, overrides = argument_parser(kind).parse_known_args(argv)
     try:
@@ -206,12 +218,15 @@ def cli_main(kind: str, run: Callable[..., str], argv: list[str] | None = None) 
         return 2
     try:
         run_id = run(config, store=Store(), run_id=args.run_id, job_id=args.job_id, resume=args.resume)
-    except (ConfigError, FileNotFoundError) as exc:
+    except (ConfigError, FileNotFoundError, DatabaseDamaged) as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except Exception:
+    except Exception as exc:
+        if is_disk_full(exc):  # the supervisor turns this exit code into "disk full" once it can write
+            print(f"error: {disk_full_message()}", file=sys.stderr)
+            return EXIT_DISK_FULL
         traceback.print_exc()
         return 1
     print(f"[workbench] run {run_id} finished", flush=True)

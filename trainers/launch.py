@@ -24,6 +24,7 @@ from pathlib import Path
 from trainers.config import TrainJobConfig
 from trainers.trl_names import settings_as_flags
 from workbench import settings
+from workbench.files import atomic_write
 
 MODULES = {"grpo": "trainers.grpo", "sft": "trainers.sft"}
 
@@ -40,9 +41,7 @@ def write_config_file(config: TrainJobConfig) -> Path:
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     path = _configs_dir() / f"{config.KIND}-{digest}.json"
     if not path.exists():
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        atomic_write(path, text.encode("utf-8"))
     return path
 
 

@@ -9,13 +9,19 @@ the reward's standard deviation within groups (`reward_group_std`) and the
 wall time of the step (`step_wall_time`). Every `log_traces_every` steps it saves whole sampled
 groups (all G rollouts of a prompt) as `Trace`s with per-component rewards,
 advantages, the turns, tool calls and tool output images. Checkpoints are
-recorded as they are saved, and the job's progress (step / max_steps).
+recorded as they are saved, and the job's progress (step / max_steps) with a
+note of what it is doing, for the Train tab: "step-0 evaluation: 32/200
+held-out samples", "training: step 3 of 24 · 4.1 s/step · about 1 min 30 s
+left", "saving a checkpoint at step 8", "final evaluation: ...".
 
 The training loop only takes cheap snapshots (references to the trainer's
-own per-sample logs); a single writer thread stores images, builds traces and
-writes rows in batches, so logging costs the step almost nothing. Rows are
-committed as each batch is written: a killed job keeps everything written
-before the kill.
+own per-sample logs); metric values go to a `MetricLogger` (appended in
+memory, committed by its writer thread: at once after a quiet spell, else at
+most every 0.2 s), and one more writer thread stores images, builds traces and
+records checkpoints and progress, so logging costs the step almost nothing.
+A job killed with SIGKILL keeps everything committed before the kill; it loses
+at most the metric values logged in the last 0.2 s (workbench/metric_log.py)
+and the trace/checkpoint writes still queued.
 """
 
 import math
@@ -32,6 +38,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from trainers.trace_builder import RolloutSnapshot, build_trace
+from workbench.metric_log import MetricLogger
 from workbench.store import Store
 from workbench.versions import require_private_api
 
@@ -105,6 +112,23 @@ def group_std(totals: list[float], group_size: int) -> float | None:
     return sum(stds) / len(stds) if stds else None
 
 
+NOTE_EVERY_S = 0.5  # the job row's note is rewritten at most this often (evaluation batches are quick)
+
+
+def duration_text(seconds: float) -> str:
+    """A short duration for people.
+
+    >>> duration_text(42), duration_text(95), duration_text(3725)
+    ('42 s', '1 min 35 s', '1 h 2 min')
+    """
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
 class FinalCheckpointCallback(TrainerCallback):
     """Saves a checkpoint at the last step even when max_steps is not a multiple of save_steps."""
 
@@ -137,8 +161,12 @@ class StoreLoggingCallback(TrainerCallback):
         self._rng = random.Random(seed)
         self._trainer: Any = None
         self._writer: BatchWriter | None = None
+        self._metrics: MetricLogger | None = None
         self._step_started: float | None = None
         self._pending: dict[str, float] = {}
+        self._step_times: list[float] = []
+        self._eval_batches = 0
+        self._noted_at = 0.0
         self.main_thread_seconds = 0.0  # time this callback took from the training loop
         self.traces_written = 0
 
@@ -154,9 +182,33 @@ class StoreLoggingCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero and self._writer is None:
             self._writer = BatchWriter(self.store)
+            self._metrics = MetricLogger(self.store)
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._step_started = time.perf_counter()
+
+    # -- what the job is doing, for the Train tab (rate-limited, written off the training thread) ----------
+    def _note(self, text: str, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._writer is None or not self.job_id or (not force and now - self._noted_at < NOTE_EVERY_S):
+            return
+        self._noted_at = now
+        job_id = self.job_id
+        self._writer.submit(lambda store: store.update_job(job_id, note=text))
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        self._eval_batches += 1
+        total = len(eval_dataloader) if eval_dataloader is not None else 0
+        size = args.per_device_eval_batch_size
+        step, last = state.global_step, self.max_steps or state.max_steps
+        when = ("step-0 evaluation" if step == 0 else "final evaluation" if step >= last
+                else f"evaluation at step {step}")
+        done = f"{self._eval_batches * size}/{total * size}" if total else f"{self._eval_batches * size}"
+        self._note(f"{when}: {done} held-out samples", force=self._eval_batches == 1)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self._eval_batches = 0
+        self._note(f"training: step {state.global_step} of {self.max_steps or state.max_steps}", force=True)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._writer is None:
@@ -164,6 +216,15 @@ class StoreLoggingCallback(TrainerCallback):
         began = time.perf_counter()
         if self._step_started is not None:
             self._pending["step_wall_time"] = began - self._step_started
+            self._step_times.append(began - self._step_started)
+        total = self.max_steps or state.max_steps
+        if control.should_save:
+            self._note(f"saving a checkpoint at step {state.global_step}", force=True)
+        elif self._step_times:
+            per_step = sum(self._step_times[-10:]) / len(self._step_times[-10:])
+            left = max(0, total - state.global_step) * per_step
+            self._note(f"training: step {state.global_step} of {total} · {per_step:.1f} s/step · "
+                       f"about {duration_text(left)} left", force=True)
         trainer = self._trainer
         if trainer is not None and hasattr(trainer, "_logs"):
             self._pending.update(self._sample_metrics(trainer))
@@ -184,17 +245,12 @@ class StoreLoggingCallback(TrainerCallback):
                   and math.isfinite(float(v))}
         values.update(self._pending)
         self._pending = {}
-        rows = [(self.run_id, step, name, value) for name, value in values.items()]
+        self._metrics.log(self.run_id, step, values)
         total = self.max_steps or state.max_steps
-        progress = min(1.0, step / total) if total else None
         job_id = self.job_id
-
-        def write(store: Store) -> None:
-            store.log_metric_rows(rows)
-            if job_id and progress is not None:
-                store.update_job(job_id, progress=progress)
-
-        self._writer.submit(write)
+        if job_id and total:
+            progress = min(1.0, step / total)
+            self._writer.submit(lambda store: store.update_job(job_id, progress=progress))
         self.main_thread_seconds += time.perf_counter() - began
 
     def on_save(self, args, state, control, **kwargs):
@@ -208,6 +264,9 @@ class StoreLoggingCallback(TrainerCallback):
         self.close()
 
     def close(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
         if self._writer is not None:
             self._writer.close()
             self._writer = None

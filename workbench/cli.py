@@ -131,6 +131,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_repair_db(args: argparse.Namespace) -> int:
+    from workbench import settings
+    from workbench.database_file import repair
+
+    path = settings.db_path()
+    if not path.is_file():
+        raise ValueError(f"there is no database at {path}; set WORKBENCH_HOME to the folder that holds it")
+    kept = repair(path)
+    print(f"repaired {path}: kept " + ", ".join(f"{count} {table}" for table, count in kept.items()) +
+          "; the damaged file is beside it (.damaged-<time>)")
+    return 0
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from workbench.benchmarks.scoring import load_predictions, score_predictions
 
@@ -234,6 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runner_args(evaluate)
     evaluate.set_defaults(func=cmd_eval, tools=None)
 
+    repair = sub.add_parser("repair-db", help="copy every readable row of a damaged database into a new file "
+                                              "that replaces it (stop the app first)")
+    repair.set_defaults(func=cmd_repair_db)
+
     score = sub.add_parser("score", help="score a result file of {[id,] gt, pred_answer} items (id optional)")
     score.add_argument("--benchmark", required=True, choices=benchmarks)
     score.add_argument("--predictions", required=True)
@@ -277,12 +294,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_reporting_errors(command, args, *, debug: bool = False) -> int:
-    """Run a command; a user error (bad value, missing file) is one line on stderr and exit code 2."""
+    """Run a command; a user error (bad value, missing file) is one line on stderr and exit code 2.
+
+    A full disk is one line too, with exit code EXIT_DISK_FULL.
+    """
     if debug:
         return command(args)
+    from workbench.database_file import disk_full_message, is_disk_full
+    from workbench.processes import EXIT_DISK_FULL
+
     try:
         return command(args)
-    except (ValueError, OSError) as exc:
+    except Exception as exc:
+        if is_disk_full(exc):  # a job's supervisor reports this exit code as "disk full"
+            print(f"error: {disk_full_message()}", file=sys.stderr)
+            return EXIT_DISK_FULL
+        if not isinstance(exc, (ValueError, OSError)):
+            raise
         print(f"error: {user_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -5,12 +5,17 @@ validated here first: size on disk, pixel count (decompression-bomb guard),
 a full decode (truncated files fail here, not later inside a model), and a
 format allow-list. Valid images are stored once under their SHA-256 in
 `settings.images_dir()`, with a small JPEG thumbnail beside them.
+
+Image files are as durable as the database rows that name them: written
+whole or not at all (a killed process never leaves half a file), not fsynced
+-- the database runs with synchronous=NORMAL, which may also lose its newest
+commits on a power cut. A file a power cut left short is noticed by its size
+and written again the next time the same image is stored.
 """
 
 import hashlib
 import io
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +23,7 @@ from pathlib import Path
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from workbench import settings
+from workbench.files import atomic_write
 
 MAX_IMAGE_BYTES = int(os.environ.get("WORKBENCH_MAX_IMAGE_BYTES", 50 * 1024 * 1024))
 MAX_IMAGE_PIXELS = int(os.environ.get("WORKBENCH_MAX_IMAGE_PIXELS", 40_000_000))
@@ -97,13 +103,6 @@ def _read(source: "str | Path | bytes", name: str | None) -> tuple[bytes, str]:
     return path.read_bytes(), name or path.name
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
-
-
 def image_path(sha: str) -> Path:
     """Where the image with this SHA-256 lives (any kept extension)."""
     folder = settings.images_dir() / sha[:2]
@@ -147,11 +146,20 @@ def put_image(source: "str | Path | bytes | Image.Image", name: str | None = Non
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{sha}.{_KEEP_FORMATS[fmt]}"
     thumb = thumbnail_path(sha)
-    if not path.exists():
-        _atomic_write(path, data)
-    if not thumb.exists():
+    if not _whole(path, len(data)):
+        atomic_write(path, data, durable=False)
+    if not _whole(thumb):
         _write_thumbnail(image, thumb)
     return StoredImage(sha, path, thumb, image.width, image.height, fmt, len(data))
+
+
+def _whole(path: Path, size: int | None = None) -> bool:
+    """The file exists with `size` bytes (any size but 0 when not given)."""
+    try:
+        found = path.stat().st_size
+    except FileNotFoundError:
+        return False
+    return found == size if size is not None else found > 0
 
 
 def _write_thumbnail(image: Image.Image, thumb: Path) -> None:
@@ -161,4 +169,4 @@ def _write_thumbnail(image: Image.Image, thumb: Path) -> None:
         small.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.BILINEAR)
     buffer = io.BytesIO()
     small.save(buffer, format="JPEG", quality=80)
-    _atomic_write(thumb, buffer.getvalue())
+    atomic_write(thumb, buffer.getvalue(), durable=False)

@@ -1,8 +1,8 @@
 """Metric series for comparing runs: incremental caching, smoothing, summaries and exports.
 
 Owns `MetricSeriesCache` (a per-viewer copy of run metric histories that is
-kept current with `Store.metrics_since`, so a poll reads only rows added since
-the last one), EMA smoothing, display downsampling, tool-use collapse
+kept current with `Store.metric_batches_since`, so a poll reads only what was
+written since the last one), EMA smoothing, display downsampling, tool-use collapse
 detection, the final/best table, config diffs between runs, and CSV/PNG
 export. No Gradio here: the Runs tab and the benchmark both use it.
 
@@ -14,6 +14,7 @@ Metric names follow TRL's GRPO logging: reward components are
 import bisect
 import csv
 import json
+import operator
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -40,19 +41,30 @@ class Series:
     steps: list[int] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
     _smoothed: dict[float, "_Smoothed"] = field(default_factory=dict, compare=False, repr=False)
+    _display: dict[tuple, tuple] = field(default_factory=dict, compare=False, repr=False)
 
     def add(self, step: int, value: float) -> None:
         if not self.steps or step > self.steps[-1]:
             self.steps.append(step)
             self.values.append(value)
             return
-        self._smoothed.clear()  # an earlier point changed: cached smoothing is stale
+        self._smoothed.clear()  # an earlier point changed: cached smoothing and display are stale
+        self._display.clear()
         position = bisect.bisect_left(self.steps, step)
         if position < len(self.steps) and self.steps[position] == step:
             self.values[position] = value  # a resumed job logged the step again
         else:
             self.steps.insert(position, step)
             self.values.insert(position, value)
+
+    def extend(self, steps: list[int], values: list[float]) -> None:
+        """Add many points at once: a plain append when they come after the last one in order."""
+        if steps and (not self.steps or steps[0] > self.steps[-1]) and all(map(operator.lt, steps, steps[1:])):
+            self.steps += steps
+            self.values += values
+            return
+        for step, value in zip(steps, values):
+            self.add(step, value)
 
     def smoothed(self, weight: float) -> list[float]:
         """`ema(self.values, weight)`, computed incrementally."""
@@ -63,6 +75,18 @@ class Series:
             cached = self._smoothed[weight] = _Smoothed(weight)
         cached.extend(self.values)
         return cached.out
+
+    def display(self, weight: float, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+        """`downsample`d (steps, values smoothed with `weight`; 0: raw) for drawing, kept until the series
+        changes: redrawing a selection after adding one run recomputes only that run's lines."""
+        key = (weight, max_points, len(self.steps))  # appends change the length; rewrites clear the cache
+        found = self._display.get(key)
+        if found is None:
+            if len(self._display) >= 8:
+                self._display.clear()
+            found = self._display[key] = downsample(self.steps, self.smoothed(weight) if weight else self.values,
+                                                    max_points)
+        return found
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -90,9 +114,10 @@ class _Smoothed:
 class MetricSeriesCache:
     """Metric histories of the runs a viewer looks at, refreshed incrementally.
 
-    `poll` asks the store only for rows whose id is above the last one seen
-    per run. Adding a row twice is harmless (same step, same value), so two
-    overlapping polls of one session cannot corrupt the cache.
+    `poll` asks the store, in one query, only for metric batches whose id is
+    above the last one seen per run (`last_row_id`). Adding a point twice is
+    harmless (same step, same value), so two overlapping polls of one session
+    cannot corrupt the cache.
     """
 
     def __init__(self) -> None:
@@ -100,18 +125,23 @@ class MetricSeriesCache:
         self.last_row_id: dict[str, int] = {}
 
     def poll(self, store: Any, run_ids: Iterable[str]) -> set[str]:
-        """Read new metric rows of `run_ids`; returns the runs that changed."""
+        """Read new metric batches of `run_ids`; returns the runs that changed."""
+        after = {run_id: self.last_row_id.get(run_id, 0) for run_id in run_ids}
+        for run_id in after:
+            self.series.setdefault(run_id, {})
         changed = set()
-        for run_id in run_ids:
-            after = self.last_row_id.get(run_id, 0)
-            rows = store.metrics_since(run_id, after)
-            run_series = self.series.setdefault(run_id, {})
-            if not rows:
-                continue
-            for row in rows:
-                run_series.setdefault(row["name"], Series()).add(row["step"], row["value"])
-            self.last_row_id[run_id] = max(after, rows[-1]["id"])
-            changed.add(run_id)
+        for batch in store.metric_batches_since(after):
+            run_series = self.series[batch.run_id]
+            steps, values = batch.steps.tolist(), batch.values.tolist()  # two C calls per batch, not per metric
+            stop = 0
+            for name, count in zip(batch.names, batch.counts.tolist()):
+                start, stop = stop, stop + count
+                series = run_series.get(name)
+                if series is None:
+                    series = run_series[name] = Series()
+                series.extend(steps[start:stop], values[start:stop])
+            self.last_row_id[batch.run_id] = max(self.last_row_id.get(batch.run_id, 0), batch.id)
+            changed.add(batch.run_id)
         return changed
 
     def get(self, run_id: str, name: str) -> Series | None:
@@ -290,7 +320,8 @@ def export_csv(cache: MetricSeriesCache, run_ids: list[str], labels: dict[str, s
 
 def export_png(cache: MetricSeriesCache, run_ids: list[str], labels: dict[str, str], name: str,
                smoothing: float, path: str | Path) -> Path:
-    """The metric chart as a PNG drawn with matplotlib (no browser needed)."""
+    """The metric chart as a PNG drawn with matplotlib (no browser needed): per run, the smoothed line and,
+    when smoothing, the raw values faintly behind it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -302,8 +333,11 @@ def export_png(cache: MetricSeriesCache, run_ids: list[str], labels: dict[str, s
             series = cache.get(run_id, name)
             if not series:
                 continue
-            steps, values = downsample(series.steps, series.smoothed(smoothing), 4000)
-            axis.plot(steps, values, linewidth=1.4, label=labels.get(run_id, run_id))
+            line = axis.plot(*downsample(series.steps, series.smoothed(smoothing), 4000), linewidth=1.4,
+                             label=labels.get(run_id, run_id))[0]
+            if smoothing > 0:  # the raw values too, faint, as the Runs chart draws them
+                axis.plot(*downsample(series.steps, series.values, 4000), linewidth=0.8, alpha=0.3,
+                          color=line.get_color())
         axis.set_xlabel("step")
         axis.set_ylabel(name)
         axis.set_title(f"{name} (EMA {smoothing:.2f})")

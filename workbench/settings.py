@@ -77,6 +77,11 @@ def scratch_dir() -> Path:
     return _sub("scratch")
 
 
+def backups_dir() -> Path:
+    """Automatic backups of the database (workbench.database_file)."""
+    return _sub("backups")
+
+
 def search_cache_path() -> Path:
     """The search tool's persistent cache, shared by playground, eval and training."""
     return home() / "search_cache.db"

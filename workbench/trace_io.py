@@ -11,10 +11,13 @@ reaches a fresh workbench.
 """
 
 import json
+import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
+from workbench import settings
 from workbench.images import image_path
 from workbench.store import Store
 from workbench.trace import Trace
@@ -30,15 +33,22 @@ def export_traces(store: Store, traces: Iterable[Trace], path: str | Path) -> in
     staging.mkdir(parents=True)
     count = 0
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for trace in traces:
-            for sha in trace.image_shas():
-                source = image_path(sha)
-                target = staging / source.name
-                if not target.exists():
-                    shutil.copyfile(source, target)
-            handle.write(trace.to_json() + "\n")
-            count += 1
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            for trace in traces:
+                for sha in trace.image_shas():
+                    source = image_path(sha)
+                    target = staging / source.name
+                    if not target.exists():
+                        shutil.copyfile(source, target)
+                handle.write(trace.to_json() + "\n")
+                count += 1
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:  # e.g. a full disk: leave the earlier export as it was, and nothing half-written
+        tmp.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     tmp.replace(path)
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)
@@ -56,8 +66,29 @@ def export_run(store: Store, run_id: str, path: str | Path) -> int:
     return export_traces(store, (store.get_trace(i) for i in ids), path)
 
 
+def without_machine_paths(value: Any) -> Any:
+    """A config or summary with absolute paths made portable: relative to the repository, else their last two parts.
+
+    >>> without_machine_paths({"data_files": ["/tmp/h5/world/coding_rl/items.json"], "beta": 0.04})
+    {'data_files': ['…/coding_rl/items.json'], 'beta': 0.04}
+    """
+    if isinstance(value, dict):
+        return {key: without_machine_paths(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_machine_paths(item) for item in value]
+    if isinstance(value, str) and value.startswith("/") and "\n" not in value:
+        path = Path(value)
+        if path.is_relative_to(settings.REPO_ROOT):
+            return path.relative_to(settings.REPO_ROOT).as_posix()
+        return "…/" + "/".join(path.parts[-2:])
+    return value
+
+
 def export_run_bundle(store: Store, run_id: str, folder: str | Path) -> Path:
-    """Write run.json (the run row and all its metrics) and traces.jsonl (+ images) into `folder`."""
+    """Write run.json (the run row and all its metrics) and traces.jsonl (+ images) into `folder`.
+
+    Absolute paths in the run's config and summary are made portable: a shipped bundle names no machine's folders.
+    """
     run = store.get_run(run_id)
     if run is None:
         raise ValueError(f"no run {run_id!r}")
@@ -66,6 +97,8 @@ def export_run_bundle(store: Store, run_id: str, folder: str | Path) -> Path:
     metrics = [[row["step"], row["name"], row["value"]] for row in store.metrics_since(run_id)]
     record = {key: run.get(key) for key in ("name", "kind", "status", "model_id", "benchmark", "config", "summary",
                                             "reward_spec")}
+    record["config"], record["summary"] = without_machine_paths(record["config"]), without_machine_paths(
+        record["summary"])
     (folder / "run.json").write_text(json.dumps({**record, "metrics": metrics}, indent=0), encoding="utf-8")
     export_run(store, run_id, folder / "traces.jsonl")
     return folder

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from workbench import protocol as proto
 from workbench.fields import setting
 
+# Upper bounds far above real use (the public demo's own limits are lower: workbench/ui/deployment.py).
+MAX_SAMPLES, MAX_NEW_TOKENS, MAX_TOOL_WORKERS = 256, 32_768, 64
+
 
 @dataclass
 class RunnerConfig:
@@ -48,4 +51,10 @@ class RunnerConfig:
             raise ValueError("samples > 1 with temperature 0 gives identical samples; set temperature > 0")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={self.max_new_tokens}; use at least 1")
+        for name, limit in (("samples", MAX_SAMPLES), ("max_new_tokens", MAX_NEW_TOKENS),
+                            ("tool_workers", MAX_TOOL_WORKERS)):
+            if getattr(self, name) > limit:
+                raise ValueError(f"{name}={getattr(self, name)} is over the limit of {limit}; use at most {limit}")
+        if self.tool_workers < 1:
+            raise ValueError(f"tool_workers={self.tool_workers}; use at least 1")
 

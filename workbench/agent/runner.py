@@ -24,6 +24,21 @@ from workbench.images import image_path, sha_of_path
 from workbench.store import Store
 from workbench.trace import ToolCall, Trace, Turn, image_ref
 
+MAX_QUESTION_CHARS = 10_000  # far above any benchmark question; a longer one is refused, never stored
+
+
+def question_problem(question: str) -> str | None:
+    """What is wrong with a question (empty, or longer than MAX_QUESTION_CHARS), or None.
+
+    >>> question_problem("x" * 10_001)
+    'the question has 10001 characters, over the limit of 10000; shorten it'
+    """
+    if not question or not question.strip():
+        return "the question is empty; type a question about the image"
+    if len(question) > MAX_QUESTION_CHARS:
+        return f"the question has {len(question)} characters, over the limit of {MAX_QUESTION_CHARS}; shorten it"
+    return None
+
 
 @dataclass
 class AgentItem:
@@ -37,8 +52,9 @@ class AgentItem:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.question or not self.question.strip():
-            raise ValueError("the question is empty; type a question about the image")
+        problem = question_problem(self.question)
+        if problem:
+            raise ValueError(problem)
         if not self.images:
             raise ValueError("no image given; upload or pick an image")
 

@@ -14,6 +14,7 @@ from workbench.agent.runner import AgentItem, AgentRunner, RunnerConfig, TurnEve
 from workbench.agent.tools import build_tools
 from workbench.backends import ChatBackend, resolve_model
 from workbench.benchmarks.scoring import f1_em
+from workbench.database_file import disk_full_message, is_disk_full
 from workbench.images import load_image
 from workbench.rewards.episode import score_episode
 from workbench.store import Store
@@ -23,8 +24,16 @@ _backends: dict[tuple[str, str | None], ChatBackend] = {}
 _backends_lock = threading.Lock()
 
 
-def get_backend(model: str, adapter: str | None = None) -> ChatBackend:
-    """The backend for a model spec, loaded once per process."""
+def get_backend(model: str, adapter: str | None = None, api_key: str | None = None) -> ChatBackend:
+    """The backend for a model spec, loaded once per process.
+
+    With the user's own `api_key` (OpenAI-compatible endpoints only) a fresh backend is made for the call and
+    never cached, so the key lives only as long as the run that uses it.
+    """
+    if api_key and api_key.strip():
+        if not model.strip().startswith("openai:"):
+            raise ValueError("an API key is only used with openai:<model>@<base_url> models; clear the key field")
+        return resolve_model(model, adapter, api_key=api_key)
     key = (model, adapter or None)
     with _backends_lock:
         if key not in _backends:
@@ -36,7 +45,8 @@ def stream_question(store: Store, question: str, images: list[str | Path], *, mo
                     adapter: str | None = None, config: RunnerConfig | None = None, source: str = "playground",
                     tags: dict[str, Any] | None = None, gold: list[str] | None = None,
                     problem_labels: list[str] | None = None, search_backend: str = "local",
-                    corpus: str | Path | None = None, search_mode: str = "cache-first") -> Iterator[TurnEvent]:
+                    corpus: str | Path | None = None, search_mode: str = "cache-first",
+                    api_key: str | None = None) -> Iterator[TurnEvent]:
     """Run one question (G samples) in a run of its own, yielding every turn as it happens.
 
     The service owns the run from start to end: it is created once the model is
@@ -46,6 +56,8 @@ def stream_question(store: Store, question: str, images: list[str | Path], *, mo
     stream counts as cancelled). With `gold` answers (and, for a coding item,
     its `problem_labels`) each finished episode is scored: F1/EM of its answer
     and every reward component as GRPO would give them (`score_with_gold`).
+    `api_key` is the user's own key for an OpenAI-compatible endpoint: used
+    for this run only, never stored.
     """
     config = config or RunnerConfig()
     gold = [g.strip() for g in gold or [] if g and g.strip()]
@@ -54,7 +66,7 @@ def stream_question(store: Store, question: str, images: list[str | Path], *, mo
     for image in item.images:  # a bad image is refused before the model loads
         load_image(image)
     tools = build_tools(config.tools, search_backend=search_backend, corpus=corpus, search_mode=search_mode)
-    backend = get_backend(model, adapter)
+    backend = get_backend(model, adapter, api_key)
     run_config = {"runner": {**config.__dict__, "tools": list(config.tools)}, "model": model,
                   "adapter": adapter or None, "source": source, **(tags or {})}
     run_id = store.create_run(f"{source}: {question[:40]}", "playground", model_id=backend.model_id,
@@ -67,7 +79,8 @@ def stream_question(store: Store, question: str, images: list[str | Path], *, mo
         store.update_run(run_id, status="cancelled", summary={"error": "the run was stopped before it finished"})
         raise
     except BaseException as exc:
-        store.update_run(run_id, status="failed", summary={"error": f"{type(exc).__name__}: {exc}"})
+        error = disk_full_message() if is_disk_full(exc) else f"{type(exc).__name__}: {exc}"
+        store.update_run(run_id, status="failed", summary={"error": error})  # kept for later if the disk is full
         raise
     store.update_run(run_id, status="succeeded")
 

@@ -34,15 +34,16 @@ TINY_MODELS = {"tiny": "qwen2_5_vl", "tiny-qwen2.5-vl": "qwen2_5_vl", "tiny-qwen
 _TINY_IDS = {"qwen2_5_vl": "tiny-qwen2.5-vl", "qwen3_vl": "tiny-qwen3-vl"}
 _OPENAI_SPEC = re.compile(r"openai:(?P<model>.+?)(?:@(?P<url>https?://[^@\s]+))?")
 OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
-OPENAI_KEYS = {"api_key_env", "timeout_s", "max_concurrency"}
+OPENAI_KEYS = {"api_key_env", "api_key", "timeout_s", "max_concurrency"}
 
 
 def resolve_model(spec: str, adapter: str | None = None, **kw: Any) -> ChatBackend:
     """The backend for a model spec (see the module docstring); ValueError says what to pass if unusable.
 
     Keyword arguments go to the backend: device, dtype, max_pixels, min_pixels,
-    batch_size for local models; api_key_env, timeout_s, max_concurrency for
-    OpenAI-compatible endpoints.
+    batch_size for local models; api_key_env, api_key (the user's own key),
+    timeout_s, max_concurrency for OpenAI-compatible endpoints. The server's
+    key goes only to WORKBENCH_OPENAI_BASE_URLS (see workbench.backends.remote).
     """
     spec = (spec or "").strip()
     if not spec:

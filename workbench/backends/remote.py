@@ -1,10 +1,15 @@
 """Any OpenAI-compatible /v1/chat/completions endpoint as a backend (GPT-4o, vLLM, `transformers serve`).
 
-Images are sent inline as base64 data URLs; the API key is read from the
-environment at request time and never stored on the object, logged or put
-in error messages. A batch is sent as concurrent requests (threads). Every
-failure (connection refused, timeout, HTTP error, malformed reply) becomes
-`Generation(finish_reason="error")` instead of an exception.
+Images are sent inline as base64 data URLs. The server's own API key (read
+from the environment at request time, never stored on the object, logged or
+put in error messages) is sent only to base URLs the operator trusts:
+WORKBENCH_OPENAI_BASE_URLS (comma-separated; default the OpenAI API). Any
+other endpoint gets the user's own key if one was given (kept in memory for
+this backend only, never written anywhere) or no key at all; redirects are
+not followed, so a trusted endpoint cannot forward the key either. A batch
+is sent as concurrent requests (threads). Every failure (connection refused,
+timeout, HTTP error, malformed reply) becomes `Generation(finish_reason=
+"error")` instead of an exception.
 
 Servers differ on stop strings: OpenAI drops the matched stop string from
 the text, `transformers serve` keeps it, vLLM reports it in `stop_reason`.
@@ -44,6 +49,36 @@ def chat_completions_url(base_url: str) -> str:
     if urlsplit(base).path in ("", "/"):
         base += "/v1"
     return base + "/chat/completions"
+
+
+DEFAULT_TRUSTED_BASE_URLS = ("https://api.openai.com/v1",)
+
+
+def _endpoint(base_url: str) -> tuple[str, str, int | None, str]:
+    """(scheme, host, port, path) of a base URL's chat endpoint, for comparing two spellings of one endpoint."""
+    parts = urlsplit(chat_completions_url(base_url.strip()))
+    scheme = parts.scheme.lower()
+    port = parts.port or {"https": 443, "http": 80}.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port, parts.path.rstrip("/")
+
+
+def trusted_base_urls() -> list[str]:
+    """Base URLs the server's own API key may be sent to: WORKBENCH_OPENAI_BASE_URLS, else the OpenAI API."""
+    configured = [url.strip() for url in os.environ.get("WORKBENCH_OPENAI_BASE_URLS", "").split(",") if url.strip()]
+    return configured or list(DEFAULT_TRUSTED_BASE_URLS)
+
+
+def is_trusted_endpoint(base_url: str) -> bool:
+    """Whether the server's own key may go to `base_url` (same scheme, host, port and path as a trusted one).
+
+    >>> is_trusted_endpoint("https://API.openai.com:443/v1/"), is_trusted_endpoint("http://api.openai.com/v1")
+    (True, False)
+    """
+    try:
+        wanted = _endpoint(base_url)
+        return any(_endpoint(url) == wanted for url in trusted_base_urls())
+    except ValueError:  # an unparsable URL (e.g. a bad port) is trusted by nobody
+        return False
 
 
 def image_data_url(source: Any) -> str:
@@ -170,16 +205,18 @@ class OpenAIBackend:
     adapter: str | None = None
 
     def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout_s: float = 60,
-                 max_concurrency: int = 8):
+                 max_concurrency: int = 8, api_key: str | None = None):
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         self.base_url = base_url
         self.url = chat_completions_url(base_url)
         self.model_id = model
         self.api_key_env = api_key_env
+        self._own_key = (api_key or "").strip() or None  # the user's key: memory only, never repr'd or stored
+        self.server_key_allowed = is_trusted_endpoint(base_url)
         self.timeout_s = timeout_s
         self.max_concurrency = max_concurrency
-        self._client = httpx.Client(timeout=timeout_s)
+        self._client = httpx.Client(timeout=timeout_s, follow_redirects=False)
         self.stop_supported: bool | None = None  # learnt from the first request that sends `stop`
 
     def __repr__(self) -> str:
@@ -189,7 +226,7 @@ class OpenAIBackend:
         self._client.close()
 
     def _headers(self) -> dict[str, str]:
-        key = os.environ.get(self.api_key_env, "")
+        key = self._own_key or (os.environ.get(self.api_key_env, "") if self.server_key_allowed else "")
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def generate(self, conversations: list[list[dict]], config: GenerationConfig,

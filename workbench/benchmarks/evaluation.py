@@ -26,6 +26,7 @@ from workbench.store import Store
 from workbench.trace import Trace
 
 DEFAULT_TOOLS = {"mat-coding": ("code",), "mat-search": ("search",), "multihop": ("search",)}
+MAX_BATCH_ITEMS = 1024
 
 
 @dataclass
@@ -57,6 +58,9 @@ class EvalConfig:
             raise ValueError(f"limit={self.limit}; use a positive number or leave it empty for all items")
         if self.batch_items < 1:
             raise ValueError(f"batch_items={self.batch_items}; use at least 1")
+        if self.batch_items > MAX_BATCH_ITEMS:
+            raise ValueError(f"batch_items={self.batch_items} is over the limit of {MAX_BATCH_ITEMS}; use at most "
+                             f"{MAX_BATCH_ITEMS}")
 
 
 def _scorer(benchmark: str) -> Callable[[Trace, AgentItem], dict[str, float]]:

@@ -11,7 +11,10 @@ together with its recorded start time, so a reused PID is never killed.
 A job's run cannot mark itself when its process is killed, so whoever ends
 the job settles the run (`settle_run`): the supervisor when the command
 exits, `cancel`, and `reconcile` for jobs whose process died -- at app start
-and on every tick, whichever tab is open. `watch.JobWatch` is one viewer's
+and every few seconds while the app is up (`workbench.upkeep`), whichever
+tab is open. `reconcile` also fails runs that no job owns whose own process
+is gone (`settle_orphaned_runs`: Playground, CLI and eval runs record their
+process on the row). `watch.JobWatch` is one viewer's
 cheap "what changed" copy of the job rows.
 """
 
@@ -23,6 +26,7 @@ import time
 from pathlib import Path
 
 from workbench import settings
+from workbench.processes import is_running, process_start_time
 from workbench.store import Store
 
 DEFAULT_MAX_RUNNING = 1
@@ -35,21 +39,8 @@ def max_running() -> int:
     return int(os.environ.get("WORKBENCH_MAX_JOBS", DEFAULT_MAX_RUNNING))
 
 
-def process_start_time(pid: int) -> str | None:
-    """The kernel's start time of `pid` (clock ticks since boot), or None if it is gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return fields[19]
-
-
 def is_alive(job: dict) -> bool:
-    pid, started = job.get("pid"), job.get("pid_start")
-    return bool(pid) and process_start_time(pid) == started
+    return is_running(job.get("pid"), job.get("pid_start"))
 
 
 def submit(store: Store, kind: str, config: dict, command: list[str], *, run_id: str | None = None) -> str:
@@ -74,7 +65,12 @@ def tick(store: Store) -> None:
 
 
 def reconcile(store: Store) -> list[str]:
-    """Mark running jobs whose process is gone as failed and settle their runs; returns the jobs' ids."""
+    """Give every job and run whose process is gone its final state; returns the ids of the jobs failed here.
+
+    A dead running job is failed (or succeeded, when its run had already succeeded: the kill came after the
+    work was done) and its run settled; then every run still going whose own process is gone, that no live
+    job owns, is failed too -- Playground, CLI and eval runs as much as training ones.
+    """
     for job_id, child in list(_children.items()):
         if child.poll() is not None:
             del _children[job_id]
@@ -84,13 +80,45 @@ def reconcile(store: Store) -> list[str]:
             continue
         current = store.get_job(job["id"])  # the supervisor may have just written the outcome
         if current["status"] == "running":
+            if run_succeeded(store, current):
+                store.update_job(job["id"], status="succeeded", finished_at=time.time())
+                continue
             store.update_job(job["id"], status="failed", finished_at=time.time(),
                              error=current["error"] or "the job's process died without reporting "
                                                        "(killed, or the machine restarted)")
             failed.append(job["id"])
     for job in store.ended_jobs_with_running_runs():  # e.g. failed before this check, run left behind
         settle_run(store, job)
+    settle_orphaned_runs(store)
     return failed
+
+
+def run_succeeded(store: Store, job: dict) -> bool:
+    """The job's run already says succeeded (a job killed after that still did its work)."""
+    run = store.get_run(job["run_id"]) if job.get("run_id") else None
+    return run is not None and run["status"] == "succeeded"
+
+
+def settle_orphaned_runs(store: Store) -> list[str]:
+    """Fail runs still queued/running whose process is gone and that no queued or running job owns.
+
+    First writes this process's own endings that could not be written before (a full disk): those keep
+    their real error. Returns the ids of the runs settled.
+    """
+    settled = store.retry_unsaved_endings()
+    active_jobs = {job["run_id"] for status in ACTIVE_STATUSES for job in store.list_jobs(status=status)}
+    for run in store.unfinished_runs():
+        if run["id"] in active_jobs or run["running_here"]:
+            continue
+        if run["owner_pid"] != os.getpid() and is_running(run["owner_pid"], run["owner_start"]):
+            continue
+        summary = dict(run["summary"] or {})
+        who = f" (pid {run['owner_pid']})" if run["owner_pid"] else ""
+        summary.setdefault("error", f"the process running it{who} ended without recording an outcome (killed, "
+                                    "crashed, or the machine restarted)")
+        store.update_run(run["id"], status="failed", summary=summary)
+        settled.append(run["id"])
+    return settled
 
 
 def other_active_job(store: Store, run_id: str, job_id: str) -> dict | None:
@@ -131,7 +159,7 @@ def _start(store: Store, job: dict) -> None:
             cwd=str(settings.REPO_ROOT))
     _children[job["id"]] = child
     store.update_job(job["id"], status="running", pid=child.pid, pid_start=process_start_time(child.pid),
-                     started_at=time.time())
+                     started_at=time.time(), note="starting: importing torch, transformers and the tools")
 
 
 def cancel(store: Store, job_id: str, grace_s: float = 5.0) -> None:

@@ -7,22 +7,26 @@ poll timer -- Runs, Train, Eval -- runs only while its tab is open) and
 applies the deployment policy (queue limits, upload size, optional password,
 public-demo mode). Train, Eval and Search cache start server-side jobs or
 show everyone's searches, so they are not built at all when the policy hides
-training (no hidden endpoints); when built, jobs left queued or dead since
-the last start are settled once at start-up.
+training (no hidden endpoints). At start-up the database is checked (a
+damaged file stops the app with one line naming it and the fix), runs and
+jobs whose process died are settled and a backup is made when due
+(`workbench.upkeep`), which `main` then repeats every few seconds.
 """
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
 
 import gradio as gr
 
-from workbench import jobs
+from workbench import upkeep
+from workbench.database_file import DatabaseDamaged
 from workbench.store import Store
 from workbench.ui import render, tab_eval, tab_playground, tab_runs, tab_search, tab_traces, tab_train
 from workbench.ui.context import UIContext
 from workbench.ui.demo_runs import seed_demo_runs
-from workbench.ui.deployment import DeploymentPolicy, browser_secret, is_visitor_token, new_visitor_token
+from workbench.ui.deployment import VISITOR_TOKEN_JS, DeploymentPolicy, browser_secret
 
 TITLE = "Visual-ARFT Workbench"
 DEFAULT_HOST = "127.0.0.1"
@@ -47,12 +51,13 @@ def create_app(public_demo: bool | None = None, store: Store | None = None) -> t
     """The Blocks app and its context (tests use the context's store and policy)."""
     policy = DeploymentPolicy.from_env(public_demo)
     ctx = UIContext(store=store or Store(), policy=policy)
+    upkeep.at_start(ctx.store)  # DatabaseDamaged stops the app here, before anything reads a row
     if policy.public_demo or not ctx.store.list_runs(limit=1):
         seed_demo_runs(ctx.store)  # a fresh workbench (or a public visitor) gets examples to explore
     with gr.Blocks(title=TITLE) as app:
         if policy.public_demo:  # each browser keeps its own visitor token (encrypted in localStorage)
             ctx.visitor = gr.BrowserState(None, storage_key="workbench-visitor", secret=browser_secret())
-            app.load(visitor_token, ctx.visitor, ctx.visitor, api_visibility="private")
+            app.load(None, ctx.visitor, ctx.visitor, js=VISITOR_TOKEN_JS, api_visibility="private")
         gr.Markdown(_intro(policy), elem_id="wb-intro")
         with gr.Tabs() as tabs:
             with gr.Tab("Playground", id="playground") as playground_tab:
@@ -108,7 +113,6 @@ class JobTabs:
 
 
 def _build_job_tabs(ctx: UIContext) -> JobTabs:
-    jobs.tick(ctx.store)  # reconcile jobs that died while the app was down, start queued ones
     with gr.Tab("Train", id="train") as train_tab:
         train = tab_train.build(ctx)
     with gr.Tab("Eval", id="eval") as eval_tab:
@@ -127,11 +131,6 @@ def _one_timer_per_tab(tabs: list, timers: dict) -> None:
                    api_visibility="private")
 
 
-def visitor_token(current: str | None) -> str:
-    """The browser's visitor token: the one it keeps, or a new one on its first visit."""
-    return current if is_visitor_token(current) else new_visitor_token()
-
-
 def launch_options(policy: DeploymentPolicy) -> dict:
     """Keyword arguments for `Blocks.launch` that carry the policy (auth, upload limit) and the styling."""
     return {
@@ -146,10 +145,18 @@ def launch_options(policy: DeploymentPolicy) -> dict:
 
 
 def main() -> None:
-    """Start the app on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (default 127.0.0.1:7860)."""
+    """Start the app on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (default 127.0.0.1:7860).
+
+    A damaged database ends it at once: one line on stderr naming the file and the fix, exit code 2.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up probes
-    app, ctx = create_app()
+    try:
+        app, ctx = create_app()
+    except DatabaseDamaged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    upkeep.start(ctx.store)
     host = os.environ.get("GRADIO_SERVER_NAME") or DEFAULT_HOST
     port = int(os.environ.get("GRADIO_SERVER_PORT") or DEFAULT_PORT)
     app.launch(server_name=host, server_port=port, prevent_thread_lock=True, **launch_options(ctx.policy))

@@ -1,38 +1,87 @@
-"""Plotly figures for the Runs tab: a metric vs step, reward components, tool-call rate.
+"""Plotly charts for the Runs and Train tabs: a metric vs step, reward components, tool-call rate.
 
-Figures are built from a `MetricSeriesCache` (already in memory), smoothed
-with EMA and downsampled for display, so drawing 50 runs x 5,000 steps sends
-a bounded number of points to the browser.
+Charts are built from a `MetricSeriesCache` (already in memory), smoothed
+with EMA and downsampled for display (cached per series), so drawing 50 runs
+x 5,000 steps sends a bounded number of points to the browser. They are plain
+Plotly JSON (`Chart`): plotly's figure objects validate every array they are
+given, which cost ten times the rest of a redraw; the browser's plotly.js
+reads the same JSON either way. Lines are SVG, not WebGL: a browser without a
+GPU drew 50 WebGL runs in seconds.
 """
 
-import plotly.graph_objects as go
-from plotly.colors import qualitative
-from plotly.subplots import make_subplots
+import textwrap
+from dataclasses import dataclass, field
+from typing import Any
 
-from workbench.run_charts import COLLAPSE_FLOOR, MetricSeriesCache, downsample, reward_components
+import numpy as np
+import plotly.io as pio
+from gradio.components.plot import PlotData
+from plotly.colors import qualitative
+
+from workbench.run_charts import COLLAPSE_FLOOR, MetricSeriesCache, reward_components
 
 PALETTE = qualitative.Plotly + qualitative.D3 + qualitative.Set2
 BOTTOM_LEGEND = {"font": {"size": 10}, "orientation": "h", "yanchor": "top", "y": -0.3, "x": 0}
 RAW_TRACES_UP_TO = 12  # above this many runs, draw only the smoothed lines
+# Transparent backgrounds with neutral grids, so a chart sits on the page's own colour; dark mode recolours the
+# text and grid lines through CSS (render.CSS), as Gradio does not theme Plotly figures.
+BACKGROUND = {"paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)"}
+AXIS = {"gridcolor": "rgba(127,127,127,0.25)", "zerolinecolor": "rgba(127,127,127,0.4)", "automargin": True}
+
+
+@dataclass
+class Chart:
+    """A Plotly figure as its JSON parts: `data` (one dict per trace) and `layout`."""
+
+    data: list[dict[str, Any]] = field(default_factory=list)
+    layout: dict[str, Any] = field(default_factory=dict)
+
+    def plot(self) -> PlotData:
+        """What gr.Plot shows: the figure's JSON, serialised once and not re-validated."""
+        return PlotData(type="plotly", plot=pio.to_json({"data": self.data, "layout": self.layout}, validate=False))
+
+
+def display_values(values: np.ndarray, digits: int = 6) -> np.ndarray:
+    """Values rounded to `digits` significant digits of the largest, for drawing: metrics logged as float32
+    (0.90000004) would otherwise give a flat line axis ticks like 0.9000001.
+
+    >>> display_values(np.array([0.9000000357627869, 0.8999999761581421])).tolist()
+    [0.9, 0.9]
+    >>> display_values(np.array([1234.56789, float("nan")])).tolist()[0], display_values(np.array([0.0])).tolist()
+    (1234.57, [0.0])
+    """
+    finite = np.abs(values[np.isfinite(values)])
+    scale = finite.max() if finite.size else 0.0
+    if not scale:
+        return values
+    return np.round(values, digits - 1 - int(np.floor(np.log10(scale))))
 
 
 def _points_per_run(runs: int) -> int:
-    return max(300, 30_000 // max(1, runs))
+    """Points drawn per line: at most about 15,000 per chart, so a redraw stays quick in any browser; a few
+    fixed levels, so adding a run to a selection rarely changes the others' (cached) lines.
+
+    >>> [_points_per_run(n) for n in (1, 6, 7, 12, 13, 25, 26, 50)]
+    [2400, 2400, 1200, 1200, 600, 600, 300, 300]
+    """
+    return next((level for level in (2400, 1200, 600) if level * runs <= 15_000), 300)
 
 
-def empty_figure(message: str) -> go.Figure:
-    figure = go.Figure()
-    figure.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
-                          font={"size": 14, "color": "#64748b"})
-    figure.update_layout(height=260, xaxis={"visible": False}, yaxis={"visible": False},
-                         margin={"l": 20, "r": 20, "t": 20, "b": 20})
-    return figure
+def empty_figure(message: str) -> Chart:
+    """A blank chart saying why it is blank (wrapped: plotly does not wrap annotation text itself)."""
+    note = {"text": "<br>".join(textwrap.wrap(message, 48)), "showarrow": False, "x": 0.5, "y": 0.5,
+            "xref": "paper", "yref": "paper", "font": {"size": 14, "color": "#64748b"}}
+    return Chart([], {"height": 260, "xaxis": {"visible": False}, "yaxis": {"visible": False},
+                      "margin": {"l": 20, "r": 20, "t": 20, "b": 20}, "annotations": [note], **BACKGROUND})
 
 
-def _add_lines(figure: go.Figure, cache: MetricSeriesCache, run_ids: list[str], labels: dict[str, str],
-               name: str, smoothing: float, *, row: int | None = None, legend: bool = True) -> int:
-    """Add one smoothed line per run (plus the faint raw line for few runs); returns how many runs had data."""
-    lines, drawn = [], 0
+def _lines(cache: MetricSeriesCache, run_ids: list[str], labels: dict[str, str], name: str, smoothing: float,
+           in_legend: set[str], axes: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """One smoothed line per run with data (behind it the faint raw line, for few runs).
+
+    `in_legend` (shared by the panels of one chart) holds the runs already in the legend: each drawn run gets
+    exactly one entry, in the first panel where it has data. `axes` places the lines in a panel."""
+    lines = []
     limit = _points_per_run(len(run_ids))
     for position, run_id in enumerate(run_ids):
         series = cache.get(run_id, name)
@@ -40,54 +89,71 @@ def _add_lines(figure: go.Figure, cache: MetricSeriesCache, run_ids: list[str], 
             continue
         colour = PALETTE[position % len(PALETTE)]
         if smoothing > 0 and len(run_ids) <= RAW_TRACES_UP_TO:
-            steps, values = downsample(series.steps, series.values, limit)
-            lines.append(go.Scattergl(x=steps, y=values, mode="lines", line={"color": colour, "width": 1},
-                                      opacity=0.25, legendgroup=run_id, showlegend=False, hoverinfo="skip"))
-        steps, values = downsample(series.steps, series.smoothed(smoothing), limit)
-        lines.append(go.Scattergl(x=steps, y=values, mode="lines", name=labels.get(run_id, run_id),
-                                  legendgroup=run_id, showlegend=legend, line={"color": colour, "width": 2}))
-        drawn += 1
-    if lines:  # one add_traces call: plotly re-validates the whole figure per call
-        where = {"rows": [row] * len(lines), "cols": [1] * len(lines)} if row else {}
-        figure.add_traces(lines, **where)
-    return drawn
+            steps, values = series.display(0.0, limit)
+            lines.append({"type": "scatter", "mode": "lines", "x": steps, "y": display_values(values),
+                          "line": {"color": colour, "width": 1}, "opacity": 0.25, "legendgroup": run_id,
+                          "showlegend": False, "hoverinfo": "skip", **(axes or {})})
+        steps, values = series.display(smoothing, limit)
+        lines.append({"type": "scatter", "mode": "lines", "x": steps, "y": display_values(values),
+                      "name": labels.get(run_id, run_id), "legendgroup": run_id,
+                      "showlegend": run_id not in in_legend, "line": {"color": colour, "width": 2},
+                      **(axes or {})})
+        in_legend.add(run_id)
+    return lines
+
+
+def _layout(title: str, height: int, **extra: Any) -> dict[str, Any]:
+    return {"title": {"text": title}, "height": height, "margin": {"l": 50, "r": 20, "t": 50, "b": 40},
+            "hovermode": "closest", **BACKGROUND, **extra}
 
 
 def metric_figure(cache: MetricSeriesCache, run_ids: list[str], labels: dict[str, str], name: str | None,
-                  smoothing: float) -> go.Figure:
+                  smoothing: float, *, empty_message: str = "Select runs that logged metrics.") -> Chart:
     if not name:
-        return empty_figure("Select runs that logged metrics.")
-    figure = go.Figure()
-    if not _add_lines(figure, cache, run_ids, labels, name, smoothing):
+        return empty_figure(empty_message)
+    lines = _lines(cache, run_ids, labels, name, smoothing, set())
+    if not lines:
         return empty_figure(f"No selected run logged {name!r}.")
-    figure.update_layout(title=f"{name} (EMA {smoothing:.2f})", xaxis_title="step", yaxis_title=name, height=380,
-                         margin={"l": 50, "r": 20, "t": 50, "b": 40}, legend={"font": {"size": 10}})
-    return figure
+    return Chart(lines, _layout(f"{name} (EMA {smoothing:.2f})", 380, legend={"font": {"size": 10}},
+                                xaxis={"title": {"text": "step"}, **AXIS}, yaxis={"title": {"text": name}, **AXIS}))
 
 
 def rewards_figure(cache: MetricSeriesCache, run_ids: list[str], labels: dict[str, str],
-                   smoothing: float) -> go.Figure:
-    components = reward_components(cache.names(run_ids))
+                   smoothing: float) -> Chart:
+    """One panel per reward component (at most six), stacked, sharing the step axis."""
+    components = list(reward_components(cache.names(run_ids)).items())[:6]
     if not components:
         return empty_figure("No per-component rewards logged (rewards/<name>/mean).")
-    shown = list(components.items())[:6]
-    figure = make_subplots(rows=len(shown), cols=1, shared_xaxes=True, vertical_spacing=0.06,
-                           subplot_titles=[short for short, _ in shown])
-    for row, (_, metric) in enumerate(shown, start=1):
-        _add_lines(figure, cache, run_ids, labels, metric, smoothing, row=row, legend=row == 1)
-    figure.update_layout(height=170 * len(shown) + 120, margin={"l": 50, "r": 20, "t": 40, "b": 40},
-                         legend=BOTTOM_LEGEND, title=f"Reward components (EMA {smoothing:.2f})")
-    return figure
+    rows, gap = len(components), 0.06
+    panel = (1 - gap * (rows - 1)) / rows
+    height = 170 * rows + 120
+    layout = _layout(f"Reward components (EMA {smoothing:.2f})", height, margin={"l": 50, "r": 20, "t": 40, "b": 40},
+                     legend={**BOTTOM_LEGEND, "y": -45 / (height - 80)}, annotations=[])  # legend under the panels
+    data: list[dict[str, Any]] = []
+    in_legend: set[str] = set()
+    for row, (short, metric) in enumerate(components, start=1):
+        top = 1 - (row - 1) * (panel + gap)
+        suffix = "" if row == 1 else str(row)
+        layout[f"xaxis{suffix}"] = {"anchor": f"y{suffix}", "showticklabels": row == rows, **AXIS,
+                                    **({} if row == 1 else {"matches": "x"})}
+        layout[f"yaxis{suffix}"] = {"anchor": f"x{suffix}", "domain": [top - panel, top], **AXIS}
+        layout["annotations"].append({"text": short, "showarrow": False, "x": 0.5, "y": top, "xref": "paper",
+                                      "yref": "paper", "xanchor": "center", "yanchor": "bottom",
+                                      "font": {"size": 14}})
+        data += _lines(cache, run_ids, labels, metric, smoothing, in_legend,
+                       axes={"xaxis": f"x{suffix}", "yaxis": f"y{suffix}"})
+    return Chart(data, layout)
 
 
 def tool_rate_figure(cache: MetricSeriesCache, run_ids: list[str], labels: dict[str, str], name: str | None,
-                     smoothing: float) -> go.Figure:
+                     smoothing: float) -> Chart:
     if not name:
         return empty_figure("No tool-call rate logged (tools/call_frequency).")
-    figure = go.Figure()
-    _add_lines(figure, cache, run_ids, labels, name, smoothing)
-    figure.add_hline(y=COLLAPSE_FLOOR, line={"dash": "dot", "color": "#dc2626"},
-                     annotation_text="collapse threshold", annotation_position="top left")
-    figure.update_layout(title=f"Tool-call rate: {name}", xaxis_title="step", yaxis_title="calls per completion",
-                         height=360, margin={"l": 50, "r": 20, "t": 50, "b": 40}, legend=BOTTOM_LEGEND)
-    return figure
+    floor = {"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": COLLAPSE_FLOOR, "y1": COLLAPSE_FLOOR,
+             "line": {"dash": "dot", "color": "#dc2626"}}
+    label = {"text": "collapse threshold", "showarrow": False, "xref": "paper", "x": 0, "xanchor": "left",
+             "y": COLLAPSE_FLOOR, "yanchor": "bottom"}
+    return Chart(_lines(cache, run_ids, labels, name, smoothing, set()),
+                 _layout(f"Tool-call rate: {name}", 360, legend=BOTTOM_LEGEND, shapes=[floor], annotations=[label],
+                         xaxis={"title": {"text": "step"}, **AXIS},
+                         yaxis={"title": {"text": "calls per completion"}, **AXIS}))

@@ -6,6 +6,7 @@ same way in both tabs (refresh, pick a row, cancel, the poll timer).
 Jobs are database rows (workbench.jobs), so a reloaded page re-attaches.
 """
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,24 +15,31 @@ import gradio as gr
 import pandas as pd
 
 from workbench import jobs
-from workbench.jobs.watch import JobWatch, job_age
+from workbench.jobs.watch import JobWatch
 from workbench.store import Store
 from workbench.ui import render
 
 LOG_LINES = 150
-JOB_HEADERS = ["status", "progress", "kind", "run", "created", "error", "job id"]
+JOB_HEADERS = ["status", "progress", "kind", "run", "created", "now / error", "job id"]
 STATUS_COLOURS = {"queued": "#64748b", "running": "#2563eb", "succeeded": "#15803d", "failed": "#b91c1c",
                   "cancelled": "#b45309"}
 
 
+def clock(timestamp: float | None) -> str:
+    """A creation time as the table shows it: a clock time, which stays true between redraws (an age would not)."""
+    return time.strftime("%H:%M:%S", time.localtime(timestamp)) if timestamp else ""
+
+
 def jobs_table(rows: list[dict]) -> pd.DataFrame:
     data = [[row["status"], f"{100 * (row['progress'] or 0.0):.0f} %", row["kind"], row["run_id"] or "",
-             job_age(row), render.clip(row["error"] or "", 80), row["id"]] for row in rows]
+             clock(row["created_at"]), render.clip(row["error"] or running_note(row, ""), 80), row["id"]]
+            for row in rows]
     return pd.DataFrame(data, columns=JOB_HEADERS)
 
 
 def progress_html(job: dict | None, fraction: float | None = None, note: str = "") -> str:
-    """A progress bar coloured by the job's status; `fraction` overrides the job row's progress."""
+    """A progress bar coloured by the job's status, with `note` beside it; `fraction` overrides the job row's
+    progress."""
     if job is None:
         return '<p class="wb-muted">Pick a job from the list.</p>'
     share = (job["progress"] or 0.0) if fraction is None else fraction
@@ -42,6 +50,11 @@ def progress_html(job: dict | None, fraction: float | None = None, note: str = "
             f'position:relative;background:#f1f5f9"><div style="width:{100 * share:.1f}%;height:100%;'
             f'background:{colour};border-radius:6px;opacity:0.8"></div><span style="position:absolute;left:8px;'
             f'top:1px;font-size:0.85em">{label}</span></div>')
+
+
+def running_note(job: dict, fallback: str) -> str:
+    """What a running job says it is doing (the job row's note), else `fallback`."""
+    return (job.get("note") if job["status"] == "running" else None) or fallback
 
 
 def running_job(rows: list[dict]) -> str | None:

@@ -352,4 +352,10 @@ CSS = """
 .wb-search li{margin-bottom:4px}
 .wb-raw summary{cursor:pointer;color:#475569;font-size:0.85em}
 .wb-warning{background:#fef3c7;border:1px solid #f59e0b;border-radius:8px;padding:8px 12px;color:#92400e}
+.dark .wb-warning{background:#422006;border-color:#b45309;color:#fde68a}
+.dark .js-plotly-plot :is(.xaxislayer-above,.yaxislayer-above) text,
+.dark .js-plotly-plot text:is([class$="title"],.legendtext){fill:#e5e7eb !important}
+.dark .js-plotly-plot .annotation-text{fill:#cbd5e1 !important}
+.dark .js-plotly-plot :is(.gridlayer,.zerolinelayer) path{stroke:rgba(255,255,255,0.14) !important}
+.dark .js-plotly-plot .legend .bg{fill:transparent !important}
 """

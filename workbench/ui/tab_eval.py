@@ -26,12 +26,13 @@ from workbench import jobs, protocol
 from workbench.agent.runner import RunnerConfig
 from workbench.benchmarks.evaluation import DEFAULT_TOOLS, EvalConfig, import_predictions
 from workbench.benchmarks.loaders import BENCHMARK_FORMATS, load_benchmark
+from workbench.file_roots import confine, looks_like_a_path
 from workbench.jobs.watch import JobWatch
 from workbench.store import Store
 from workbench.ui import jobs_panel, render
 from workbench.ui.context import UIContext
 from workbench.ui.forms import FieldSpec, build_form, form_values
-from workbench.ui.jobs_panel import JOB_HEADERS, poll_jobs, progress_html, tail_lines
+from workbench.ui.jobs_panel import JOB_HEADERS, poll_jobs, progress_html, running_note, tail_lines
 
 POLL_SECONDS = 2.0
 EVAL_FIELDS = ("benchmark", "data", "images", "model", "adapter", "limit", "name", "corpus", "search_backend",
@@ -39,6 +40,8 @@ EVAL_FIELDS = ("benchmark", "data", "images", "model", "adapter", "limit", "name
 EVAL_MAIN = ("benchmark", "data", "images", "model", "adapter", "limit")
 RUNNER_FIELDS = ("tools", "protocol", "layout", "max_turns", "samples", "temperature", "max_new_tokens", "seed")
 PATH_FIELDS = ("data", "images", "adapter", "corpus")  # made absolute: the job runs in the repository folder
+PATH_LABELS = {"data": "benchmark file", "images": "image folder", "adapter": "adapter folder",
+               "corpus": "search corpus"}
 SPLIT_HEADERS = ["split", "F1 %", "EM %"]
 TYPE_HEADERS = ["type", "n", "F1 %", "EM %"]
 SPECS = {"benchmark": FieldSpec(choices=list(BENCHMARK_FORMATS)),
@@ -51,21 +54,26 @@ RUNNER_DEFAULTS = {"tools": DEFAULT_TOOLS["mat-coding"], "max_new_tokens": 256}
 
 
 # -- launching --------------------------------------------------------------------------------
-def _absolute(value: str | None) -> str | None:
-    """An existing path made absolute; anything else (a hub id, empty) unchanged."""
-    if not value:
+def _confined(name: str, value: str | None) -> str | None:
+    """A path from the form made absolute inside the allowed folders (file_roots); empty stays empty."""
+    if not value or not str(value).strip():
         return value
-    path = Path(value).expanduser()
-    return str(path.resolve()) if path.exists() else value
+    return confine(str(value).strip(), PATH_LABELS[name])
 
 
 def eval_configs(values: dict[str, Any]) -> tuple[EvalConfig, RunnerConfig]:
-    """EvalConfig and RunnerConfig from form values by field name; ValueError says what is wrong."""
+    """EvalConfig and RunnerConfig from form values by field name; ValueError says what is wrong.
+
+    Paths are confined to the allowed folders (file_roots) before anything looks at the files.
+    """
     eval_values = {name: values[name] for name in EVAL_FIELDS if name in values}
     runner_values = {name: values[name] for name in RUNNER_FIELDS if name in values}
-    config = form_values(EvalConfig, list(eval_values), list(eval_values.values()))
     for name in PATH_FIELDS:
-        setattr(config, name, _absolute(getattr(config, name)))
+        if name in eval_values:
+            eval_values[name] = _confined(name, eval_values[name])
+    if looks_like_a_path(str(eval_values.get("model") or "").strip()):
+        eval_values["model"] = confine(str(eval_values["model"]).strip(), "model folder")
+    config = form_values(EvalConfig, list(eval_values), list(eval_values.values()))
     return config, form_values(RunnerConfig, list(runner_values), list(runner_values.values()))
 
 
@@ -188,7 +196,8 @@ def eval_detail(store: Store, session: EvalSession, job_id: str, force: bool = F
     total = (job["config"].get("items") or 0) * samples
     done = store.count_traces(job["run_id"]) if job["run_id"] else 0
     fraction = 1.0 if job["status"] == "succeeded" else (done / total if total else 0.0)
-    detail = EvalDetail(_eval_status(job, run, done, total), progress_html(job, fraction, f"{done}/{total} traces"))
+    detail = EvalDetail(_eval_status(job, run, done, total), progress_html(
+        job, fraction, f"{done}/{total} traces" if done else running_note(job, f"0/{total} traces")))
     log = tail_lines(jobs.log_tail(store, job_id))
     if force or log != session.shown_log:
         detail.log = session.shown_log = log
@@ -205,6 +214,7 @@ def import_result(store: Store, path: str | None, benchmark: str, name: str | No
     """Score a result file ({[id,] gt, pred_answer}) and store it as an 'imported' run; returns (run id, summary)."""
     if not path:
         raise ValueError("upload a result file (JSON list or JSON Lines of {[id,] gt, pred_answer}) first")
+    path = confine(path, "result file")
     run_id, _ = import_predictions(store, path, benchmark, (name or "").strip() or f"imported {Path(path).stem}")
     return run_id, store.get_run(run_id)["summary"]
 

@@ -16,7 +16,9 @@ from typing import Any
 import gradio as gr
 
 from workbench import protocol
-from workbench.agent.runner import RunnerConfig
+from workbench.agent.runner import RunnerConfig, question_problem
+from workbench.database_file import disk_full_message, is_disk_full
+from workbench.file_roots import PathNotAllowed, confine, looks_like_a_path
 from workbench.images import ImageError, image_path, load_image
 from workbench.trace import Trace
 from workbench.ui import render
@@ -59,9 +61,9 @@ def preview_images(files: Any, demo_name: str | None, question: str) -> tuple[li
     good, problems = [], []
     for path in chosen_paths(files, demo_name):
         try:
-            load_image(path, Path(path).name)
+            load_image(confine(path, "image"), Path(path).name)
             good.append(path)
-        except ImageError as exc:
+        except (ImageError, PathNotAllowed) as exc:
             problems.append(str(exc))
     return preview_files(good, question or ""), problems
 
@@ -71,8 +73,8 @@ def accept_images(store, files: Any, demo_name: str | None) -> tuple[list[Path],
     stored, problems, seen = [], [], set()
     for path in chosen_paths(files, demo_name):
         try:
-            sha = store.put_image(path, Path(path).name)
-        except ImageError as exc:
+            sha = store.put_image(confine(path, "image"), Path(path).name)
+        except (ImageError, PathNotAllowed) as exc:
             problems.append(str(exc))
             continue
         if sha not in seen:
@@ -167,26 +169,54 @@ def verdict(trace: Trace) -> str:
 
 def run_playground(ctx: UIContext, viewer: Viewer, files: Any, demo_name: str | None, question: str,
                    model: str, adapter: str | None, config: RunnerConfig, corpus: str | None = None,
-                   search_mode: str = "cache-first", expected: str | None = None) -> Iterator[PlaygroundUpdate]:
+                   search_mode: str = "cache-first", expected: str | None = None,
+                   api_key: str | None = None) -> Iterator[PlaygroundUpdate]:
     """Validate, start a run tagged with the viewer, and yield an update after every turn.
 
     With a gold answer (typed, or the demo item's) the final answers are marked right or wrong.
+    `api_key` is the visitor's own key for an openai:<model>@<url> endpoint the operator has not listed in
+    WORKBENCH_OPENAI_BASE_URLS (the server's key never goes there): used for this run, never stored.
+
+    Raises PlaygroundError with the sentence to show: a refused input, or "disk full" (the run is then
+    marked failed with that reason as soon as space returns).
     """
+    try:
+        yield from _playground_updates(ctx, viewer, files, demo_name, question, model, adapter, config, corpus,
+                                       search_mode, expected, api_key)
+    except PlaygroundError:
+        raise
+    except Exception as exc:
+        if is_disk_full(exc):
+            raise PlaygroundError(disk_full_message()) from exc
+        raise
+
+
+def _playground_updates(ctx: UIContext, viewer: Viewer, files: Any, demo_name: str | None, question: str,
+                        model: str, adapter: str | None, config: RunnerConfig, corpus: str | None,
+                        search_mode: str, expected: str | None, api_key: str | None) -> Iterator[PlaygroundUpdate]:
     from workbench.agent import service as agent_service  # heavy (torch); imported on first run, not at app start
 
     question = (question or "").strip()
     if not question:
         raise PlaygroundError("type a question about the image first")
+    if question_problem(question):
+        raise PlaygroundError(question_problem(question))
     try:
         ctx.policy.check_model(model, adapter)
         ctx.policy.check_runner_config(config)
-    except PolicyError as exc:
+        if corpus and ctx.policy.public_demo:
+            raise PolicyError("this public demo does not take a search corpus path")
+        if adapter:
+            adapter = confine(adapter, "adapter folder")
+        if looks_like_a_path(model or ""):
+            model = confine(model, "model folder")
+        if corpus:
+            corpus = confine(corpus, "search corpus")
+    except (PolicyError, PathNotAllowed) as exc:
         raise PlaygroundError(str(exc)) from exc
     images, problems = accept_images(ctx.store, files, demo_name)
     if not images:
         raise PlaygroundError("; ".join(problems) or "no image: upload one or pick a demo image")
-    if corpus and ctx.policy.public_demo:
-        raise PlaygroundError("this public demo does not take a search corpus path")
     corpus = corpus or str(demo_corpus())  # the shipped demo world answers the demo search questions
     notices = [f"skipped: {problem}" for problem in problems]
     if "code" in config.tools:
@@ -197,14 +227,15 @@ def run_playground(ctx: UIContext, viewer: Viewer, files: Any, demo_name: str | 
             notices.append(status + " The question still runs; code turns report the tool as unavailable.")
     yield PlaygroundUpdate("loading the model …", render.transcript_html([]), warnings=notices)
     try:
-        agent_service.get_backend(model, adapter or None)  # here, so a model that cannot load is a plain error
+        agent_service.get_backend(model, adapter or None, api_key)  # a model that cannot load: a plain error
     except (ValueError, OSError) as exc:
         raise PlaygroundError(f"could not load model {model!r}: {exc}") from exc
     live: dict[str, Trace] = {}
     gold, labels = gold_for(demo_name, question, expected)
     events = agent_service.stream_question(ctx.store, question, images, model=model, adapter=adapter or None,
                                            config=config, tags=viewer.run_tags(), gold=gold,
-                                           problem_labels=labels, corpus=corpus, search_mode=search_mode)
+                                           problem_labels=labels, corpus=corpus, search_mode=search_mode,
+                                           api_key=api_key)
     try:
         for event in events:
             live[event.trace.id] = event.trace
@@ -267,6 +298,10 @@ def build(ctx: UIContext) -> PlaygroundTab:
                                     else "demo = the shipped demo model; tiny = untrained; or a folder, hub id, "
                                          "openai:<model>@<url>")
                 adapter = gr.Textbox(label="LoRA adapter folder", visible=not policy.public_demo)
+            api_key = gr.Textbox(label="API key for this endpoint (optional, never stored)", type="password",
+                                 visible=not policy.public_demo, elem_id="pg-api-key",
+                                 info="For an openai:<model>@<url> endpoint of your own: the server's key goes "
+                                      "only to the endpoints its operator listed (WORKBENCH_OPENAI_BASE_URLS).")
             specs = config_specs(policy)
             controls = {}
             for row_fields in MAIN_ROWS:
@@ -299,7 +334,7 @@ def build(ctx: UIContext) -> PlaygroundTab:
         return demo_question(demo_name, text), demo_tools(demo_name, tools)
 
     def on_run(request: gr.Request, files, demo_name, text, expected_answer, model_spec, adapter_dir, corpus_path,
-               mode, *values):  # the request comes first: Gradio cannot inject a keyword after *values
+               mode, key, *values):  # the request comes first: Gradio cannot inject a keyword after *values
         values, visitor = (values[:-1], values[-1]) if policy.public_demo else (values, None)  # token last
         viewer = ctx.viewer(request, visitor)
         if policy.public_demo and viewer.visitor is None:
@@ -307,7 +342,7 @@ def build(ctx: UIContext) -> PlaygroundTab:
         try:
             config = runner_config(policy, values)
             stream = run_playground(ctx, viewer, files, demo_name, text, model_spec, adapter_dir, config,
-                                    corpus_path, mode, expected_answer)
+                                    corpus_path, mode, expected_answer, key if not policy.public_demo else None)
             for update in stream:
                 for warning in update.warnings:
                     gr.Warning(warning)
@@ -320,7 +355,7 @@ def build(ctx: UIContext) -> PlaygroundTab:
     question.blur(on_question, [uploads, demo, question], preview, api_visibility="private")
     demo.change(on_demo, [demo, question, controls["tools"]], [question, controls["tools"]],
                 api_visibility="private")
-    run_event = run.click(on_run, [uploads, demo, question, expected, model, adapter, corpus, search_mode,
+    run_event = run.click(on_run, [uploads, demo, question, expected, model, adapter, corpus, search_mode, api_key,
                                    *[controls[n] for n in names], *ctx.visitor_inputs()],
                           [status, transcript, run_id, trace_id], api_name="run_playground",
                           concurrency_limit=policy.model_concurrency, concurrency_id="model")

@@ -2,8 +2,8 @@
 
 Each browser session keeps a `RunsSession` (its `MetricSeriesCache` plus run
 labels) in gr.State. Selecting runs loads their histories once; a gr.Timer
-then polls with `Store.metrics_since`, reading only rows added since the last
-poll, and skips redrawing when nothing changed. Plain callbacks
+then polls (`MetricSeriesCache.poll`: one query for what was written since the
+last poll) and skips redrawing when nothing changed. Plain callbacks
 (`select_runs`, `poll_runs`, `build_view`, `export_png`, `export_csv`) are
 tested without a browser.
 """
@@ -25,6 +25,7 @@ from workbench.ui.deployment import Viewer
 
 POLL_SECONDS = 3.0
 MAX_SELECTED = 50
+OPEN_WITH = 3  # runs selected when the tab opens with nothing selected
 
 
 @dataclass
@@ -49,6 +50,13 @@ def preset_label(run: dict) -> str:
 def run_choices(store: Store, viewer: Viewer) -> list[tuple[str, str]]:
     return [(f"{run['name']} · {run['kind']} · {run['status']}{preset_label(run)} · {run['id']}", run["id"])
             for run in viewer.visible_runs(store)]
+
+
+def default_selection(store: Store, viewer: Viewer, limit: int = OPEN_WITH) -> list[str]:
+    """What the tab opens with: the newest runs that logged metrics (on a fresh workbench, the demo run)."""
+    candidates = [run["id"] for run in viewer.visible_runs(store, limit=200)]
+    with_metrics = store.runs_with_metrics(candidates)
+    return [run_id for run_id in candidates if run_id in with_metrics][:limit]
 
 
 def select_runs(store: Store, viewer: Viewer, session: RunsSession | None,
@@ -97,9 +105,9 @@ class RunsView:
 
     metric_names: list[str]
     metric: str | None
-    metric_figure: Any
-    rewards_figure: Any
-    tool_figure: Any
+    metric_figure: figures.Chart
+    rewards_figure: figures.Chart
+    tool_figure: figures.Chart
     warnings: str
     summary: pd.DataFrame
     diff: pd.DataFrame
@@ -156,8 +164,8 @@ def export_csv(session: RunsSession | None, run_ids: list[str], smoothing: float
     if session is None or not run_ids:
         raise ValueError("select runs first")
     names = session.cache.names(run_ids)
-    return run_charts.export_csv(session.cache, run_ids, session.labels, names, smoothing,
-                                 _export_dir() / "metrics.csv")
+    full_names = {run_id: session.runs[run_id]["name"] for run_id in run_ids}  # the chart's labels are clipped
+    return run_charts.export_csv(session.cache, run_ids, full_names, names, smoothing, _export_dir() / "metrics.csv")
 
 
 @dataclass
@@ -196,14 +204,16 @@ def build(ctx: UIContext) -> RunsTab:
     view_outputs = [metric, metric_plot, rewards_plot, tool_plot, warning, summary, diff]
 
     def show(view: RunsView) -> tuple:
-        return (gr.Dropdown(choices=view.metric_names, value=view.metric), view.metric_figure,
-                view.rewards_figure, view.tool_figure, view.warnings,
+        return (gr.Dropdown(choices=view.metric_names, value=view.metric), view.metric_figure.plot(),
+                view.rewards_figure.plot(), view.tool_figure.plot(), view.warnings,
                 view.summary, view.diff)
 
     def on_refresh(request: gr.Request, selected, visitor=None):  # the visitor token: public demo only
-        choices = run_choices(store, ctx.viewer(request, visitor))
+        viewer = ctx.viewer(request, visitor)
+        choices = run_choices(store, viewer)
         valid = {value for _, value in choices}
-        return gr.Dropdown(choices=choices, value=[r for r in (selected or []) if r in valid])
+        kept = [r for r in (selected or []) if r in valid]
+        return gr.Dropdown(choices=choices, value=kept or default_selection(store, viewer))
 
     def on_select(request: gr.Request, selected, metric_name, weight, session, visitor=None):
         session, chosen = select_runs(store, ctx.viewer(request, visitor), session, selected)

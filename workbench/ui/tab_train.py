@@ -42,19 +42,22 @@ from trainers.service import (
     resume_training,
 )
 from workbench import jobs, protocol
+from workbench.file_roots import confine, looks_like_a_path
 from workbench.jobs.watch import JobWatch, job_age
 from workbench.run_charts import MetricSeriesCache
 from workbench.store import Store
 from workbench.ui import figures, jobs_panel, render
 from workbench.ui.context import UIContext
 from workbench.ui.forms import FieldSpec, build_form, field_label, form_fields, form_values
-from workbench.ui.jobs_panel import JOB_HEADERS, poll_jobs, progress_html, tail_lines
+from workbench.ui.jobs_panel import JOB_HEADERS, clock, poll_jobs, progress_html, running_note, tail_lines
 
 POLL_SECONDS = 2.0
 KIND_CHOICES = [("GRPO: reinforcement learning with the Visual-ARFT rewards", "grpo"),
                 ("SFT: cold start on recorded traces", "sft")]
 # lists of paths / run ids: one per line
 LINE_LIST_FIELDS = ("data_files", "eval_data_files", "trace_runs", "trace_files")
+PATH_LIST_FIELDS = ("data_files", "eval_data_files", "trace_files")
+PATH_FIELDS = ("image_root", "search_corpus", "init_adapter")
 JSON_FIELDS = ("rewards", "trl_args")
 COMMON_MAIN = ("model", "finetune", "run_name")
 OWN_MAIN = {"grpo": ("data_files", "mode", "tools", "protocol", "max_steps", "num_generations",
@@ -116,6 +119,15 @@ def train_config(kind: str, values: dict[str, Any]) -> TrainJobConfig:
     raw = {name: value for name, value in values.items() if name in wanted}
     parsed = {name: parse_lines(raw.pop(name)) for name in LINE_LIST_FIELDS if name in raw}
     parsed.update({name: parse_json_field(name, raw.pop(name)) for name in JSON_FIELDS if name in raw})
+    # Paths from the browser stay inside the allowed folders, checked before anything looks at the file.
+    for name in PATH_LIST_FIELDS:
+        if name in parsed:
+            parsed[name] = [confine(path, field_label(name)) for path in parsed[name]]
+    for name in PATH_FIELDS:
+        if isinstance(raw.get(name), str) and raw[name].strip():
+            raw[name] = confine(raw[name].strip(), field_label(name))
+    if looks_like_a_path(str(raw.get("model") or "").strip()):
+        raw["model"] = confine(str(raw["model"]).strip(), "model folder")
     names = list(raw)
     return form_values(cls, names, [raw[n] for n in names], **parsed)
 
@@ -158,7 +170,10 @@ def form_text(name: str, value: Any) -> Any:
 
 
 def job_markdown(job: dict, run: dict | None) -> str:
-    lines = [f"**Job {job['id']}** · {job['kind']} · **{job['status']}** · created {job_age(job)}"]
+    lines = [f"**Job {job['id']}** · {job['kind']} · **{job['status']}** · created {clock(job['created_at'])} "
+             f"({job_age(job)})"]
+    if job["status"] == "running" and job.get("note"):
+        lines.append(f"Now: {job['note']}")
     if job["run_id"]:
         lines.append(f"Run `{job['run_id']}`" + (f" ({run['name']}, {run['status']})" if run else " (not started yet)"))
     if job["error"]:
@@ -211,7 +226,7 @@ def job_detail(store: Store, session: TrainSession, job_id: str, force: bool = F
     run = store.get_run(run_id) if run_id else None
     changed = session.cache.poll(store, [run_id]) if run_id else set()
     budget = (job["config"] or {}).get("max_steps") or 0
-    note = f"step {_last_step(session.cache, run_id)} of {budget}" if run_id and budget else ""
+    note = running_note(job, f"step {_last_step(session.cache, run_id)} of {budget}" if run_id and budget else "")
     log = tail_lines(jobs.log_tail(store, job_id))
     detail = JobDetail(job_markdown(job, run), progress_html(job, note=note))
     if force or log != session.shown_log:
@@ -220,7 +235,9 @@ def job_detail(store: Store, session: TrainSession, job_id: str, force: bool = F
         labels = {run_id: run["name"] if run else run_id} if run_id else {}
         runs = [run_id] if run_id else []
         metric = _curve_metric(session.cache.names(runs))
-        detail.figures = (figures.metric_figure(session.cache, runs, labels, metric, 0.0),
+        waiting = ("No metrics yet: the first point appears after the first training step, or after the "
+                   "step-0 evaluation when the job measures a held-out reward.")
+        detail.figures = (figures.metric_figure(session.cache, runs, labels, metric, 0.0, empty_message=waiting),
                           figures.rewards_figure(session.cache, runs, labels, 0.0))
     return detail
 
@@ -278,8 +295,8 @@ def build(ctx: UIContext) -> TrainTab:
         rest = tuple(n for n in common_fields() if n not in COMMON_MAIN)
         controls.update({("common", n): c for n, c in build_form(TrainJobConfig, SPECS, only=rest).items()})
     keys = list(controls)
-    preview = gr.Code(language="shell", label="Exact command (the run id is chosen at launch)", interactive=False,
-                      elem_id="tn-command")
+    preview = gr.Code(command_preview("grpo", {}), language="shell", interactive=False, elem_id="tn-command",
+                      label="Exact command (the run id is chosen at launch)")
     with gr.Row():
         launch = gr.Button("Launch", variant="primary", elem_id="tn-launch")
         preview_button = gr.Button("Update command", elem_id="tn-preview")
@@ -326,8 +343,17 @@ def build(ctx: UIContext) -> TrainTab:
     detail_outputs = [status, progress, log, curve, components]
 
     def show(detail: JobDetail) -> tuple:
-        plots = detail.figures or (gr.skip(), gr.skip())
+        plots = tuple(chart.plot() for chart in detail.figures) if detail.figures else (gr.skip(), gr.skip())
         return (detail.status, detail.progress, gr.skip() if detail.log is None else detail.log, *plots)
+
+    def on_job_chosen(job_id_value):
+        """The form as the chosen job was launched (kind and every setting): a reloaded page shows its job."""
+        job = store.get_job(job_id_value or "")
+        if job is None or job["kind"] not in CONFIG_CLASSES:
+            return tuple(gr.skip() for _ in range(len(keys) + 2))
+        values = {name: value for name, value in (job["config"] or {}).items() if name != "kind"}
+        return (job["kind"], *(form_text(name, values[name]) if scope in ("common", job["kind"]) and name in values
+                               else gr.skip() for scope, name in keys), command_preview(job["kind"], values))
 
     def poll(job_value, session, force):
         session = session or TrainSession()
@@ -368,6 +394,7 @@ def build(ctx: UIContext) -> TrainTab:
         else:
             control.input(on_preview, form_inputs, preview, api_visibility="private")
     preview_button.click(on_preview, form_inputs, preview, api_name="preview_training_command")
+    job_id.change(on_job_chosen, job_id, [*form_inputs, preview], api_visibility="private")
     demo.click(on_demo, None, list(controls.values()), api_name="fill_demo_training").then(
         on_preview, form_inputs, preview, api_visibility="private")
     launched = launch.click(on_launch, form_inputs, [message, job_id], api_name="launch_training",
