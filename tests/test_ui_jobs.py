@@ -63,13 +63,16 @@ def test_click_to_train_fills_the_form_with_the_shipped_runs_settings(tmp_path):
     from trainers.demo_data import click_to_train_config
 
     demo = {"items_file": str(tmp_path / "items.json"), "eval_file": str(tmp_path / "held_out.json"),
-            "expert_run": "r"}
+            "expert_run": "r", "start_adapter": str(tmp_path / "adapter")}
     for path in (demo["items_file"], demo["eval_file"]):
         Path(path).write_text("[]")
+    Path(demo["start_adapter"]).mkdir()
     values = tab_train.demo_values(demo)
     form = {name: value for (scope, name), value in values.items() if scope in ("common", "grpo")}
-    assert tab_train.train_config("grpo", form) == click_to_train_config("demo", demo["items_file"],
-                                                                         demo["eval_file"])
+    config = tab_train.train_config("grpo", form)
+    assert config == click_to_train_config("demo", demo["items_file"], demo["eval_file"],
+                                           init_adapter=demo["start_adapter"])
+    assert config.finetune == "lora" and config.init_adapter == demo["start_adapter"] and config.tools == ["code"]
 
 
 def test_train_form_makes_configs_previews_the_command_and_says_what_to_fix(store, tmp_path):

@@ -22,6 +22,7 @@ from workbench.benchmarks.scoring import f1_em
 from workbench.protocol import find_box
 from workbench.store import Store
 
+HIDDEN_SEED_OFFSET = 100  # the click-to-train task's splits: seeds clear of the coding splits' (0, 1000, 2000)
 SEARCH_RL_SEED_OFFSET = 3000  # the search "rl" split's worlds (3000..), clear of held-out 1000 and drills 5000..
 
 
@@ -33,6 +34,10 @@ class World:
 
     def coding(self, split: str) -> Path:
         return self.root / f"coding_{split}" / "mat_coding_mini.json"
+
+    def hidden(self, split: str) -> Path:
+        """The click-to-train task's items (mat_coding_mini.generate_hidden_colours) of `split`."""
+        return self.root / f"hidden_{split}" / "mat_coding_mini.json"
 
     def search(self, split: str) -> Path:
         return self.root / f"search_{split}" / "mat_search_mini.json"
@@ -46,7 +51,7 @@ class World:
 
 def build_world(root: str | Path, *, coding_train: int = 800, coding_test: int = 100, coding_rl: int = 400,
                 search_train: int = 600, search_test: int = 60, search_worlds: int = 100, search_rl: int = 400,
-                seed: int = 0) -> World:
+                hidden_train: int = 400, hidden_test: int = 40, hidden_rl: int = 400, seed: int = 0) -> World:
     """Generate train and held-out splits (different seeds) of both benchmarks and the corpora.
 
     The "rl" splits (other seeds) hold GRPO's prompts: items the SFT stages
@@ -61,6 +66,8 @@ def build_world(root: str | Path, *, coding_train: int = 800, coding_test: int =
     world = World(Path(root))
     for split, count in (("train", coding_train), ("test", coding_test), ("rl", coding_rl)):
         mat_coding_mini.generate(world.coding(split).parent, count, seed=seed + mat_coding_mini.SPLIT_SEEDS[split])
+    for split, count in (("train", hidden_train), ("test", hidden_test), ("rl", hidden_rl)):
+        mat_coding_mini.generate_hidden_colours(world.hidden(split).parent, count, seed=hidden_split_seed(split, seed))
     mat_search_mini.generate(world.search("train").parent, search_train, seed=seed, worlds=search_worlds)
     # Held-out search questions come from an unseen world (its own companies and corpus): their answers
     # cannot be memorised from the training traces, only found by searching.
@@ -68,6 +75,11 @@ def build_world(root: str | Path, *, coding_train: int = 800, coding_test: int =
     mat_search_mini.generate(world.search("rl").parent, search_rl, seed=seed + SEARCH_RL_SEED_OFFSET,
                              worlds=search_worlds)
     return world
+
+
+def hidden_split_seed(split: str, seed: int = 0) -> int:
+    """The seed of the hidden-colour task's `split` in the world of `seed` (the Train tab draws the same)."""
+    return seed + mat_coding_mini.SPLIT_SEEDS[split] + HIDDEN_SEED_OFFSET
 
 
 def _coding_episodes(path: Path) -> tuple[list[AgentItem], dict]:
@@ -146,12 +158,13 @@ def record_expert_traces(world: World, store: Store, *, coding: bool = True,
 
 def record_start_traces(world: World, store: Store, *, direct_share: float, seed: int = 0,
                         name: str = "expert traces (click-to-train start)") -> str:
-    """The coding train split with the code tool offered, where the expert answers at once, from the image as
-    it is, on `direct_share` of the items (drawn with `seed`) and repairs the image first on the rest: the SFT
-    data of the click-to-train start adapter, a policy that knows its tool but mostly does not call it."""
+    """The click-to-train task's train split with the code tool offered, where the expert answers at once,
+    from the image as it is, on `direct_share` of the items (drawn with `seed`) and repairs the image first
+    on the rest: the SFT data of the click-to-train start adapter, a policy that knows its tool but mostly
+    does not call it."""
     import random
 
-    items, turns = _coding_episodes(world.coding("train"))
+    items, turns = _coding_episodes(world.hidden("train"))
     for position in random.Random(seed).sample(range(len(items)), round(direct_share * len(items))):
         item = items[position]
         turns[(item.question, _sha(item.images[0]))] = mini_expert.direct_turns(item.gold[0])
