@@ -109,7 +109,7 @@ def demo_sft_config(data: DemoData, steps: int = 60) -> SftJobConfig:
                         run_name="cold start (tiny, expert traces)", **TINY_PIXELS)
 
 
-CLICK_TO_TRAIN_STEPS = 16
+CLICK_TO_TRAIN_STEPS = 12
 
 
 def click_to_train_config(model: str, items_file: str, eval_file: str, steps: int = CLICK_TO_TRAIN_STEPS,

@@ -27,7 +27,7 @@ Steps, all on CPU and offline, seeds fixed:
 stages listed in DIR/figures.json, if any, carry on). The shipped start
 adapter and demo-grpo run were remade from the shipped model with
 `python -m trainers.demo_model --from-model workbench/demo/model --copy-steps 0
---drill-steps 0 --skip-eval --start-steps 100 --grpo-steps 16`. The demo items and
+--drill-steps 0 --skip-eval --start-steps 100 --grpo-steps 12`. The demo items and
 traces are then re-recorded by `python -m workbench.synth.demo_assets --world DIR`.
 """
 
@@ -336,9 +336,9 @@ def _click_to_train_lines(figures: dict) -> list[str]:
                   f"LoRA-GRPO with the live code tool, {prompts} prompts x {facts['num_generations']} samples per "
                   f"step at temperature {facts['temperature']}, "
                   f"learning rate {facts['learning_rate']}, KL beta {facts['beta']}, {facts['max_steps']} steps, "
-                  "prompts from the hidden-colour rl split (400 items no SFT stage saw); held out: the 40 items of "
-                  f"the hidden_test split ({items}), {samples} samples each with one fixed sampling seed, every "
-                  f"{facts['eval_steps']} steps.",
+                  "prompts from the hidden-colour rl split (400 items no SFT stage saw); held out: "
+                  f"{samples} samples on each of {items} held-out items (the hidden_test split) with one fixed "
+                  f"sampling seed, every {facts['eval_steps']} steps.",
                   f"- held-out answer F1: {_series(grpo.get('eval_answer_f1', []))}",
                   f"- held-out tool-call rate on degraded images: {_series(grpo.get('eval_call_rate_degraded', []))}",
                   f"- held-out reward (eval_reward): {_series(grpo.get('eval_reward', []))}", ""]
