@@ -166,10 +166,27 @@ def start_adapter(model: Path, world: World, store: Store, out: Path, *, steps: 
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(checkpoints[-1]["path"], out, ignore=shutil.ignore_patterns(*KEEP_OUT))
+    describe_adapter(out, model)
     size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
     return {"run": run_id, "trace_run": traces, "steps": steps, "learning_rate": learning_rate,
             "batch_size": batch_size, "direct_share": direct_share, "minutes": round((time.time() - started) / 60, 1),
             "weights_mb": round(size / 1e6, 2), "lora_r": config.lora_r, "lora_target": config.lora_target}
+
+
+def describe_adapter(out: Path, model: Path) -> None:
+    """The adapter names its base model by a path inside the checkout (not the machine it was made on), and its
+    README says what it is instead of PEFT's blank template."""
+    config_file = out / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    base = Path(model).resolve()
+    root = settings.REPO_ROOT.resolve()
+    config["base_model_name_or_path"] = str(base.relative_to(root)) if base.is_relative_to(root) else str(model)
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (out / "README.md").write_text(
+        "# Click-to-train start adapter\n\nA LoRA adapter on the demo model (`workbench/demo/model`): the starting "
+        "policy of the Train tab's \"Fill in a demo run\", which knows its code tool but mostly answers without it. "
+        "How it was made and what GRPO does from it: the demo model's card, `workbench/demo/model/README.md`; "
+        "remade by `python -m trainers.demo_model` (see its docstring).\n", encoding="utf-8")
 
 
 def grpo_config(model: str, world: World, steps: int = CLICK_TO_TRAIN_STEPS,
