@@ -110,6 +110,8 @@ def settle_orphaned_runs(store: Store) -> list[str]:
     for run in store.unfinished_runs():
         if run["id"] in active_jobs or run["running_here"]:
             continue
+        if run["owner_pid"] is None and (run["config"] or {}).get("ingested"):
+            continue  # a remote training script's run (workbench.ingest): its own last batch ends it
         if run["owner_pid"] != os.getpid() and is_running(run["owner_pid"], run["owner_start"]):
             continue
         summary = dict(run["summary"] or {})
