@@ -37,6 +37,7 @@ from workbench.store import Store
 from workbench.trace import Trace, ref_sha
 
 VERSION = 1
+INGEST_PATH = "/workbench/ingest"  # the app's route (workbench/ui/ingest_route.py)
 BATCH_ID = re.compile(r"[A-Za-z0-9_.:-]{8,128}")
 RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")

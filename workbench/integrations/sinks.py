@@ -25,10 +25,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from workbench.ingest import Batch, parse_batch, store_batch
+from workbench.ingest import INGEST_PATH, Batch, parse_batch, store_batch
 from workbench.store import Store
 
-INGEST_PATH = "/workbench/ingest"
 REJECTED = "rejected"
 
 
