@@ -131,15 +131,18 @@ class _Server:
 class _KillAndRestart(TrainerCallback):
     """Kills the server after step 2's log and starts it again after step 3's (training goes on meanwhile)."""
 
-    def __init__(self, server: _Server):
-        self.server = server
+    def __init__(self, server: _Server, sender: WorkbenchCallback):
+        self.server, self.sender = server, sender
         self.killed_at = self.restarted_at = None
+        self.waiting_at_restart = 0
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.global_step == 2 and self.killed_at is None:
             self.server.kill()
             self.killed_at = state.global_step
         elif state.global_step == 3 and self.restarted_at is None:
+            time.sleep(0.5)  # step 3's batch reaches the spool (written off the training thread)
+            self.waiting_at_restart = self.sender._sink.pending()
             self.server.start()
             self.restarted_at = state.global_step
 
@@ -153,10 +156,11 @@ def test_streaming_to_a_served_workbench_survives_its_restart_exactly_once(tmp_p
         steps = 5
         callback = WorkbenchCallback(url=f"http://127.0.0.1:{server.port}", token=TOKEN, run_name="remote",
                                      spool_dir=tmp_path / "spool", deliver_timeout_s=120)
-        chaos = _KillAndRestart(server)
+        chaos = _KillAndRestart(server, callback)
         trainer = plain_grpo_trainer(tmp_path / "out", steps=steps, callbacks=[callback, chaos])
         trainer.train()
         assert chaos.killed_at == 2 and chaos.restarted_at == 3
+        assert chaos.waiting_at_restart >= 1  # batches waited on disk while the workbench was down
         assert callback._sink.pending() == 0 and callback._sink.rejected == 0 and callback.errors == []
     finally:
         server.kill()
