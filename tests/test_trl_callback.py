@@ -32,7 +32,7 @@ def _metric_steps(store: Store, run_id: str) -> dict[str, list[int]]:
 def _check_group_traces(store: Store, run_id: str, steps: int) -> None:
     traces = [store.get_trace(row["id"]) for row in store.list_traces(run_id=run_id, limit=1000)]
     by_step = Counter(t.step for t in traces)
-    assert by_step == {step: 2 for step in range(1, steps + 1)}  # one whole group (G = 2) per step, once each
+    assert by_step == dict.fromkeys(range(1, steps + 1), 2)  # one whole group (G = 2) per step, once each
     for trace in traces:
         assert trace.images and trace.question.startswith("What colour")
         assert [turn.action for turn in trace.turns][0] == "zoom" and len(trace.turns) == 2  # call, then answer

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.chat_traces import trace_from_chat
+from workbench.chat_traces import tool_arguments, trace_from_chat
 from workbench.store import Store
 from workbench.trace import ToolCall, Trace, Turn
 
@@ -199,13 +199,11 @@ def _verl_turn(text: str, index: int, response: str | None, notes: list[str]) ->
     call = _TOOL_CALL.search(text)
     if call:
         try:
-            parsed = json.loads(call.group(1))
-            name, arguments = str(parsed.get("name") or ""), parsed.get("arguments")
+            name, argument = tool_arguments(json.loads(call.group(1)))
         except (json.JSONDecodeError, AttributeError):
-            name, arguments = "", call.group(1)
+            name, argument = "", call.group(1)
             notes.append("tool call that is not JSON (kept as raw text)")
-        turn.action = name or "tool_call"
-        turn.argument = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+        turn.action, turn.argument = name or "tool_call", argument
     elif response is None:
         turn.action, turn.argument = "answer", text.strip()
     if response is not None:
