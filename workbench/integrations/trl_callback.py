@@ -113,6 +113,7 @@ class WorkbenchCallback(TrainerCallback):
         self._run: dict[str, Any] = {}
         self.errors: list[str] = []
         self.main_thread_seconds = 0.0  # what the callback took from the training loop
+        self.background_cpu_seconds = 0.0  # CPU its writer thread used (building, encoding, storing, spooling)
         self.batches_sent = 0
 
     # -- setup -------------------------------------------------------------------------------------------
@@ -201,6 +202,11 @@ class WorkbenchCallback(TrainerCallback):
                                                "summary": {"steps": state.global_step, "source": "trl-callback"}}))
         self.close()
 
+    def flush(self) -> None:
+        """Wait until every batch logged so far is built and handed to its sink (stored, or spooled to disk)."""
+        if self._thread is not None:
+            self._queue.join()
+
     def close(self) -> None:
         """Send what is queued (waiting at most `deliver_timeout_s` for the network) and stop."""
         if self._thread is None:
@@ -216,8 +222,10 @@ class WorkbenchCallback(TrainerCallback):
         while True:
             item = self._queue.get()
             if item is None:
+                self._queue.task_done()
                 return
             _, rows, groups, ending = item
+            began = time.thread_time()
             try:
                 batch = self._batch(rows, groups, ending)
                 self._sink.submit(batch)
@@ -227,6 +235,9 @@ class WorkbenchCallback(TrainerCallback):
                 if message not in self.errors:
                     print(f"[workbench] could not log a batch: {message}", file=sys.stderr, flush=True)
                 self.errors.append(message)
+            finally:
+                self.background_cpu_seconds += time.thread_time() - began
+                self._queue.task_done()
 
     def _batch(self, rows: list, groups: list[dict], ending: dict | None) -> Batch:
         images = _ImageBytes()
