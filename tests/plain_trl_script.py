@@ -27,6 +27,22 @@ def zoom(factor: int) -> list:
             {"type": "text", "text": f"zoomed {factor}x"}]
 
 
+class ZoomEnvironment:
+    """The same tool as a TRL `environment_factory` environment (one instance per rollout)."""
+
+    def reset(self, **kwargs) -> None:
+        self.calls = 0
+
+    def zoom(self, factor: int) -> list:
+        """Zoom into the image.
+
+        Args:
+            factor: how much to zoom in.
+        """
+        self.calls += 1
+        return zoom(factor)
+
+
 def length_reward(completions, **kwargs) -> list[float]:
     """One point per message of the completion (tool turns count).
 
@@ -46,8 +62,12 @@ def constant_reward(completions, **kwargs) -> list[float]:
 
 
 def plain_grpo_trainer(output_dir: Path, *, steps: int, callbacks: list, generations: int = 2, batch: int = 2,
-                       tools: bool = True, log_completions: bool = False):
-    """A GRPOTrainer as anyone's own script builds it (LoRA-free, CPU)."""
+                       tools: str | None = "tools", lora: bool = False, log_completions: bool = False):
+    """A GRPOTrainer as anyone's own script builds it, on CPU.
+
+    `tools`: "tools" (`tools=[zoom]`), "environment" (`environment_factory=ZoomEnvironment`) or None (single-turn);
+    `lora`: a LoRA adapter on the language model's attention instead of full fine-tuning.
+    """
     import os
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -76,6 +96,13 @@ def plain_grpo_trainer(output_dir: Path, *, steps: int, callbacks: list, generat
                       report_to=[], save_strategy="no", learning_rate=1e-4, max_tool_calling_iterations=1,
                       generation_kwargs={"sequence_bias": bias} if bias else None, disable_tqdm=True,
                       log_completions=log_completions, seed=0)
+    peft_config = None
+    if lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=8, lora_alpha=16, target_modules=r".*language_model.*\.(q_proj|v_proj)",
+                                 task_type="CAUSAL_LM")
     return GRPOTrainer(model=model, reward_funcs=[length_reward, constant_reward], args=args,
-                       train_dataset=Dataset.from_list(rows), processing_class=processor,
-                       tools=[zoom] if tools else None, callbacks=callbacks)
+                       train_dataset=Dataset.from_list(rows), processing_class=processor, peft_config=peft_config,
+                       tools=[zoom] if tools == "tools" else None,
+                       environment_factory=ZoomEnvironment if tools == "environment" else None, callbacks=callbacks)

@@ -49,14 +49,16 @@ def _check_group_traces(store: Store, run_id: str, steps: int) -> None:
 
 
 @pytest.mark.slow
-def test_a_plain_trl_script_with_a_tool_lands_in_the_local_store(tmp_path, workbench_home):
+@pytest.mark.parametrize("tools", ["tools", "environment"])
+def test_a_plain_trl_script_with_a_tool_lands_in_the_local_store(tmp_path, workbench_home, tools):
     callback = WorkbenchCallback(run_name="my own script")
-    trainer = plain_grpo_trainer(tmp_path / "out", steps=2, callbacks=[callback])
+    trainer = plain_grpo_trainer(tmp_path / "out", steps=2, callbacks=[callback], tools=tools)
     trainer.train()
 
     store = Store()
     (run,) = [r for r in store.list_runs() if r["name"] == "my own script"]
-    assert run["status"] == "succeeded" and run["kind"] == "train" and run["config"]["tools"] == ["zoom"]
+    assert run["status"] == "succeeded" and run["kind"] == "train" and run["config"]["peft"] is False
+    assert run["config"]["tools"] == ["zoom"]  # an environment's methods are its tools too
     steps = _metric_steps(store, run["id"])
     for name in ("loss", "reward", "rewards/length_reward/mean", "rewards/constant_reward/mean",
                  "tools/call_frequency", "completions/mean_length"):
@@ -66,14 +68,16 @@ def test_a_plain_trl_script_with_a_tool_lands_in_the_local_store(tmp_path, workb
 
 
 @pytest.mark.slow
-def test_a_single_turn_run_and_the_completion_table_trl_writes_for_it(tmp_path, workbench_home):
+def test_a_single_turn_lora_run_and_the_completion_table_trl_writes_for_it(tmp_path, workbench_home):
     # TRL 1.16 cannot write this table for a tool run whose tool returns images (pyarrow: "cannot mix list and
     # non-list"), so the table comes from a single-turn run
     callback = WorkbenchCallback(run_name="single turn")
-    trainer = plain_grpo_trainer(tmp_path / "out", steps=1, callbacks=[callback], tools=False, log_completions=True)
+    trainer = plain_grpo_trainer(tmp_path / "out", steps=1, callbacks=[callback], tools=None, lora=True,
+                                 log_completions=True)
     trainer.train()
     store = Store()
     (run,) = [r for r in store.list_runs() if r["name"] == "single turn"]
+    assert run["config"]["peft"] is True and run["status"] == "succeeded"
     (row,) = store.list_traces(run_id=run["id"], limit=10)[:1]
     trace = store.get_trace(row["id"])
     assert trace.images and len(trace.turns) == 1 and trace.turns[0].action == "answer"
