@@ -188,3 +188,37 @@ def test_a_refused_batch_is_kept_with_its_reason_and_the_rest_go_on(tmp_path):
     (reason,) = (tmp_path / "spool" / "rejected").glob("*.reason.txt")
     assert "HTTP 400" in reason.read_text() and "metric row 2" in reason.read_text()
     assert sink.rejected == 1 and [r["step"] for r in store.metrics_since("remote1", names=["loss"])] == [2]
+
+
+def test_a_trace_with_wrong_types_is_refused_and_a_big_batch_is_split():
+    batch = _batch()
+    data = json.loads(batch.to_json())
+    data["traces"][0]["rewards"] = {"r": "high"}
+    with pytest.raises(IngestError, match="rewards must map names to finite numbers"):
+        parse_batch(json.dumps(data).encode())
+    data["traces"][0]["rewards"], data["traces"][0]["step"] = {}, "3"
+    with pytest.raises(IngestError, match="step must be an int"):
+        parse_batch(json.dumps(data).encode())
+    from workbench.ingest import split_batch
+
+    big = _batch()
+    big.traces = [_batch(step=s).traces[0] for s in range(8)]
+    big.status = "succeeded"
+    parts = split_batch(big, len(big.to_json()) // 3)
+    assert len(parts) >= 3 and all(len(p.to_json()) <= len(big.to_json()) // 3 for p in parts)
+    assert [t.step for p in parts for t in p.traces] == list(range(8))
+    assert parts[0].metrics == big.metrics and all(not p.metrics for p in parts[1:])
+    assert parts[-1].status == "succeeded" and all(p.status is None for p in parts[:-1])
+    assert all(parse_batch(p.to_json().encode()) for p in parts)  # each part carries its own images
+
+
+def test_a_remote_run_silent_for_hours_is_settled_as_failed():
+    from workbench.jobs import INGESTED_QUIET_S, settle_orphaned_runs
+
+    store = Store()
+    store_batch(store, parse_batch(_batch().to_json().encode()))
+    assert settle_orphaned_runs(store) == []
+    store.db.execute("update runs set updated_at = ? where id = 'remote1'", [time.time() - INGESTED_QUIET_S - 1])
+    assert settle_orphaned_runs(store) == ["remote1"]
+    run = store.get_run("remote1")
+    assert run["status"] == "failed" and "sent nothing for 6 hours" in run["summary"]["error"]

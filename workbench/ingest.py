@@ -199,12 +199,57 @@ def _traces(items: Any, run_id: str, images: dict[str, bytes], limits: Limits) -
             raise IngestError(f"trace {number} is not a workbench trace ({exc})") from None
         if trace is None:
             raise IngestError(f"trace {number} must be an object")
+        problem = _shape_problem(trace)
+        if problem:
+            raise IngestError(f"trace {number}: {problem}")
         missing = sorted(sha for sha in trace.image_shas() | _message_shas(trace) if sha not in images)
         if missing:
             raise IngestError(f"trace {number} refers to image {missing[0][:12]} the batch does not carry")
         trace.run_id = run_id
         traces.append(trace)
     return traces
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _shape_problem(trace: Trace) -> str | None:
+    """What is the wrong type in a trace that parsed (Trace.from_dict checks names, not types), or None."""
+    checks = (
+        (isinstance(trace.turns, list) and all(isinstance(t.raw, str) and isinstance(t.index, int)
+                                               for t in trace.turns), "turns need an int index and raw text"),
+        (all(t.tool_call is None or (isinstance(t.tool_call.name, str) and isinstance(t.tool_call.output_text, str)
+                                     and isinstance(t.tool_call.output_images, list)) for t in trace.turns),
+         "a tool call needs a name, output_text and a list of output_images"),
+        (isinstance(trace.messages, list) and all(isinstance(m, dict) for m in trace.messages),
+         "messages must be a list of objects"),
+        (isinstance(trace.images, list) and all(isinstance(i, str) for i in trace.images), "images must be shas"),
+        (isinstance(trace.rewards, dict) and all(isinstance(k, str) and _is_number(v)
+                                                 for k, v in trace.rewards.items()),
+         "rewards must map names to finite numbers"),
+        (isinstance(trace.metadata, dict) and isinstance(trace.gold, list), "metadata must be an object, gold a list"),
+        (trace.step is None or (isinstance(trace.step, int) and not isinstance(trace.step, bool)),
+         "step must be an int"),
+        (trace.advantage is None or _is_number(trace.advantage), "advantage must be a finite number"),
+        (isinstance(trace.sample_index, int) and isinstance(trace.id, str) and 0 < len(trace.id) <= 128,
+         "sample_index must be an int and id text of 1-128 characters"),
+    )
+    return next((message for ok, message in checks if not ok), None)
+
+
+def split_batch(batch: Batch, max_bytes: int) -> list[Batch]:
+    """A batch whose JSON is over `max_bytes` as several (traces halved; metrics first, the ending last)."""
+    if len(batch.traces) < 2 or len(batch.to_json()) <= max_bytes:
+        return [batch]
+    middle = len(batch.traces) // 2
+    halves = []
+    for index, traces in enumerate((batch.traces[:middle], batch.traces[middle:])):
+        shas = {sha for trace in traces for sha in trace.image_shas() | _message_shas(trace)}
+        halves.append(Batch(run=batch.run, metrics=batch.metrics if index == 0 else [], traces=traces,
+                            images={sha: data for sha, data in batch.images.items() if sha in shas},
+                            status=batch.status if index == 1 else None, summary=batch.summary if index == 1 else None))
+    return [part for half in halves for part in split_batch(half, max_bytes)]
 
 
 def _message_shas(trace: Trace) -> set[str]:

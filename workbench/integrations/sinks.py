@@ -25,7 +25,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from workbench.ingest import INGEST_PATH, Batch, parse_batch, store_batch
+from workbench.ingest import INGEST_PATH, LIMITS, Batch, parse_batch, split_batch, store_batch
 from workbench.store import Store
 
 REJECTED = "rejected"
@@ -80,7 +80,14 @@ class HttpSink:
         return sorted(p for p in self.spool.glob("*.json") if p.name.split("-", 1)[0].isdigit())
 
     def submit(self, batch: Batch) -> None:
-        """Write the batch into the spool (a local disk write, never the network) and wake the sender."""
+        """Write the batch into the spool (a local disk write, never the network) and wake the sender.
+
+        A batch over 3/4 of the server's default body limit goes as several (workbench.ingest.split_batch).
+        """
+        for part in split_batch(batch, LIMITS.max_body_bytes * 3 // 4):
+            self._spool(part)
+
+    def _spool(self, batch: Batch) -> None:
         with self._wake:
             self._seq += 1
             name = f"{self._seq:010d}-{batch.batch_id}.json"
