@@ -222,3 +222,15 @@ def test_a_remote_run_silent_for_hours_is_settled_as_failed():
     assert settle_orphaned_runs(store) == ["remote1"]
     run = store.get_run("remote1")
     assert run["status"] == "failed" and "sent nothing for 6 hours" in run["summary"]["error"]
+
+
+def test_the_app_serves_ingestion_only_with_a_token_and_never_in_a_public_demo(monkeypatch):
+    from workbench.ui.app import extra_routes
+
+    store = Store()
+    monkeypatch.setenv("WORKBENCH_INGEST_TOKEN", TOKEN)
+    assert [route.path for route in extra_routes(DeploymentPolicy.from_env(public_demo=False), store)] == [
+        "/workbench/ingest"]
+    assert extra_routes(DeploymentPolicy.from_env(public_demo=True), store) == []
+    monkeypatch.delenv("WORKBENCH_INGEST_TOKEN")
+    assert extra_routes(DeploymentPolicy.from_env(public_demo=False), store) == []

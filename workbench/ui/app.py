@@ -148,6 +148,15 @@ def launch_options(policy: DeploymentPolicy) -> dict:
     }
 
 
+def extra_routes(policy: DeploymentPolicy, store: Store) -> list:
+    """Routes beside Gradio's: run ingestion when the operator set a token (the policy never has one in a public
+    demo), registered before the server starts."""
+    if not policy.ingest_token:
+        return []
+    logging.getLogger(__name__).info("run ingestion is on at %s", INGEST_PATH)
+    return ingest_routes(store, policy.ingest_token)
+
+
 def main() -> None:
     """Start the app on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (default 127.0.0.1:7860).
 
@@ -163,11 +172,7 @@ def main() -> None:
     upkeep.start(ctx.store)
     host = os.environ.get("GRADIO_SERVER_NAME") or DEFAULT_HOST
     port = int(os.environ.get("GRADIO_SERVER_PORT") or DEFAULT_PORT)
-    routes = []
-    if ctx.policy.ingest_token:  # training scripts elsewhere may stream runs in (never in a public demo)
-        routes = ingest_routes(ctx.store, ctx.policy.ingest_token)
-        logging.getLogger(__name__).info("run ingestion is on at %s", INGEST_PATH)
-    app.launch(server_name=host, server_port=port, prevent_thread_lock=True, app_kwargs={"routes": routes},
-               **launch_options(ctx.policy))
+    app.launch(server_name=host, server_port=port, prevent_thread_lock=True,
+               app_kwargs={"routes": extra_routes(ctx.policy, ctx.store)}, **launch_options(ctx.policy))
     ctx.warmup.start()  # load the demo model once the UI is up, so start-up does not wait for it
     app.block_thread()
