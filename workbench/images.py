@@ -5,6 +5,11 @@ validated here first: size on disk, pixel count (decompression-bomb guard),
 a full decode (truncated files fail here, not later inside a model), and a
 format allow-list. Valid images are stored once under their SHA-256 in
 `settings.images_dir()`, with a small JPEG thumbnail beside them.
+
+Images are written whole or not at all and fsynced (they survive a killed
+process and a power cut). Thumbnails are derived data: written whole but not
+fsynced (that halves the cost of storing an image), and one that is missing
+or left empty is made again from its image when it is next stored or shown.
 """
 
 import hashlib
@@ -116,6 +121,19 @@ def thumbnail_path(sha: str) -> Path:
     return settings.images_dir() / sha[:2] / f"{sha}.thumb.jpg"
 
 
+def thumbnail(sha: str) -> Path | None:
+    """The image's thumbnail, made again from the image if it is missing or empty; None without the image."""
+    thumb = thumbnail_path(sha)
+    if _whole(thumb):
+        return thumb
+    try:
+        with Image.open(image_path(sha)) as image:
+            _write_thumbnail(image, thumb)
+    except (ImageError, OSError):
+        return None
+    return thumb
+
+
 def put_image(source: "str | Path | bytes | Image.Image", name: str | None = None) -> StoredImage:
     """Validate and store an image once under its content hash; returns where it lives.
 
@@ -128,9 +146,9 @@ def put_image(source: "str | Path | bytes | Image.Image", name: str | None = Non
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{sha}.{_KEEP_FORMATS[fmt]}"
     thumb = thumbnail_path(sha)
-    if not path.exists():
+    if not _whole(path, len(data)):
         atomic_write(path, data)
-    if not thumb.exists():
+    if not _whole(thumb):
         _write_thumbnail(image, thumb)
     return StoredImage(sha, path, thumb, image.width, image.height, fmt, len(data))
 
@@ -156,6 +174,15 @@ def encode_image(source: "str | Path | bytes | Image.Image", name: str | None = 
     return data, fmt, image
 
 
+def _whole(path: Path, size: int | None = None) -> bool:
+    """The file exists with `size` bytes (any size but 0 when not given)."""
+    try:
+        found = path.stat().st_size
+    except FileNotFoundError:
+        return False
+    return found == size if size is not None else found > 0
+
+
 def _write_thumbnail(image: Image.Image, thumb: Path) -> None:
     small = image.convert("RGB")
     if max(small.size) > THUMBNAIL_SIZE:
@@ -163,4 +190,4 @@ def _write_thumbnail(image: Image.Image, thumb: Path) -> None:
         small.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.BILINEAR)
     buffer = io.BytesIO()
     small.save(buffer, format="JPEG", quality=80)
-    atomic_write(thumb, buffer.getvalue())
+    atomic_write(thumb, buffer.getvalue(), durable=False)

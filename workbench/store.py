@@ -216,11 +216,10 @@ class Store(MetricStore):
     def put_image(self, source: Any, name: str | None = None) -> str:
         """Validate and store an image file/bytes/PIL image; returns its SHA-256."""
         stored = image_files.put_image(source, name)
-        with self._transaction() as db:
-            db["images"].insert({
-                "sha": stored.sha, "width": stored.width, "height": stored.height,
-                "format": stored.format, "bytes": stored.bytes, "created_at": time.time(),
-            }, ignore=True)
+        with self._transaction() as db:  # plain SQL: sqlite-utils' insert() costs ~0.3 ms of Python per image
+            db.execute("insert or ignore into images (sha, width, height, format, bytes, created_at) "
+                       "values (?, ?, ?, ?, ?, ?)", [stored.sha, stored.width, stored.height, stored.format,
+                                                     stored.bytes, time.time()])
         return stored.sha
 
     def get_image(self, sha: str) -> dict | None:
