@@ -62,7 +62,8 @@ def constant_reward(completions, **kwargs) -> list[float]:
 
 
 def plain_grpo_trainer(output_dir: Path, *, steps: int, callbacks: list, generations: int = 2, batch: int = 2,
-                       tools: str | None = "tools", lora: bool = False, log_completions: bool = False):
+                       tools: str | None = "tools", lora: bool = False, log_completions: bool = False,
+                       steps_per_generation: int | None = None):
     """A GRPOTrainer as anyone's own script builds it, on CPU.
 
     `tools`: "tools" (`tools=[zoom]`), "environment" (`environment_factory=ZoomEnvironment`) or None (single-turn);
@@ -95,7 +96,7 @@ def plain_grpo_trainer(output_dir: Path, *, steps: int, callbacks: list, generat
                       num_generations=generations, max_completion_length=128, max_steps=steps, logging_steps=1,
                       report_to=[], save_strategy="no", learning_rate=1e-4, max_tool_calling_iterations=1,
                       generation_kwargs={"sequence_bias": bias} if bias else None, disable_tqdm=True,
-                      log_completions=log_completions, seed=0)
+                      log_completions=log_completions, seed=0, steps_per_generation=steps_per_generation)
     peft_config = None
     if lora:
         from peft import LoraConfig

@@ -234,3 +234,30 @@ def test_the_app_serves_ingestion_only_with_a_token_and_never_in_a_public_demo(m
     assert extra_routes(DeploymentPolicy.from_env(public_demo=True), store) == []
     monkeypatch.delenv("WORKBENCH_INGEST_TOKEN")
     assert extra_routes(DeploymentPolicy.from_env(public_demo=False), store) == []
+
+
+def test_the_deliver_command_sends_what_a_callback_left_in_its_spool(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import uvicorn
+
+    store, port = Store(), _free_port()
+    left = HttpSink(f"http://127.0.0.1:{port}", TOKEN, tmp_path / "spool")
+    left.submit(_batch(step=1))
+    left.submit(_batch(step=2))
+    assert left.close(0.3) is False and left.pending() == 2  # nobody listening: the batches stay on disk
+    server = uvicorn.Server(uvicorn.Config(Starlette(routes=ingest_routes(store, TOKEN)), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        done = subprocess.run([sys.executable, "-m", "workbench", "deliver", str(tmp_path / "spool"), "--url",
+                               f"http://127.0.0.1:{port}", "--token", TOKEN, "--timeout", "30"],
+                              cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert done.returncode == 0 and "delivered 2 of 2 batches, refused 0, left 0" in done.stdout, done.stderr
+    assert sorted(r["step"] for r in store.metrics_since("remote1", names=["loss"])) == [1, 2]

@@ -95,6 +95,18 @@ def test_a_single_turn_lora_run_and_the_completion_table_trl_writes_for_it(tmp_p
     assert sorted(t.turns[0].raw for t in imported) == sorted(t.turns[0].raw for t in logged)
 
 
+@pytest.mark.slow
+def test_a_generation_trained_on_for_several_steps_is_logged_once(tmp_path, workbench_home):
+    # steps_per_generation=2: TRL generates 2 groups once and trains 2 steps on them; _logs stays the same
+    callback = WorkbenchCallback(run_name="two steps per generation", groups_per_step=2)
+    trainer = plain_grpo_trainer(tmp_path / "out", steps=2, callbacks=[callback], steps_per_generation=2)
+    trainer.train()
+    store = Store()
+    traces = [store.get_trace(r["id"]) for r in store.list_traces(run_id=callback.run_id, limit=100)]
+    assert sorted((t.step, t.sample_index) for t in traces) == [(1, 0), (1, 0), (1, 1), (1, 1)]
+    assert len({t.group_id for t in traces}) == 2 and _metric_steps(store, callback.run_id)["loss"] == [1, 2]
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

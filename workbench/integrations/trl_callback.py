@@ -110,6 +110,7 @@ class WorkbenchCallback(TrainerCallback):
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._pending_groups: list[dict] = []
+        self._last_generation: Any = None  # the first completion of the last snapshot (a new generation replaces it)
         self._run: dict[str, Any] = {}
         self.errors: list[str] = []
         self.main_thread_seconds = 0.0  # what the callback took from the training loop
@@ -171,17 +172,30 @@ class WorkbenchCallback(TrainerCallback):
         began = time.perf_counter()
         logs = getattr(self._trainer, "_logs", None)
         if logs is not None and self.trace_every and self.groups_per_step and state.global_step % self.trace_every == 0:
-            self._pending_groups.append(self._snapshot(logs, state.global_step))
+            snapshot = self._snapshot(logs, state.global_step)
+            if snapshot is not None:
+                self._pending_groups.append(snapshot)
         self.main_thread_seconds += time.perf_counter() - began
 
-    def _snapshot(self, logs: dict, step: int) -> dict:
-        count = len(logs["completion"])
-        groups = count // self.num_generations
+    def _snapshot(self, logs: dict, step: int) -> dict | None:
+        """References to the chosen groups' samples; None when TRL has not generated since the last one
+        (steps_per_generation > 1 trains several steps on one generation: its groups are logged once)."""
+        completions = logs["completion"]
+        if not completions or completions[0] is self._last_generation:
+            return None
+        self._last_generation = completions[0]
+        groups = len(completions) // self.num_generations
         chosen = sorted(self._rng.sample(range(groups), min(self.groups_per_step, groups))) if groups else []
-        return {"step": step, "groups": chosen, "prompt": list(logs["prompt"]), "completion": list(logs["completion"]),
-                "rewards": {name: list(values) for name, values in logs["rewards"].items()},
-                "advantages": list(logs["advantages"]), "images": list(logs.get("images") or []),
-                "extra": {name: list(values) for name, values in (logs.get("extra") or {}).items()}}
+        indices = [g * self.num_generations + k for g in chosen for k in range(self.num_generations)]
+
+        def pick(values) -> list:
+            values = list(values) if not isinstance(values, list) else values
+            return [values[i] if i < len(values) else None for i in indices]
+
+        return {"step": step, "groups": chosen, "prompt": pick(logs["prompt"]), "completion": pick(completions),
+                "rewards": {name: pick(values) for name, values in logs["rewards"].items()},
+                "advantages": pick(logs["advantages"]), "images": pick(logs.get("images") or []),
+                "extra": {name: pick(values) for name, values in (logs.get("extra") or {}).items()}}
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self._thread is None or not logs:
@@ -248,10 +262,10 @@ class WorkbenchCallback(TrainerCallback):
 
     def _traces(self, snapshot: dict, images: _ImageBytes) -> list:
         traces, step, size = [], snapshot["step"], self.num_generations
-        for group in snapshot["groups"]:
+        for position, group in enumerate(snapshot["groups"]):
             for sample in range(size):
-                i = group * size + sample
-                if i >= len(snapshot["completion"]):
+                i = position * size + sample  # the snapshot holds only the chosen groups' samples
+                if snapshot["completion"][i] is None:
                     break
                 rewards = {name: float(values[i]) for name, values in snapshot["rewards"].items()
                            if i < len(values) and values[i] is not None and not math.isnan(values[i])}
@@ -266,10 +280,10 @@ class WorkbenchCallback(TrainerCallback):
                 extra = {name: values[i] for name, values in snapshot["extra"].items() if i < len(values)}
                 converted = trace_from_chat(
                     list(prompt) + list(completion), put_image=images,
-                    prompt_images=snapshot["images"][i] if i < len(snapshot["images"]) else None,
+                    prompt_images=snapshot["images"][i],
                     rewards=rewards, run_id=self.run_id, item_id=item, group_id=f"{self.run_id}:{item}",
                     sample_index=sample, step=step, model_id=self._run["model_id"],
-                    advantage=float(snapshot["advantages"][i]) if i < len(snapshot["advantages"]) else None,
+                    advantage=float(advantage) if (advantage := snapshot["advantages"][i]) is not None else None,
                     metadata={"source": "trl-callback", **({"extra": extra} if extra else {})})
                 if converted.notes:
                     converted.trace.metadata["notes"] = converted.notes
