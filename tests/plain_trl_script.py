@@ -5,9 +5,10 @@ image and a line of text, two reward functions and a small image dataset. An
 untrained tiny model almost never writes a tool call, so `sequence_bias`
 (a plain transformers generation setting, passed through GRPOConfig's
 `generation_kwargs`) raises the logits of one tool-call token sequence right
-after the assistant header: every first turn calls `zoom`, TRL's tool loop
-runs it for real, and the answer turn after the tool result is sampled
-freely. Training, the tool loop and the logged completions are TRL's own.
+after each assistant header: every turn calls `zoom`; TRL's tool loop runs
+the first call for real (its image goes into the next turn's input) and,
+with max_tool_calling_iterations=1, the rollout ends at the second turn's
+call. Training, the tool loop and the logged completions are TRL's own.
 """
 
 from pathlib import Path

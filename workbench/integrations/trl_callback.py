@@ -20,8 +20,10 @@ keeps for its completion tables (`trainer._logs`: prompt, completion,
 rewards per function, advantages, extra columns; a private attribute, so it
 is version-checked by workbench.versions).
 
-Cost to the training loop: on a step it keeps references to those lists
-and on a log it copies a few floats; building traces, encoding images and
+Cost to the training loop: on a step it keeps references to the chosen
+groups' entries (once per generation: with steps_per_generation > 1 the
+groups of one generation are logged at its first step only) and on a log it
+copies a few floats; building traces, encoding images and
 writing or sending happens on one background thread. With `url=` the
 network is never waited on during training (batches are spooled to disk);
 at the end of training it waits at most `deliver_timeout_s`.
