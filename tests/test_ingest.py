@@ -38,7 +38,8 @@ def _batch(step: int = 1, run_id: str = "remote1") -> Batch:
                                                              "function": {"name": "zoom", "arguments": {"f": 2}}}]},
         {"role": "tool", "name": "zoom", "content": [{"type": "image", "image": "sha256:" + sha},
                                                      {"type": "text", "text": "zoomed"}]},
-        {"role": "assistant", "content": "red"}], put_image=lambda source: sha, step=step, rewards={"r": 1.0})
+        {"role": "assistant", "content": "red"}], put_image=lambda source: sha, step=step, rewards={"r": 1.0},
+        group_id=f"{run_id}:step{step}")
     return Batch(run={"id": run_id, "name": "remote run", "config": {"lr": 1e-4}},
                  metrics=[(step, "loss", 0.5), (step, "reward", 1.0)], traces=[converted.trace], images={sha: data})
 
@@ -261,3 +262,19 @@ def test_the_deliver_command_sends_what_a_callback_left_in_its_spool(tmp_path):
         thread.join(10)
     assert done.returncode == 0 and "delivered 2 of 2 batches, refused 0, left 0" in done.stdout, done.stderr
     assert sorted(r["step"] for r in store.metrics_since("remote1", names=["loss"])) == [1, 2]
+
+
+def test_an_ingested_trace_shows_in_the_traces_stepper_with_its_tool_image():
+    from workbench.ui.deployment import Viewer
+    from workbench.ui.tab_traces import group_view, turn_view
+
+    store = Store()
+    store_batch(store, parse_batch(_batch().to_json().encode()))
+    (row,) = store.list_traces(run_id="remote1")
+    trace = store.get_trace(row["id"])
+    view = turn_view(trace, 0)
+    assert view.count == 2 and "zoom" in view.turn and "zoomed" in view.turn
+    assert any(caption == "after: tool output 1" for _, caption in view.images)
+    assert "red" in turn_view(trace, 1).turn
+    group = group_view(store, Viewer(), trace)
+    assert "no GRPO group" not in group and "red" in group
