@@ -11,7 +11,12 @@ is read as its writer writes it:
   decoded the same way: in multi-turn runs the tool calls and the
   `<tool_response>` blocks are in it as text), `gts` (ground truth), `score`
   (the summed token-level score) and `step`, plus every reward-extra-info
-  column (e.g. `acc`) as its own key. A FILE may be that folder (every
+  column (e.g. `acc`) as its own key. In multi-turn runs the tool results
+  are part of `output` because verl/experimental/agent_loop/tool_agent_loop.py
+  renders each `tool` message with the chat template into the response (loss
+  masked): for Qwen-style templates, once decoded, `user\n<tool_response>
+  ...</tool_response>\nassistant\n` between the model's turns, which is where
+  a turn is split here. A FILE may be that folder (every
   `<step>.jsonl`) or one file. The n samples of a prompt are consecutive
   (verl repeats with interleave), so a group is a run of equal `input`s
   within a step. Images are not in verl's dump (image tokens are special
