@@ -135,3 +135,24 @@ def test_the_cli_imports_and_a_bad_file_leaves_no_run(tmp_path, workbench_home):
                            "openai-chat"], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 2 and "line 1: expected" in done.stderr
     assert [r["name"] for r in Store().list_runs()] == ["from verl"]
+
+
+def test_a_trl_table_as_trackio_stores_it_with_the_logged_prompt_images(tmp_path):
+    """trackio 0.43's Table._to_dict: {"_type": "trackio.table", "_value": rows}; log_multimodal adds an image column
+    of {"_type": "trackio.image", "file_path": <relative to trackio's media folder>, "caption"} entries."""
+    media = tmp_path / "media"
+    (media / "proj" / "run").mkdir(parents=True)
+    Image.new("RGB", (6, 6), (0, 128, 0)).save(media / "proj" / "run" / "0.png")
+    entry = {"_type": "trackio.image", "file_path": "proj/run/0.png", "caption": None}
+    prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]}]
+    rows = [{"step": 2, "prompt": prompt, "completion": [{"role": "assistant", "content": answer}],
+             "accuracy": score, "advantage": score - 0.5, "image": [entry]}
+            for answer, score in (("green", 1.0), ("red", 0.0))]
+    (tmp_path / "table.json").write_text(json.dumps({"_type": "trackio.table", "_value": rows}))
+    store = Store()
+    report = import_rollouts(store, tmp_path / "table.json", "trl", images_dir=media)
+    assert report.summary().endswith("not mapped: nothing") and "2 images" in report.summary()
+    trace = store.get_trace(store.list_traces(run_id=report.run_id)[0]["id"])
+    with Image.open(image_path(trace.images[0])) as image:
+        assert image.convert("RGB").getpixel((0, 0)) == (0, 128, 0)
+    assert trace.messages[0]["content"][0]["image"] == "sha256:" + trace.images[0]

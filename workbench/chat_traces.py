@@ -224,6 +224,7 @@ def trace_from_chat(messages: list[dict[str, Any]], *, put_image: ImagePut, base
         input_shas = [sha for sha in extra_images if sha]
         for turn in turns:
             turn.image = input_shas[0] if input_shas else None
+        _fill_placeholders(stored_messages, list(input_shas))
     last = turns[-1] if turns else None
     answered = last is not None and last.action == "answer"
     fields_ = {"stop_reason": "answered" if answered else ("max_turns" if last else "length"),
@@ -231,6 +232,14 @@ def trace_from_chat(messages: list[dict[str, Any]], *, put_image: ImagePut, base
                **trace_fields}
     trace = Trace(question=question, images=input_shas, turns=turns, messages=stored_messages, **fields_)
     return ChatTrace(trace, notes)
+
+
+def _fill_placeholders(messages: list[dict[str, Any]], shas: list[str]) -> None:
+    """Put images given beside the messages into their empty image blocks, in order."""
+    for message in messages:
+        for block in message["content"] if isinstance(message.get("content"), list) else []:
+            if shas and block.get("type") == "image" and not block.get("image"):
+                block["image"] = image_ref(shas.pop(0))
 
 
 def _is_error(text: str) -> bool:

@@ -32,9 +32,13 @@ is read as its writer writes it:
   `<output_dir>/completions/completions_<step>.parquet` (columns `step`,
   `prompt`, `completion`, one column per reward function, the `log_extra`
   columns, `advantage`; trl/trainer/grpo_trainer.py `log`) -- a folder of
-  them, or the same table as W&B/trackio write it (`{"columns": [...],
-  "data": [[...]]}`). TRL strips the images from these tables
-  (`strip_images_from_messages`): placeholders are counted in the summary.
+  them, or the same table as W&B stores it (`{"columns": [...], "data":
+  [[...]]}`) or trackio 0.43 does (`Table._to_dict`: `{"_type":
+  "trackio.table", "_value": [row, ...]}`). TRL strips the images from the
+  messages (`strip_images_from_messages`); with `log_multimodal` an `image`
+  column holds the prompt images (trackio: `{"file_path": ...}` relative to
+  its media folder, given with --images), which fill the placeholders; the
+  placeholders left empty are counted in the summary.
   Numeric columns other than step/advantage are taken as reward functions.
 
 Whatever cannot be mapped is counted in the one summary line, never dropped
@@ -269,11 +273,25 @@ def _trl_rows(path: Path) -> list[dict]:
             rows += pq.read_table(file).to_pylist()
             continue
         table = json.loads(file.read_text(encoding="utf-8"))
-        if not isinstance(table, dict) or not isinstance(table.get("columns"), list) \
-                or not isinstance(table.get("data"), list):
-            raise ValueError(f"{file.name}: expected a parquet file or a table {{\"columns\": [...], \"data\": [...]}}")
-        rows += [dict(zip(table["columns"], values)) for values in table["data"]]
+        if isinstance(table, dict) and isinstance(table.get("_value"), list):  # trackio: {"_type", "_value": rows}
+            rows += [row for row in table["_value"] if isinstance(row, dict)]
+        elif isinstance(table, dict) and isinstance(table.get("columns"), list) and isinstance(table.get("data"), list):
+            rows += [dict(zip(table["columns"], values)) for values in table["data"]]
+        else:
+            raise ValueError(f"{file.name}: expected a parquet file, a W&B table {{\"columns\": [...], \"data\": "
+                             "[...]}} or a trackio table {\"_type\": \"trackio.table\", \"_value\": [...]}")
     return rows
+
+
+def _logged_images(value: Any) -> list[Any]:
+    """The prompt images of a table row's `image` column (log_multimodal): trackio/W&B image entries or paths."""
+    found = []
+    for entry in value if isinstance(value, list) else []:
+        if isinstance(entry, dict):
+            entry = entry.get("file_path") or entry.get("path")
+        if isinstance(entry, str):
+            found.append(entry)
+    return found
 
 
 def _messages(value: Any, role: str) -> list[dict]:
@@ -290,6 +308,7 @@ def _messages(value: Any, role: str) -> list[dict]:
 
 def _trl(store: Store, path: Path, images_dir: Path | None, report: RolloutImport):
     rows = _trl_rows(path)
+    base = path if path.is_dir() else path.parent
     traces, groups, previous = [], -1, None
     for number, row in enumerate(rows):
         if "prompt" not in row or "completion" not in row:
@@ -305,11 +324,11 @@ def _trl(store: Store, path: Path, images_dir: Path | None, report: RolloutImpor
         if rewards:
             rewards["total"] = sum(rewards.values())  # the table has no reward_weights: TRL's default, all 1
         extra = {k: v for k, v in row.items() if k not in TRL_KEYS and k not in rewards}
-        converted = trace_from_chat(prompt + completion, put_image=store.put_image, base_dir=images_dir,
-                                    rewards=rewards, advantage=_number(row.get("advantage")), step=step,
-                                    item_id=f"step{step}-prompt{groups}", group_id=f"trl:step{step}:prompt{groups}",
-                                    sample_index=sample, metadata={"source": "trl-table", **({"extra": extra}
-                                                                                            if extra else {})})
+        converted = trace_from_chat(
+            prompt + completion, put_image=store.put_image, base_dir=images_dir or base,
+            prompt_images=_logged_images(row.get("image")), rewards=rewards, advantage=_number(row.get("advantage")),
+            step=step, item_id=f"step{step}-prompt{groups}", group_id=f"trl:step{step}:prompt{groups}",
+            sample_index=sample, metadata={"source": "trl-table", **({"extra": extra} if extra else {})})
         placeholders = sum(1 for m in converted.trace.messages if isinstance(m.get("content"), list)
                            for b in m["content"] if b.get("type") == "image" and not b.get("image"))
         report.count(converted.trace, converted.notes + ["image TRL's table left out"] * placeholders)
