@@ -140,6 +140,24 @@ def put_image(source: "str | Path | bytes | Image.Image", name: str | None = Non
     Files in PNG/JPEG/WEBP keep their original bytes (so hashes match the
     source file); other formats and in-memory images are stored as PNG.
     """
+    data, fmt, image = encode_image(source, name)
+    sha = hashlib.sha256(data).hexdigest()
+    folder = settings.images_dir() / sha[:2]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{sha}.{_KEEP_FORMATS[fmt]}"
+    thumb = thumbnail_path(sha)
+    if not _whole(path, len(data)):
+        atomic_write(path, data)
+    if not _whole(thumb):
+        _write_thumbnail(image, thumb)
+    return StoredImage(sha, path, thumb, image.width, image.height, fmt, len(data))
+
+
+def encode_image(source: "str | Path | bytes | Image.Image", name: str | None = None) -> tuple[bytes, str, Image.Image]:
+    """The validated bytes `put_image` would store, their format and the decoded image (nothing is written).
+
+    A sender that hashes these bytes gets the SHA-256 the receiving store files them under.
+    """
     if isinstance(source, Image.Image):
         image = load_image(source, name)
         buffer = io.BytesIO()
@@ -153,16 +171,7 @@ def put_image(source: "str | Path | bytes | Image.Image", name: str | None = Non
             buffer = io.BytesIO()
             image.convert("RGB").save(buffer, format="PNG")
             data, fmt = buffer.getvalue(), "PNG"
-    sha = hashlib.sha256(data).hexdigest()
-    folder = settings.images_dir() / sha[:2]
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{sha}.{_KEEP_FORMATS[fmt]}"
-    thumb = thumbnail_path(sha)
-    if not _whole(path, len(data)):
-        atomic_write(path, data)
-    if not _whole(thumb):
-        _write_thumbnail(image, thumb)
-    return StoredImage(sha, path, thumb, image.width, image.height, fmt, len(data))
+    return data, fmt, image
 
 
 def _whole(path: Path, size: int | None = None) -> bool:
