@@ -25,7 +25,7 @@ from bench.report import JSON_MARK, Figure, table  # noqa: E402
 
 # Fast and load-sensitive first; the long model benches last.
 ORDER = ("metrics", "search", "runs_poll", "runs_redraw", "store", "scoring", "sandbox", "hardening",
-         "paper_artifacts", "rollout", "space", "demo_model", "train")
+         "paper_artifacts", "rollout", "space", "demo_model", "callback", "train")
 
 
 def bench_names() -> list[str]:

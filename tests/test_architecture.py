@@ -41,6 +41,7 @@ LAYERS = {
     "services": ("workbench.run_charts", "workbench.search_service"),
     "cli": ("workbench.cli", "workbench.__main__"),
     "trainers": ("trainers",),
+    "integrations": ("workbench.integrations",),
     "synth": ("workbench.synth",),
     "ui": ("workbench.ui", "app"),
 }
@@ -55,8 +56,10 @@ BELOW = {  # what each layer may import besides itself
     "evaluation": {"core", "tools", "backends", "benchmark_data", "agent"},
     "jobs": {"core"},
     "services": {"core", "tools"},
-    "cli": {"core", "tools", "backends", "benchmark_data", "rewards", "agent", "chains", "evaluation", "jobs"},
+    "cli": {"core", "tools", "backends", "benchmark_data", "rewards", "agent", "chains", "evaluation", "jobs",
+            "integrations"},
     "trainers": {"core", "tools", "backends", "benchmark_data", "rewards", "agent", "chains", "evaluation", "jobs"},
+    "integrations": {"core"},  # what a training script elsewhere imports: the trace shape and the store only
     "synth": {"core", "tools", "backends", "benchmark_data", "rewards", "agent", "chains", "evaluation"},
     "ui": {"core", "tools", "backends", "benchmark_data", "rewards", "agent", "chains", "evaluation", "jobs",
            "services", "trainers"},

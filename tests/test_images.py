@@ -65,7 +65,7 @@ def test_other_formats_are_stored_as_png(tmp_path):
 
 
 def test_a_stored_file_left_short_is_written_again_when_the_image_comes_back(tmp_path):
-    # what a power cut can leave of an un-fsynced file: the name, not all the bytes
+    # what a power cut can leave of a file written without fsync (thumbnails): the name, not all the bytes
     source = tmp_path / "a.png"
     Image.new("RGB", (300, 200), (10, 200, 30)).save(source)
     stored = put_image(source)
@@ -75,3 +75,15 @@ def test_a_stored_file_left_short_is_written_again_when_the_image_comes_back(tmp
     assert again.path.read_bytes() == source.read_bytes()
     assert Image.open(again.thumbnail).size == (160, 107)
     assert not list(stored.path.parent.glob(".tmp-*"))
+
+
+def test_a_missing_or_empty_thumbnail_is_made_again_from_its_image(tmp_path):
+    stored = put_image(png_bytes())
+    made = stored.thumbnail.read_bytes()
+    stored.thumbnail.write_bytes(b"")
+    assert images.thumbnail(stored.sha).read_bytes() == made
+    stored.thumbnail.unlink()
+    assert images.thumbnail(stored.sha).read_bytes() == made
+    stored.path.unlink()
+    stored.thumbnail.unlink()
+    assert images.thumbnail(stored.sha) is None

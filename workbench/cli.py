@@ -102,12 +102,29 @@ def cmd_import(args: argparse.Namespace) -> int:
 
         print(f"imported {len(import_jsonl(store, args.file, args.name))} traces")
         return 0
+    if args.format in ("verl", "openai-chat", "trl"):
+        from workbench.rollout_import import import_rollouts
+
+        print(import_rollouts(store, args.file, args.format, args.name, args.images).summary())
+        return 0
     from workbench.chains import import_chains
 
     if not Path(args.file).is_file():
         raise FileNotFoundError(2, "No such file", str(args.file))
     print(import_chains(store, args.file, args.name, args.images, rerun_code=args.rerun_code).summary())
     return 0
+
+
+def cmd_deliver(args: argparse.Namespace) -> int:
+    from workbench.integrations.sinks import HttpSink
+
+    if not Path(args.spool).is_dir():
+        raise FileNotFoundError(2, "No such folder", str(args.spool))
+    sink = HttpSink(args.url, args.token or os.environ.get("WORKBENCH_INGEST_TOKEN", ""), args.spool)
+    waiting = sink.pending()
+    done = sink.close(args.timeout)
+    print(f"delivered {sink.delivered} of {waiting} batches, refused {sink.rejected}, left {sink.pending()}")
+    return 0 if done else 1
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -223,16 +240,27 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True)
     export.set_defaults(func=cmd_export)
 
-    imp = sub.add_parser("import", help="import traces (JSONL export, or raw Visual-ARFT chains)")
+    imp = sub.add_parser("import", help="import traces (JSONL export, raw Visual-ARFT chains, or other frameworks' "
+                                        "rollouts: verl, OpenAI-style chat, TRL completion tables)")
     imp.add_argument("file")
-    imp.add_argument("--format", choices=["jsonl", "chains"], default="jsonl",
+    imp.add_argument("--format", choices=["jsonl", "chains", "verl", "openai-chat", "trl"], default="jsonl",
                      help="chains: raw Visual-ARFT chains as the paper's runner writes them, a JSON list of "
-                          "{chain|response, images|image?, question?, answer|answers|gt?, id?, ...}")
-    imp.add_argument("--images", default=None, help="folder that chain image paths are relative to")
+                          "{chain|response, images|image?, question?, answer|answers|gt?, id?, ...}; verl: a "
+                          "rollout_data_dir folder or one <step>.jsonl; openai-chat: JSONL of {messages: [...]}; "
+                          "trl: GRPO's completions_*.parquet (a file or its folder) or a W&B/trackio table JSON")
+    imp.add_argument("--images", default=None, help="folder that image paths in the file are relative to")
     imp.add_argument("--rerun-code", action="store_true",
                      help="chains: run each code turn that has no output image in the sandbox to regenerate it")
     imp.add_argument("--name", default="imported", help="name of the imported run")
     imp.set_defaults(func=cmd_import)
+
+    deliver = sub.add_parser("deliver", help="send the batches a training callback left in its spool folder to a "
+                                             "running workbench")
+    deliver.add_argument("spool", help="the spool folder (WorkbenchCallback(spool_dir=...))")
+    deliver.add_argument("--url", required=True, help="the workbench's address, e.g. http://127.0.0.1:7860")
+    deliver.add_argument("--token", default=None, help="its ingestion token (default: WORKBENCH_INGEST_TOKEN)")
+    deliver.add_argument("--timeout", type=float, default=60.0, help="seconds to keep trying")
+    deliver.set_defaults(func=cmd_deliver)
 
     benchmarks = ["mat-coding", "mat-search", "multihop"]
     evaluate = sub.add_parser("eval", help="run the agent over a benchmark and store a scored run (resumable)")

@@ -6,11 +6,10 @@ a full decode (truncated files fail here, not later inside a model), and a
 format allow-list. Valid images are stored once under their SHA-256 in
 `settings.images_dir()`, with a small JPEG thumbnail beside them.
 
-Image files are as durable as the database rows that name them: written
-whole or not at all (a killed process never leaves half a file), not fsynced
--- the database runs with synchronous=NORMAL, which may also lose its newest
-commits on a power cut. A file a power cut left short is noticed by its size
-and written again the next time the same image is stored.
+Images are written whole or not at all and fsynced (they survive a killed
+process and a power cut). Thumbnails are derived data: written whole but not
+fsynced (that halves the cost of storing an image), and one that is missing
+or left empty is made again from its image when it is next stored or shown.
 """
 
 import hashlib
@@ -122,11 +121,42 @@ def thumbnail_path(sha: str) -> Path:
     return settings.images_dir() / sha[:2] / f"{sha}.thumb.jpg"
 
 
+def thumbnail(sha: str) -> Path | None:
+    """The image's thumbnail, made again from the image if it is missing or empty; None without the image."""
+    thumb = thumbnail_path(sha)
+    if _whole(thumb):
+        return thumb
+    try:
+        with Image.open(image_path(sha)) as image:
+            _write_thumbnail(image, thumb)
+    except (ImageError, OSError):
+        return None
+    return thumb
+
+
 def put_image(source: "str | Path | bytes | Image.Image", name: str | None = None) -> StoredImage:
     """Validate and store an image once under its content hash; returns where it lives.
 
     Files in PNG/JPEG/WEBP keep their original bytes (so hashes match the
     source file); other formats and in-memory images are stored as PNG.
+    """
+    data, fmt, image = encode_image(source, name)
+    sha = hashlib.sha256(data).hexdigest()
+    folder = settings.images_dir() / sha[:2]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{sha}.{_KEEP_FORMATS[fmt]}"
+    thumb = thumbnail_path(sha)
+    if not _whole(path, len(data)):
+        atomic_write(path, data)
+    if not _whole(thumb):
+        _write_thumbnail(image, thumb)
+    return StoredImage(sha, path, thumb, image.width, image.height, fmt, len(data))
+
+
+def encode_image(source: "str | Path | bytes | Image.Image", name: str | None = None) -> tuple[bytes, str, Image.Image]:
+    """The validated bytes `put_image` would store, their format and the decoded image (nothing is written).
+
+    A sender that hashes these bytes gets the SHA-256 the receiving store files them under.
     """
     if isinstance(source, Image.Image):
         image = load_image(source, name)
@@ -141,16 +171,7 @@ def put_image(source: "str | Path | bytes | Image.Image", name: str | None = Non
             buffer = io.BytesIO()
             image.convert("RGB").save(buffer, format="PNG")
             data, fmt = buffer.getvalue(), "PNG"
-    sha = hashlib.sha256(data).hexdigest()
-    folder = settings.images_dir() / sha[:2]
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{sha}.{_KEEP_FORMATS[fmt]}"
-    thumb = thumbnail_path(sha)
-    if not _whole(path, len(data)):
-        atomic_write(path, data, durable=False)
-    if not _whole(thumb):
-        _write_thumbnail(image, thumb)
-    return StoredImage(sha, path, thumb, image.width, image.height, fmt, len(data))
+    return data, fmt, image
 
 
 def _whole(path: Path, size: int | None = None) -> bool:

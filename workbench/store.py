@@ -29,7 +29,7 @@ from workbench import database_file, settings
 from workbench import images as image_files
 from workbench.database_file import DatabaseDamaged
 from workbench.processes import current_process
-from workbench.store_metrics import MetricStore
+from workbench.store_metrics import MetricStore, pack_columns
 from workbench.store_schema import MIGRATIONS, record_legacy_version
 from workbench.trace import ToolCall, Trace, Turn
 
@@ -234,6 +234,43 @@ class Store(MetricStore):
     # -- traces ----------------------------------------------------------------
     def save_traces(self, traces: list[Trace]) -> None:
         """Insert or replace whole traces (with turns and tool calls) in one transaction."""
+        with self._transaction() as db:
+            self._write_traces(db, traces)
+
+    def ingest_batch(self, batch_id: str, run: dict, metrics: dict, traces: list[Trace],
+                     status: str | None = None, summary: dict | None = None) -> bool:
+        """Store one ingested batch (workbench.ingest) exactly once: False when `batch_id` was stored before.
+
+        `run` is the run's row to create when it is new (id, name, kind, config, model_id, reward_spec);
+        `metrics` is {name: (steps, values)}. Batch id, run, metrics and traces commit in one transaction,
+        so a batch re-sent after a lost reply is recognised and never stored twice.
+        """
+        now = time.time()
+        with self._transaction() as db:
+            if db.execute("select 1 from ingested_batches where batch_id = ?", [batch_id]).fetchone():
+                return False
+            if not db.execute("select 1 from runs where id = ?", [run["id"]]).fetchone():
+                db["runs"].insert({
+                    "id": run["id"], "name": run["name"], "kind": run["kind"], "status": "running",
+                    "model_id": run.get("model_id"), "benchmark": None, "config": _dumps(run.get("config") or {}),
+                    "reward_spec": _dumps(run.get("reward_spec")), "summary": _dumps({}), "job_id": None,
+                    "created_at": now, "updated_at": now, "owner_pid": None, "owner_start": None})
+            changes: dict[str, Any] = {"updated_at": now}
+            if status is not None:
+                changes["status"] = status
+            if summary is not None:
+                changes["summary"] = _dumps(summary)
+            db["runs"].update(run["id"], changes)
+            if metrics:
+                db.conn.execute("insert into metric_batches (run_id, names, counts, steps, metric_values, "
+                                "created_at) values (?, ?, ?, ?, ?, ?)", (run["id"], *pack_columns(metrics), now))
+            self._write_traces(db, traces)
+            db["ingested_batches"].insert({"batch_id": batch_id, "run_id": run["id"], "received_at": now,
+                                           "traces": len(traces)})
+        return True
+
+    @staticmethod
+    def _write_traces(db: sqlite_utils.Database, traces: list[Trace]) -> None:
         trace_rows, turn_rows, call_rows = [], [], []
         now = time.time()
         for trace in traces:
@@ -266,12 +303,11 @@ class Store(MetricStore):
                         "details": _dumps(call.details), "latency_s": call.latency_s,
                     })
         ids = [(trace.id,) for trace in traces]
-        with self._transaction() as db:
-            db.conn.executemany("delete from turns where trace_id = ?", ids)
-            db.conn.executemany("delete from tool_calls where trace_id = ?", ids)
-            db["traces"].insert_all(trace_rows, replace=True, batch_size=500)
-            db["turns"].insert_all(turn_rows, batch_size=500)
-            db["tool_calls"].insert_all(call_rows, batch_size=500)
+        db.conn.executemany("delete from turns where trace_id = ?", ids)
+        db.conn.executemany("delete from tool_calls where trace_id = ?", ids)
+        db["traces"].insert_all(trace_rows, replace=True, batch_size=500)
+        db["turns"].insert_all(turn_rows, batch_size=500)
+        db["tool_calls"].insert_all(call_rows, batch_size=500)
 
     def save_trace(self, trace: Trace) -> str:
         self.save_traces([trace])

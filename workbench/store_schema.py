@@ -116,3 +116,10 @@ def _migration_5(db: sqlite_utils.Database) -> None:
     db.execute("create index metric_batches_run_id on metric_batches (run_id, id)")
     db.conn.executemany("insert into metric_batches (run_id, names, counts, steps, metric_values, created_at) "
                         "values (?, ?, ?, ?, ?, ?)", batches)
+
+
+@MIGRATIONS(name="006_ingested_batches")
+def _migration_6(db: sqlite_utils.Database) -> None:
+    # batches received from training scripts elsewhere (workbench.ingest): a re-sent batch is recognised by its id
+    db["ingested_batches"].create({"batch_id": str, "run_id": str, "received_at": float, "traces": int},
+                                  pk="batch_id")

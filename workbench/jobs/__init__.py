@@ -14,7 +14,8 @@ exits, `cancel`, and `reconcile` for jobs whose process died -- at app start
 and every few seconds while the app is up (`workbench.upkeep`), whichever
 tab is open. `reconcile` also fails runs that no job owns whose own process
 is gone (`settle_orphaned_runs`: Playground, CLI and eval runs record their
-process on the row). `watch.JobWatch` is one viewer's
+process on the row; a run streamed in from a training script elsewhere has no
+process here, so it is failed only after INGESTED_QUIET_S without a batch). `watch.JobWatch` is one viewer's
 cheap "what changed" copy of the job rows.
 """
 
@@ -31,6 +32,7 @@ from workbench.store import Store
 
 DEFAULT_MAX_RUNNING = 1
 ACTIVE_STATUSES = ("queued", "running")
+INGESTED_QUIET_S = 6 * 3600  # a run streamed from elsewhere (workbench.ingest) that went this long silent has died
 ENDED_STATUSES = ("succeeded", "failed", "cancelled")
 _children: dict[str, subprocess.Popen] = {}  # reaped on tick so finished children don't linger as zombies
 
@@ -109,6 +111,15 @@ def settle_orphaned_runs(store: Store) -> list[str]:
     active_jobs = {job["run_id"] for status in ACTIVE_STATUSES for job in store.list_jobs(status=status)}
     for run in store.unfinished_runs():
         if run["id"] in active_jobs or run["running_here"]:
+            continue
+        if run["owner_pid"] is None and (run["config"] or {}).get("ingested"):
+            if time.time() - (run["updated_at"] or 0) < INGESTED_QUIET_S:
+                continue  # a remote training script's run (workbench.ingest): its own last batch ends it
+            summary = dict(run["summary"] or {})
+            summary.setdefault("error", f"its training script sent nothing for {INGESTED_QUIET_S // 3600} hours "
+                                        "and never said it ended (killed, or its machine went away)")
+            store.update_run(run["id"], status="failed", summary=summary)
+            settled.append(run["id"])
             continue
         if run["owner_pid"] != os.getpid() and is_running(run["owner_pid"], run["owner_start"]):
             continue

@@ -10,7 +10,9 @@ show everyone's searches, so they are not built at all when the policy hides
 training (no hidden endpoints). At start-up the database is checked (a
 damaged file stops the app with one line naming it and the fix), runs and
 jobs whose process died are settled and a backup is made when due
-(`workbench.upkeep`), which `main` then repeats every few seconds.
+(`workbench.upkeep`), which `main` then repeats every few seconds. With an ingestion token set
+(not in a public demo) `main` adds the route training scripts elsewhere send runs to
+(workbench/ui/ingest_route.py).
 """
 
 import logging
@@ -22,11 +24,13 @@ import gradio as gr
 
 from workbench import upkeep
 from workbench.database_file import DatabaseDamaged
+from workbench.ingest import INGEST_PATH
 from workbench.store import Store
 from workbench.ui import render, tab_eval, tab_playground, tab_runs, tab_search, tab_traces, tab_train
 from workbench.ui.context import UIContext
 from workbench.ui.demo_runs import seed_demo_runs
 from workbench.ui.deployment import VISITOR_TOKEN_JS, DeploymentPolicy, browser_secret
+from workbench.ui.ingest_route import ingest_routes
 
 TITLE = "Visual-ARFT Workbench"
 DEFAULT_HOST = "127.0.0.1"
@@ -144,6 +148,15 @@ def launch_options(policy: DeploymentPolicy) -> dict:
     }
 
 
+def extra_routes(policy: DeploymentPolicy, store: Store) -> list:
+    """Routes beside Gradio's: run ingestion when the operator set a token (the policy never has one in a public
+    demo), registered before the server starts."""
+    if not policy.ingest_token:
+        return []
+    logging.getLogger(__name__).info("run ingestion is on at %s", INGEST_PATH)
+    return ingest_routes(store, policy.ingest_token)
+
+
 def main() -> None:
     """Start the app on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (default 127.0.0.1:7860).
 
@@ -159,6 +172,7 @@ def main() -> None:
     upkeep.start(ctx.store)
     host = os.environ.get("GRADIO_SERVER_NAME") or DEFAULT_HOST
     port = int(os.environ.get("GRADIO_SERVER_PORT") or DEFAULT_PORT)
-    app.launch(server_name=host, server_port=port, prevent_thread_lock=True, **launch_options(ctx.policy))
+    app.launch(server_name=host, server_port=port, prevent_thread_lock=True,
+               app_kwargs={"routes": extra_routes(ctx.policy, ctx.store)}, **launch_options(ctx.policy))
     ctx.warmup.start()  # load the demo model once the UI is up, so start-up does not wait for it
     app.block_thread()

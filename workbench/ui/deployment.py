@@ -9,7 +9,9 @@ browser (encrypted localStorage, so reloading keeps their runs); a Gradio
 session hash, which a client can copy, is never an identity. It does not
 protect against a visitor whose token is stolen from their browser, against
 denial of service beyond the queue limits, or against anything the optional
-shared password cannot stop; the code tool's sandbox is what protects the
+shared password cannot stop. Run ingestion from training scripts elsewhere
+(`ingest_token`, from WORKBENCH_INGEST_TOKEN) is off unless the operator sets
+a token, and never on in a public demo; the code tool's sandbox is what protects the
 machine from model-written code.
 
 Plain Python (no Gradio): the app and its tests read the same policy.
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 
 from workbench import settings
 from workbench.agent.config import RunnerConfig
+from workbench.ingest import configured_token
 
 PUBLIC_MODELS = ("demo",)
 VISITOR_TOKEN = re.compile(r"[A-Za-z0-9_-]{32,128}")
@@ -65,15 +68,20 @@ class DeploymentPolicy:
     max_new_tokens: int = 4096
     max_samples: int = 16
     max_turns: int = 20
+    ingest_token: str | None = None  # training scripts elsewhere may send runs (workbench.ingest); None: no route
 
     @classmethod
     def from_env(cls, public_demo: bool | None = None) -> "DeploymentPolicy":
         public = env_flag("WORKBENCH_PUBLIC_DEMO") if public_demo is None else public_demo
         auth = parse_auth(os.environ.get("WORKBENCH_AUTH"))
-        if public:
+        if public:  # never ingestion on a public demo, whatever WORKBENCH_INGEST_TOKEN says
             return cls(public_demo=True, auth=auth, max_upload_mb=8, concurrency_limit=2, model_concurrency=1,
                        queue_size=32, max_new_tokens=256, max_samples=4, max_turns=5)
-        return cls(auth=auth)
+        try:
+            token = configured_token()
+        except ValueError as exc:
+            raise PolicyError(str(exc)) from None
+        return cls(auth=auth, ingest_token=token)
 
     @property
     def show_training(self) -> bool:

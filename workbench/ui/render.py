@@ -14,7 +14,7 @@ import re
 import tokenize
 from collections.abc import Iterable
 
-from workbench.images import thumbnail_path
+from workbench.images import thumbnail
 from workbench.protocol import extract_code
 from workbench.trace import ToolCall, Trace, Turn
 
@@ -173,8 +173,8 @@ def image_html(sha: str | None, caption: str) -> str:
     """A stored image's thumbnail inline (a data URL: nothing else to serve), with a caption."""
     if not sha:
         return ""
-    path = thumbnail_path(sha)
-    if not path.is_file():
+    path = thumbnail(sha)
+    if path is None:
         return f'<span class="wb-muted">({esc(caption)}: image {esc(sha[:12])} is not in this store)</span>'
     data = base64.b64encode(path.read_bytes()).decode()
     return (f'<figure class="wb-figure"><img alt="{esc(caption)}" src="data:image/jpeg;base64,{data}">'
