@@ -287,7 +287,8 @@ def build(ctx: UIContext) -> TrainTab:
     timer = gr.Timer(POLL_SECONDS, active=False)
     with gr.Row():
         kind = gr.Radio(KIND_CHOICES, value="grpo", label="Job kind", scale=4, elem_id="tn-kind")
-        demo = gr.Button("Fill in a demo run (GRPO from the demo model)", scale=1, elem_id="tn-demo")
+        demo = gr.Button("Fill in a demo run (LoRA-GRPO: the demo model learns to use its code tool)", scale=1,
+                         elem_id="tn-demo")
     controls: dict[tuple[str, str], Any] = {}
     with gr.Row():
         controls.update({("common", n): c for n, c in build_form(TrainJobConfig, SPECS, only=COMMON_MAIN).items()})
