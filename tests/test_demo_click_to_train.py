@@ -10,7 +10,7 @@ from trainers.demo_data import click_to_train_config
 from trainers.demo_model import grpo_config
 from workbench.benchmarks import mat_coding_mini
 from workbench.store import Store
-from workbench.synth.demo_world import World, build_world, hidden_split_seed, record_start_traces
+from workbench.synth.demo_world import World, build_world, record_start_traces
 
 
 @pytest.fixture
@@ -31,7 +31,8 @@ def _hidden_world(root: Path, **counts: int) -> World:
     world = World(root)
     for split in ("train", "rl", "test"):
         count = counts.get(split, defaults[f"hidden_{split}"])
-        mat_coding_mini.generate_hidden_colours(world.hidden(split).parent, count, seed=hidden_split_seed(split))
+        seed = mat_coding_mini.hidden_split_seed(split)
+        mat_coding_mini.generate_hidden_colours(world.hidden(split).parent, count, seed=seed)
     return world
 
 

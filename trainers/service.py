@@ -106,7 +106,6 @@ def prepare_demo_training(store: Store, count: int = 64) -> dict[str, Any]:
     """
     from trainers.demo_data import DemoData, prepare_demo_data, write_steps_file
     from workbench.benchmarks import mat_coding_mini
-    from workbench.synth.demo_world import hidden_split_seed
 
     folder = settings.jobs_dir() / DEMO_FOLDER
     items_file = folder / "mat_coding_mini.json"
@@ -125,6 +124,6 @@ def prepare_demo_training(store: Store, count: int = 64) -> dict[str, Any]:
     # the demo world's hidden_rl and hidden_test splits (same seeds): the start adapter's SFT saw neither
     for path, size, split in ((prompts, DEMO_PROMPTS, "rl"), (eval_file, DEMO_HELD_OUT, "test")):
         if not path.is_file():
-            mat_coding_mini.generate_hidden_colours(path.parent, size, seed=hidden_split_seed(split))
+            mat_coding_mini.generate_hidden_colours(path.parent, size, seed=mat_coding_mini.hidden_split_seed(split))
     return {"items_file": str(prompts), "eval_file": str(eval_file), "steps_file": str(data.steps_file),
             "expert_run": data.expert_run, "start_adapter": str(settings.DEMO_START_ADAPTER)}

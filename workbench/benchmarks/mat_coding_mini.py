@@ -31,6 +31,7 @@ SIZE = 224
 # Seed offsets of the demo world's coding splits: "test" is held out from every training stage, and "rl"
 # holds GRPO prompts that no SFT stage of the demo model saw (click-to-train draws from it too).
 SPLIT_SEEDS = {"train": 0, "test": 1000, "rl": 2000}
+HIDDEN_SEED_OFFSET = 100  # the click-to-train task's splits (generate_hidden_colours), clear of the coding ones
 SHAPES = ["circle", "square", "triangle", "star"]
 DIRECTIONS = ["up", "right", "down", "left"]
 CARDS = [(245, 240, 225), (225, 240, 250), (240, 225, 235), (230, 245, 225)]
@@ -165,6 +166,15 @@ def generate_hidden_colours(out_dir: str | Path, count: int = 200, seed: int = 0
             drawn.append(_card_item(item_id, list(labels), "simple" if len(labels) == 1 else "hard", rng,
                                     kind="colour"))
     return _write(out_dir, drawn, np.random.default_rng(seed))
+
+
+def hidden_split_seed(split: str, seed: int = 0) -> int:
+    """The seed of the hidden-colour task's `split` in the demo world of `seed` (the Train tab draws the same).
+
+    >>> hidden_split_seed("test"), hidden_split_seed("rl")
+    (1100, 2100)
+    """
+    return seed + SPLIT_SEEDS[split] + HIDDEN_SEED_OFFSET
 
 
 def _write(out_dir: str | Path, drawn: list[tuple[MiniItem, Image.Image]], noise_rng: np.random.Generator) -> Path:

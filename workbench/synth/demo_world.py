@@ -22,7 +22,6 @@ from workbench.benchmarks.scoring import f1_em
 from workbench.protocol import find_box
 from workbench.store import Store
 
-HIDDEN_SEED_OFFSET = 100  # the click-to-train task's splits: seeds clear of the coding splits' (0, 1000, 2000)
 SEARCH_RL_SEED_OFFSET = 3000  # the search "rl" split's worlds (3000..), clear of held-out 1000 and drills 5000..
 
 
@@ -67,7 +66,8 @@ def build_world(root: str | Path, *, coding_train: int = 800, coding_test: int =
     for split, count in (("train", coding_train), ("test", coding_test), ("rl", coding_rl)):
         mat_coding_mini.generate(world.coding(split).parent, count, seed=seed + mat_coding_mini.SPLIT_SEEDS[split])
     for split, count in (("train", hidden_train), ("test", hidden_test), ("rl", hidden_rl)):
-        mat_coding_mini.generate_hidden_colours(world.hidden(split).parent, count, seed=hidden_split_seed(split, seed))
+        mat_coding_mini.generate_hidden_colours(world.hidden(split).parent, count,
+                                                seed=mat_coding_mini.hidden_split_seed(split, seed))
     mat_search_mini.generate(world.search("train").parent, search_train, seed=seed, worlds=search_worlds)
     # Held-out search questions come from an unseen world (its own companies and corpus): their answers
     # cannot be memorised from the training traces, only found by searching.
@@ -75,11 +75,6 @@ def build_world(root: str | Path, *, coding_train: int = 800, coding_test: int =
     mat_search_mini.generate(world.search("rl").parent, search_rl, seed=seed + SEARCH_RL_SEED_OFFSET,
                              worlds=search_worlds)
     return world
-
-
-def hidden_split_seed(split: str, seed: int = 0) -> int:
-    """The seed of the hidden-colour task's `split` in the world of `seed` (the Train tab draws the same)."""
-    return seed + mat_coding_mini.SPLIT_SEEDS[split] + HIDDEN_SEED_OFFSET
 
 
 def _coding_episodes(path: Path) -> tuple[list[AgentItem], dict]:
