@@ -12,6 +12,7 @@ from pathlib import Path
 from trl import GRPOConfig, SFTConfig
 
 from trainers import modeling
+from trainers.action_stops import vllm_stop_kwargs
 from trainers.config import GrpoJobConfig, SftJobConfig
 
 
@@ -31,7 +32,16 @@ def grpo_arguments(config: GrpoJobConfig, output_dir: Path, reward_weights: list
         max_tool_calling_iterations=config.max_turns - 1 if config.mode == "episodes" else None,
         **_eval_arguments(config),
         use_vllm=config.use_vllm, vllm_mode="colocate", vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
-        dataloader_num_workers=0, disable_tqdm=True, **config.trl_args)
+        dataloader_num_workers=0, disable_tqdm=True, **_generation_arguments(config))
+
+
+def _generation_arguments(config: GrpoJobConfig) -> dict:
+    """trl_args, with vLLM told to stop at the action tags (the transformers path stops in the trainer)."""
+    arguments = dict(config.trl_args)
+    if config.use_vllm and config.stop_after_action:
+        arguments["generation_kwargs"] = {**vllm_stop_kwargs(config.protocol),
+                                          **(arguments.get("generation_kwargs") or {})}
+    return arguments
 
 
 def _eval_arguments(config: GrpoJobConfig) -> dict:

@@ -21,6 +21,7 @@ conversation, as at inference and in SFT.
 
 import os
 import sys
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ import torch
 from trl import GRPOTrainer
 
 from trainers import chat_format, data, modeling
+from trainers.action_stops import ActionStops, generate_with_criteria
 from trainers.arguments import grpo_arguments
 from trainers.config import GrpoJobConfig
 from trainers.job_run import JobContext, cli_main, run_training
@@ -41,9 +43,11 @@ from workbench.versions import require_private_api
 
 
 class VisualArftGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer with three local changes (see the module docstring for the first).
+    """GRPOTrainer with four local changes (see the module docstring for the first).
 
     - `close_turn_token_id`: the end-of-turn token put back before a tool result;
+    - `action_stops`: closing tags that span tokens stop generation as strings
+      (trainers.action_stops), in the transformers and the vLLM path alike;
     - `merge_lora_for_generation`: LoRA weights are merged into the base weights
       while sampling (and unmerged after), so each decoding step runs one matmul
       per layer instead of three; on CPU this makes rollouts ~1.5x faster. Only
@@ -55,6 +59,7 @@ class VisualArftGRPOTrainer(GRPOTrainer):
     """
 
     close_turn_token_id: int | None = None
+    action_stops: ActionStops | None = None
     merge_lora_for_generation: bool = False
     eval_seed: int | None = None
 
@@ -73,16 +78,28 @@ class VisualArftGRPOTrainer(GRPOTrainer):
         return [self.close_turn_token_id, *suffix]
 
     def _generate_single_turn(self, *args, **kwargs):
-        if not self.merge_lora_for_generation:
-            return super()._generate_single_turn(*args, **kwargs)
-        model = self.accelerator.unwrap_model(self.model)
+        stops = self.action_stops if self.action_stops is not None and self.action_stops.by_string else None
+        with ExitStack() as stack:
+            if stops is not None and not self.use_vllm:  # vLLM gets them as sampling params (grpo_arguments)
+                stack.enter_context(generate_with_criteria(self.accelerator.unwrap_model(self.model_wrapped),
+                                                           stops.criteria()))
+            if self.merge_lora_for_generation:
+                stack.enter_context(_merged_lora(self.accelerator.unwrap_model(self.model)))
+            completion_ids, logprobs = super()._generate_single_turn(*args, **kwargs)
+        if stops is not None:
+            completion_ids, logprobs, _ = stops.cut(completion_ids, logprobs)
+        return completion_ids, logprobs
+
+
+@contextmanager
+def _merged_lora(model):
+    with torch.no_grad():
+        model.merge_adapter()
+    try:
+        yield
+    finally:
         with torch.no_grad():
-            model.merge_adapter()
-        try:
-            return super()._generate_single_turn(*args, **kwargs)
-        finally:
-            with torch.no_grad():
-                model.unmerge_adapter()
+            model.unmerge_adapter()
 
 
 @dataclass
@@ -129,7 +146,8 @@ def build_grpo_trainer(config: GrpoJobConfig, output_dir: Path, *, store: Store 
     tools = config.episode_tools
     chat_format.prepare_processor(processor, config.protocol, tool_calls=bool(tools))
     model = modeling.load_model(model_path, config)
-    stop_ids = chat_format.stop_token_ids(processor.tokenizer, config.protocol) if config.stop_after_action else []
+    stops = ActionStops(processor.tokenizer, config.protocol) if config.stop_after_action else None
+    stop_ids = stops.token_ids if stops is not None else []
     if stop_ids:
         eos = model.generation_config.eos_token_id
         eos = [eos] if isinstance(eos, int) else list(eos or [processor.tokenizer.eos_token_id])
@@ -162,7 +180,8 @@ def build_grpo_trainer(config: GrpoJobConfig, output_dir: Path, *, store: Store 
         peft_config=modeling.lora_config(config),
         environment_factory=factory, callbacks=[FinalCheckpointCallback()])
     trainer.eval_seed = config.seed
-    if tools and config.protocol == "tags" and stop_ids:
+    trainer.action_stops = stops
+    if tools and config.protocol == "tags" and stops is not None and stops.strings:
         trainer.close_turn_token_id = processor.tokenizer.eos_token_id
     trainer.merge_lora_for_generation = (
         config.finetune == "lora" and not config.use_vllm and config.world_size == 1
