@@ -308,3 +308,69 @@ def test_unbounded_rollout_settings_are_refused(changes):
 
     with pytest.raises(ValueError, match="over the limit"):
         RunnerConfig(**changes)
+
+
+@pytest.fixture
+def eight_gpus(monkeypatch):
+    """A machine showing 8 CUDA GPUs, as torch reports them to the launcher (nothing else is faked)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
+def _environment(command: list[str]) -> dict[str, str]:
+    """What the job's process really gets: the argv run without a shell, as workbench.jobs runs it."""
+    import subprocess
+
+    start = command.index(sys.executable)
+    probe = [*command[:start], sys.executable, "-c", "import json, os; print(json.dumps(dict(os.environ)))"]
+    return json.loads(subprocess.run(probe, capture_output=True, text=True, check=True).stdout)
+
+
+def test_one_gpu_on_an_eight_gpu_machine_sees_one_gpu(data_file, eight_gpus):
+    command = build_command(GrpoJobConfig(data_files=[data_file], gpus=1, deepspeed_stage=0), run_id="r1")
+    assert command[:3] == ["env", "CUDA_VISIBLE_DEVICES=0", sys.executable]
+    assert "accelerate.commands.launch" not in command
+    assert _environment(command)["CUDA_VISIBLE_DEVICES"] == "0"
+    assert "CUDA_VISIBLE_DEVICES=0" in format_command(command)  # the command shown is the one that runs
+
+
+def test_fewer_gpus_than_visible_select_the_first_or_the_named_ones(data_file, eight_gpus, monkeypatch):
+    two = build_command(GrpoJobConfig(data_files=[data_file], gpus=2, deepspeed_stage=0), run_id="r1")
+    assert two[:2] == ["env", "CUDA_VISIBLE_DEVICES=0,1"] and "accelerate.commands.launch" in two
+    assert two[two.index("--num_processes") + 1] == "2"
+    named = build_command(GrpoJobConfig(data_files=[data_file], gpus=2, gpu_ids="5,3", deepspeed_stage=0))
+    assert named[1] == "CUDA_VISIBLE_DEVICES=5,3"
+    every = build_command(GrpoJobConfig(data_files=[data_file], gpus=8, deepspeed_stage=0))
+    assert every[0] == sys.executable, "all GPUs: the environment is left alone"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")  # a masked machine: 8 shown as 4 by torch
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    masked = build_command(GrpoJobConfig(data_files=[data_file], gpus=1))
+    assert masked[1] == "CUDA_VISIBLE_DEVICES=4"
+
+
+def test_preflight_checks_the_gpu_selection(data_file, eight_gpus):
+    from trainers.preflight import _check_hardware
+
+    _check_hardware(GrpoJobConfig(data_files=[data_file], gpus=1))
+    with pytest.raises(ConfigError, match="9 CUDA GPU|8 CUDA GPU"):
+        _check_hardware(GrpoJobConfig(data_files=[data_file], gpus=9, deepspeed_stage=0))
+    with pytest.raises(ConfigError, match=r"names GPU 8 but only 8 are visible \(0..7\)"):
+        _check_hardware(GrpoJobConfig(data_files=[data_file], gpus=1, gpu_ids="8"))
+    with pytest.raises(ConfigError, match="names 2 GPU"):
+        GrpoJobConfig(data_files=[data_file], gpus=1, gpu_ids="1,2")
+    with pytest.raises(ConfigError, match="cpu_processes=2 is for CPU training"):
+        GrpoJobConfig(data_files=[data_file], gpus=1, cpu_processes=2)
+
+
+def test_cpu_processes_launch_ddp_over_gloo(data_file):
+    command = build_command(GrpoJobConfig(data_files=[data_file], cpu_processes=2), run_id="r1")
+    assert command[:2] == ["env", "ACCELERATE_USE_CPU=true"]
+    assert command[command.index("--num_processes") + 1] == "2"
+    yaml_text = Path(command[command.index("--config_file") + 1]).read_text()
+    assert "distributed_type: MULTI_GPU" in yaml_text and "mixed_precision: 'no'" in yaml_text
+    assert int(command[command.index("--main_process_port") + 1]) > 0

@@ -54,7 +54,7 @@ def _require(condition: bool, message: str) -> None:
 UPPER_BOUNDS = {
     "lora_r": 1024, "lora_alpha": 4096, "warmup_steps": 1_000_000, "per_device_train_batch_size": 1024,
     "gradient_accumulation_steps": 1024, "max_pixels": 50_000_000, "min_pixels": 50_000_000,
-    "save_steps": 1_000_000, "save_total_limit": 1000, "seed": 2**32 - 1, "gpus": 64,
+    "save_steps": 1_000_000, "save_total_limit": 1000, "seed": 2**32 - 1, "gpus": 64, "cpu_processes": 16,
     "max_steps": 1_000_000, "num_generations": 256, "max_completion_length": 32_768, "temperature": 10.0,
     "max_items": 10_000_000, "eval_steps": 1_000_000, "max_eval_items": 10_000_000, "num_generations_eval": 256,
     "log_traces_every": 1_000_000, "trace_groups": 64, "num_train_epochs": 1000, "max_length": 131_072,
@@ -105,7 +105,13 @@ class TrainJobConfig:
     save_steps: int = setting("Save a checkpoint (and record it) every this many steps; 0 saves only at the end.", 25)
     save_total_limit: int = setting("Most checkpoints kept on disk (older ones are deleted); 0 keeps all.", 3)
     seed: int = setting("Random seed (sampling, LoRA init, data order).", 0)
-    gpus: int = setting("GPUs to launch on: 0 runs on CPU, 1 on one GPU, more under accelerate launch.", 0)
+    gpus: int = setting("GPUs to launch on: 0 runs on CPU, 1 on one GPU, more under accelerate launch. Fewer than "
+                      "the machine has: the launch makes only those visible (CUDA_VISIBLE_DEVICES).", 0)
+    gpu_ids: str = setting("Which GPUs to use, e.g. '2,3' (as many as gpus); empty takes the first gpus visible "
+                         "ones.", "")
+    cpu_processes: int = setting("With gpus=0: train in this many CPU processes (DDP over gloo, under accelerate "
+                               "launch); 1 is one plain process. Runs the distributed path on a machine without "
+                               "GPUs (tests, debugging); slower than one process.", 1)
     deepspeed_stage: int = setting("With more than one GPU: DeepSpeed ZeRO stage 2 or 3, or 0 for plain DDP.", 2)
     run_name: str = setting("Name shown for the run; empty picks one from the model and data.", "")
     trl_args: dict[str, Any] = setting("Other settings of TRL's GRPOConfig / SFTConfig by their TRL names (e.g. "
@@ -144,6 +150,15 @@ class TrainJobConfig:
         _require(self.save_steps >= 0, f"save_steps={self.save_steps}: use 0 (end only) or a positive interval")
         _require(self.save_total_limit >= 0, f"save_total_limit={self.save_total_limit}: use 0 (keep all) or more")
         _require(self.gpus >= 0, f"gpus={self.gpus}: use 0 for CPU or the number of GPUs")
+        _require(self.cpu_processes >= 1, f"cpu_processes={self.cpu_processes}: use 1 (one process) or more")
+        _require(self.gpus == 0 or self.cpu_processes == 1,
+                 f"cpu_processes={self.cpu_processes} is for CPU training; with gpus={self.gpus} set it to 1")
+        ids = [part.strip() for part in self.gpu_ids.split(",") if part.strip()]
+        _require(all(part.isdigit() for part in ids) and len(set(ids)) == len(ids),
+                 f"gpu_ids={self.gpu_ids!r}: give distinct GPU numbers separated by commas, e.g. '0,1'")
+        _require(not ids or len(ids) == self.gpus,
+                 f"gpu_ids={self.gpu_ids!r} names {len(ids)} GPU(s) but gpus={self.gpus}; name exactly gpus of them "
+                 "or leave gpu_ids empty")
         _require(self.deepspeed_stage in DEEPSPEED_STAGES,
                  f"deepspeed_stage={self.deepspeed_stage}: use 2 or 3 (ZeRO), or 0 for plain DDP")
         _require(not (self.gpus == 0 and self.precision in ("bf16", "fp16")),
@@ -191,7 +206,8 @@ class TrainJobConfig:
 
     @property
     def world_size(self) -> int:
-        return max(1, self.gpus)
+        """Training processes: one per GPU, or cpu_processes on the CPU."""
+        return self.gpus if self.gpus else self.cpu_processes
 
 
 def _check_files(paths: list[str], what: str, hint: str) -> None:

@@ -9,14 +9,21 @@ its default -- so the command shown is the whole story and runs as it is:
   ZeRO-2/3 config (or plain multi-GPU DDP for deepspeed_stage=0) with one
   process per GPU and bf16 mixed precision when the config asks for it.
   vLLM generation (colocated with training) is switched on by the config's
-  `use_vllm`, inside the same processes.
+  `use_vllm`, inside the same processes;
+- several CPU processes (gpus=0, cpu_processes>1): the DDP launch with
+  ACCELERATE_USE_CPU=true, so the processes join over gloo.
+Environment the job needs is part of the argv (`env NAME=value ...`): with
+fewer GPUs than the machine shows, CUDA_VISIBLE_DEVICES names the chosen
+ones (TRL refuses nn.DataParallel, which one process seeing 8 GPUs gets).
 `format_command` quotes it for display; `write_config_file` saves a config
 as a JSON file for `--config FILE` use by hand.
 """
 
 import hashlib
 import json
+import os
 import shlex
+import socket
 import sys
 import uuid
 from pathlib import Path
@@ -79,18 +86,74 @@ def _mixed_precision(config: TrainJobConfig) -> str:
     return {"auto": "bf16", "bf16": "bf16", "fp16": "fp16", "fp32": "no"}[config.precision]
 
 
+def visible_gpus() -> list[str]:
+    """The GPUs this process can see, by the names CUDA_VISIBLE_DEVICES would use for them."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    already = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if already is not None:  # a masked machine: the i-th visible GPU is the i-th name in the mask
+        names = [part.strip() for part in already.split(",") if part.strip()]
+        return names[:count]
+    return [str(index) for index in range(count)]
+
+
+def chosen_gpus(config: TrainJobConfig, visible: list[str]) -> list[str] | None:
+    """The GPUs to make visible to the job (None: leave the environment as it is).
+
+    `gpu_ids` index the visible GPUs; without them the first `gpus` are taken.
+
+    >>> chosen_gpus(type("C", (), {"gpus": 1, "gpu_ids": ""})(), ["0", "1", "2", "3"])
+    ['0']
+    >>> chosen_gpus(type("C", (), {"gpus": 2, "gpu_ids": "3,1"})(), ["4", "5", "6", "7"])
+    ['7', '5']
+    >>> chosen_gpus(type("C", (), {"gpus": 4, "gpu_ids": ""})(), ["0", "1", "2", "3"]) is None
+    True
+    """
+    if not config.gpus:
+        return None
+    wanted = [int(part) for part in config.gpu_ids.split(",") if part.strip()]
+    if wanted:
+        if max(wanted) >= len(visible):
+            return None  # preflight refuses it, naming the visible GPUs
+        return [visible[index] for index in wanted]
+    if len(visible) <= config.gpus:
+        return None  # all of them (or too few: preflight says so)
+    return visible[:config.gpus]
+
+
+def launch_environment(config: TrainJobConfig) -> dict[str, str]:
+    """Environment variables the job's processes must start with."""
+    if config.gpus == 0:
+        return {"ACCELERATE_USE_CPU": "true"} if config.cpu_processes > 1 else {}
+    chosen = chosen_gpus(config, visible_gpus())
+    return {"CUDA_VISIBLE_DEVICES": ",".join(chosen)} if chosen is not None else {}
+
+
+def _free_port() -> int:
+    """A free loopback port for the processes' rendezvous (two jobs on one machine must not share 29500)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def build_command(config: TrainJobConfig, gpus: int | None = None, *, run_id: str | None = None,
                   job_id: str | None = None, resume: bool = False) -> list[str]:
     """The argv that runs `config` on `gpus` GPUs (default: config.gpus); writes the accelerate file it names."""
     gpus = config.gpus if gpus is None else gpus
     if gpus < 0:
         raise ValueError(f"gpus={gpus}: use 0 for CPU or the number of GPUs")
-    if gpus > 1 and not run_id:
-        run_id = uuid.uuid4().hex[:12]  # every process of the launch must write to the same run
     if gpus != config.gpus:  # the job must see the same device count the command was built for
         values = config.to_dict()
         values["gpus"] = gpus
+        if gpus:
+            values["cpu_processes"] = 1
+        if values.get("gpu_ids") and len(values["gpu_ids"].split(",")) != gpus:
+            values["gpu_ids"] = ""
         config = type(config).from_dict(values)
+    processes = config.world_size
+    if processes > 1 and not run_id:
+        run_id = uuid.uuid4().hex[:12]  # every process of the launch must write to the same run
     module = MODULES[config.KIND]
     arguments = ["-m", module]
     if run_id:
@@ -101,11 +164,15 @@ def build_command(config: TrainJobConfig, gpus: int | None = None, *, run_id: st
         arguments.append("--resume")
     values = {name: value for name, value in config.to_dict().items() if name != "kind"}
     arguments += settings_as_flags(values, type(config).defaults())
-    if gpus <= 1:
-        return [sys.executable, *arguments]
-    launcher = write_accelerate_config(gpus, config.deepspeed_stage, _mixed_precision(config))
-    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launcher),
-            "--num_processes", str(gpus), *arguments]
+    environment = launch_environment(config)
+    prefix = ["env", *(f"{name}={value}" for name, value in environment.items())] if environment else []
+    if processes <= 1:
+        return [*prefix, sys.executable, *arguments]
+    stage = config.deepspeed_stage if gpus else 0  # CPU processes: plain DDP over gloo
+    precision = _mixed_precision(config) if gpus else "no"
+    launcher = write_accelerate_config(processes, stage, precision)
+    return [*prefix, sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launcher),
+            "--num_processes", str(processes), "--main_process_port", str(_free_port()), *arguments]
 
 
 def format_command(command: list[str]) -> str:

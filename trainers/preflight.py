@@ -47,12 +47,17 @@ def check_lora_target(config: TrainJobConfig, modules: list[tuple[str, str]]) ->
 def _check_hardware(config: TrainJobConfig) -> None:
     if config.gpus == 0:
         return
-    import torch
+    from trainers.launch import visible_gpus  # the same view of the machine the launch uses
 
-    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    visible = visible_gpus()
+    available = len(visible)
     if available < config.gpus:
         raise ConfigError(f"gpus={config.gpus} but {available} CUDA GPU(s) are visible; set gpus to at most "
                           f"{available} (0 trains on CPU)")
+    wanted = [int(part) for part in config.gpu_ids.split(",") if part.strip()]
+    if wanted and max(wanted) >= available:
+        raise ConfigError(f"gpu_ids={config.gpu_ids!r} names GPU {max(wanted)} but only {available} are visible "
+                          f"(0..{available - 1}); pick from those or leave gpu_ids empty")
     if config.gpus > 1 and config.deepspeed_stage and importlib.util.find_spec("deepspeed") is None:
         raise ConfigError("DeepSpeed is not installed; `pip install deepspeed`, or set deepspeed_stage=0 for "
                           "plain multi-GPU DDP")
