@@ -55,7 +55,8 @@ class VisualArftGRPOTrainer(GRPOTrainer):
     - `eval_seed`: every held-out evaluation samples with the same random seed
       (common random numbers): an unchanged policy scores exactly the same, so
       the eval_reward curve shows what training changed, not sampling luck.
-      Training's own random state is left as it was.
+      Each rank adds its index, as TRL seeds training (a group's samples split
+      over ranks must differ). Training's own random state is left as it was.
     """
 
     close_turn_token_id: int | None = None
@@ -68,7 +69,7 @@ class VisualArftGRPOTrainer(GRPOTrainer):
             return super().evaluate(*args, **kwargs)
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.eval_seed)
+            torch.manual_seed(self.eval_seed + self.accelerator.process_index)
             return super().evaluate(*args, **kwargs)
 
     def _get_tool_suffix_ids(self, tool_messages):
