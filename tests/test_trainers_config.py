@@ -374,3 +374,73 @@ def test_cpu_processes_launch_ddp_over_gloo(data_file):
     yaml_text = Path(command[command.index("--config_file") + 1]).read_text()
     assert "distributed_type: MULTI_GPU" in yaml_text and "mixed_precision: 'no'" in yaml_text
     assert int(command[command.index("--main_process_port") + 1]) > 0
+
+
+def test_memory_defaults_suit_real_checkpoints_and_each_can_be_changed(data_file, tmp_path):
+    from trainers.arguments import grpo_arguments
+    from trainers.demo_data import click_to_train_config, demo_grpo_config
+
+    default = GrpoJobConfig(data_files=[data_file])
+    assert default.gradient_checkpointing and default.max_pixels == 401_408  # the paper's budget
+    assert grpo_arguments(default, tmp_path, [1.0]).activation_checkpointing
+    changed = GrpoJobConfig(data_files=[data_file], gradient_checkpointing=False, max_pixels=0)
+    assert not grpo_arguments(changed, tmp_path, [1.0]).activation_checkpointing
+    # the tiny demo presets keep their speed
+    assert not click_to_train_config("demo", data_file, data_file).gradient_checkpointing
+    demo = type("Demo", (), {"items_file": data_file})()
+    assert not demo_grpo_config(demo, "tiny").gradient_checkpointing
+
+
+def test_the_pixel_budget_is_a_ceiling_never_enlarging_a_small_models_images(data_file):
+    from trainers import modeling
+
+    path = modeling.resolve_model_path("tiny")
+    own_config = GrpoJobConfig(data_files=[data_file], max_pixels=0)
+    own = modeling.effective_max_pixels(modeling.load_processor(path, own_config, padding_side="left"))
+    assert own == 112 * 112
+    default = modeling.load_processor(path, GrpoJobConfig(data_files=[data_file]), padding_side="left")
+    assert modeling.effective_max_pixels(default) == own  # 401408 is above the tiny model's own limit
+    smaller = modeling.load_processor(path, GrpoJobConfig(data_files=[data_file], max_pixels=56 * 56),
+                                      padding_side="left")
+    assert modeling.effective_max_pixels(smaller) == 56 * 56
+
+
+def test_full_fine_tuning_keeps_fp32_master_weights_unless_zero_does(data_file):
+    import torch
+
+    from trainers import modeling
+
+    def load_dtype(**values):
+        config = GrpoJobConfig(data_files=[data_file], precision="bf16", **values)
+        return modeling.torch_dtype(config), modeling.precision_flags(config)["bf16"]
+
+    assert load_dtype(finetune="full", gpus=1) == (torch.float32, True)  # fp32 weights, bf16 compute
+    assert load_dtype(finetune="full", gpus=4, deepspeed_stage=0) == (torch.float32, True)  # plain DDP
+    assert load_dtype(finetune="full", gpus=4, deepspeed_stage=2) == (torch.bfloat16, True)  # ZeRO's own fp32 copy
+    assert load_dtype(finetune="lora", gpus=1) == (torch.bfloat16, True)  # frozen base; PEFT keeps LoRA in fp32
+
+
+def test_zero3_episodes_without_vllm_are_refused_with_the_fix(data_file):
+    values = dict(data_files=[data_file], mode="episodes", tools=["code"], gpus=4, deepspeed_stage=3)
+    with pytest.raises(ConfigError, match="deepspeed_stage=3 in episodes mode needs use_vllm=true.*deepspeed_stage=2"):
+        GrpoJobConfig(**values)
+    assert GrpoJobConfig(**values, use_vllm=True).deepspeed_stage == 3
+    assert GrpoJobConfig(**{**values, "deepspeed_stage": 2}).deepspeed_stage == 2
+
+
+def test_training_arguments_exist_before_the_model_loads(data_file, tmp_path, monkeypatch):
+    """Under ZeRO-3 the arguments register DeepSpeed's config; a model loaded before them is whole on every rank."""
+    from trainers import grpo, modeling
+
+    order = []
+    real_arguments = grpo.grpo_arguments
+    monkeypatch.setattr(grpo, "grpo_arguments", lambda *a, **k: order.append("arguments") or real_arguments(*a, **k))
+
+    def load_model(*args, **kwargs):
+        order.append("model")
+        raise KeyboardInterrupt  # enough seen
+
+    monkeypatch.setattr(modeling, "load_model", load_model)
+    with pytest.raises(KeyboardInterrupt):
+        grpo.build_grpo_trainer(GrpoJobConfig(data_files=[data_file], model="tiny"), tmp_path, with_logging=False)
+    assert order == ["arguments", "model"]

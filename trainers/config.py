@@ -94,14 +94,20 @@ class TrainJobConfig:
                                    "linear")
     weight_decay: float = setting("AdamW weight decay.", 0.0)
     max_grad_norm: float = setting("Gradient clipping norm.", 1.0)
-    per_device_train_batch_size: int = setting("Sequences per device per forward pass.", 8)
+    per_device_train_batch_size: int = setting("Sequences per device per forward pass (8: one group of the "
+                                             "paper's G = 8; with gradient checkpointing and the paper's pixel "
+                                             "budget it fits a 3B model on an 80 GB GPU).", 8)
     gradient_accumulation_steps: int = setting("Forward passes accumulated into one optimiser step.", 1)
-    max_pixels: int = setting("Largest image area (pixels) fed to the vision tower; 0 keeps the model's own "
-                            "setting (the paper used 401408).", 0)
+    max_pixels: int = setting("Largest image area (pixels) fed to the vision tower, at most the model's own "
+                            "limit; the paper's 401408 (512 image tokens on Qwen2.5-VL, whose own limit of ~12.8 M "
+                            "pixels means up to ~16k tokens per image); 0 keeps the model's own.", 401_408)
     min_pixels: int = setting("Smallest image area (pixels) fed to the vision tower; 0 keeps the model's own.", 0)
-    precision: str = setting("auto: bf16 on GPUs that support it, fp32 on CPU; or force fp32 / bf16 / fp16.", "auto")
-    gradient_checkpointing: bool = setting("Recompute activations in the backward pass: less memory, ~30% slower.",
-                                         False)
+    precision: str = setting("auto: bf16 on GPUs that support it, fp32 on CPU; or force fp32 / bf16 / fp16. Full "
+                           "fine-tuning without DeepSpeed ZeRO keeps fp32 master weights and computes in bf16/fp16 "
+                           "(16 bytes per parameter with AdamW: ~60 GB for 3B); ZeRO shards them over GPUs.", "auto")
+    gradient_checkpointing: bool = setting("Recompute activations in the backward pass: a fraction of the memory "
+                                         "(a 3B model's 8 x 512-token groups fit on one 80 GB GPU), ~10-30% "
+                                         "slower. The tiny demo presets turn it off.", True)
     save_steps: int = setting("Save a checkpoint (and record it) every this many steps; 0 saves only at the end.", 25)
     save_total_limit: int = setting("Most checkpoints kept on disk (older ones are deleted); 0 keeps all.", 3)
     seed: int = setting("Random seed (sampling, LoRA init, data order).", 0)
@@ -331,6 +337,11 @@ class GrpoJobConfig(TrainJobConfig):
             _check_files(self.eval_data_files, "held-out data file",
                          "add held-out items to eval_data_files or set eval_steps=0")
         _require(not self.use_vllm or self.gpus >= 1, "use_vllm needs GPUs; set gpus >= 1 or turn use_vllm off")
+        _require(not (self.mode == "episodes" and self.gpus > 1 and self.deepspeed_stage == 3 and not self.use_vllm),
+                 "deepspeed_stage=3 in episodes mode needs use_vllm=true: ZeRO-3 gathers the sharded weights on "
+                 "every rank for each generation, but each rank runs as many tool turns as its own episodes need, "
+                 "so the ranks wait for each other forever; turn use_vllm on (generation outside DeepSpeed), or "
+                 "use deepspeed_stage=2, or mode=steps")
         _require(0 < self.vllm_gpu_memory_utilization < 1,
                  f"vllm_gpu_memory_utilization={self.vllm_gpu_memory_utilization}: use a share in (0, 1)")
         _require(self.search_backend in SEARCH_BACKENDS,

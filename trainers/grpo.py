@@ -146,6 +146,14 @@ def build_grpo_trainer(config: GrpoJobConfig, output_dir: Path, *, store: Store 
     processor = modeling.load_processor(model_path, config, padding_side="left")
     tools = config.episode_tools
     chat_format.prepare_processor(processor, config.protocol, tool_calls=bool(tools))
+    spec = config.reward_spec()
+    batch_columns = BatchColumns()
+    code_runner = SandboxCodeRunner() if config.mode == "steps" and spec.executes_code() else None
+    reward_funcs, weights = component_rewards(spec, mode=config.mode, protocol_name=config.protocol,
+                                              code_runner=code_runner, on_batch=batch_columns.remember)
+    # The arguments before the model: under DeepSpeed ZeRO-3 they register the config that makes
+    # from_pretrained load each rank's shard only (zero.Init), not the whole model in every rank's RAM.
+    arguments = grpo_arguments(config, output_dir, weights)
     model = modeling.load_model(model_path, config)
     stops = ActionStops(processor.tokenizer, config.protocol) if config.stop_after_action else None
     stop_ids = stops.token_ids if stops is not None else []
@@ -170,13 +178,8 @@ def build_grpo_trainer(config: GrpoJobConfig, output_dir: Path, *, store: Store 
         eval_dataset = data.build_dataset(eval_rows, max_pixels=max_pixels, system=system,
                                           preprocessing=config.steps_preprocessing)
 
-    spec = config.reward_spec()
-    batch_columns = BatchColumns()
-    code_runner = SandboxCodeRunner() if config.mode == "steps" and spec.executes_code() else None
-    reward_funcs, weights = component_rewards(spec, mode=config.mode, protocol_name=config.protocol,
-                                              code_runner=code_runner, on_batch=batch_columns.remember)
     trainer = VisualArftGRPOTrainer(
-        model=model, reward_funcs=reward_funcs, args=grpo_arguments(config, output_dir, weights),
+        model=model, reward_funcs=reward_funcs, args=arguments,
         train_dataset=dataset, eval_dataset=eval_dataset, processing_class=processor,
         peft_config=modeling.lora_config(config),
         environment_factory=factory, callbacks=[FinalCheckpointCallback()])
