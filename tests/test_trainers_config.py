@@ -444,3 +444,48 @@ def test_training_arguments_exist_before_the_model_loads(data_file, tmp_path, mo
     with pytest.raises(KeyboardInterrupt):
         grpo.build_grpo_trainer(GrpoJobConfig(data_files=[data_file], model="tiny"), tmp_path, with_logging=False)
     assert order == ["arguments", "model"]
+
+
+def test_preflight_names_the_scale_out_installs(data_file, eight_gpus, monkeypatch):
+    import importlib.util
+
+    from trainers import preflight
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed"
+                        else real_find_spec(name, *a))
+    with pytest.raises(ConfigError, match=r"pip install -r requirements-gpu.txt"):
+        preflight._check_hardware(GrpoJobConfig(data_files=[data_file], gpus=2, deepspeed_stage=2))
+    preflight._check_hardware(GrpoJobConfig(data_files=[data_file], gpus=2, deepspeed_stage=0))  # plain DDP
+    with pytest.raises(ConfigError, match=r"vllm is not installed; make the vLLM environment: .*requirements-vllm"):
+        preflight._check_hardware(GrpoJobConfig(data_files=[data_file], gpus=1, use_vllm=True))
+    from importlib import metadata
+
+    monkeypatch.setattr(metadata, "version", lambda name: "0.34.0" if name == "vllm" else "1")
+    assert "vllm 0.34.0 is outside TRL 1.16's supported 0.22.0-0.31.0" in preflight.vllm_problem()
+    monkeypatch.setattr(metadata, "version", lambda name: "0.31.0+cu129")
+    assert preflight.vllm_problem() is None
+
+
+def test_scale_out_requirements_follow_trls_own_ranges():
+    """requirements-gpu/vllm pin versions inside what TRL 1.16 declares (its metadata and its vLLM check)."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    from trainers.preflight import VLLM_RANGE
+
+    root = Path(__file__).resolve().parent.parent
+    pins = {}
+    for name in ("requirements-gpu.txt", "requirements-vllm.txt"):
+        for line in (root / name).read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if line and not line.startswith("-"):
+                requirement = Requirement(line)
+                pins[(name, requirement.name)] = Version(next(iter(requirement.specifier)).version)
+    trl_extras = {Requirement(r).name: Requirement(r) for r in requires("trl") if "extra ==" in r}
+    assert trl_extras["deepspeed"].specifier.contains(pins[("requirements-gpu.txt", "deepspeed")])
+    assert trl_extras["vllm"].specifier.contains(pins[("requirements-vllm.txt", "vllm")])
+    assert Version(VLLM_RANGE[0]) <= pins[("requirements-vllm.txt", "vllm")] <= Version(VLLM_RANGE[1])
+    assert "requirements-gpu.txt" in (root / "README.md").read_text()

@@ -59,10 +59,35 @@ def _check_hardware(config: TrainJobConfig) -> None:
         raise ConfigError(f"gpu_ids={config.gpu_ids!r} names GPU {max(wanted)} but only {available} are visible "
                           f"(0..{available - 1}); pick from those or leave gpu_ids empty")
     if config.gpus > 1 and config.deepspeed_stage and importlib.util.find_spec("deepspeed") is None:
-        raise ConfigError("DeepSpeed is not installed; `pip install deepspeed`, or set deepspeed_stage=0 for "
+        raise ConfigError(f"deepspeed_stage={config.deepspeed_stage} needs DeepSpeed, which is not installed: run "
+                          "`pip install -r requirements-gpu.txt` (deepspeed 0.19.8), or set deepspeed_stage=0 for "
                           "plain multi-GPU DDP")
-    if getattr(config, "use_vllm", False) and importlib.util.find_spec("vllm") is None:
-        raise ConfigError("use_vllm is on but vllm is not installed; `pip install vllm` or turn use_vllm off")
+    if getattr(config, "use_vllm", False):
+        problem = vllm_problem()
+        if problem:
+            raise ConfigError(f"use_vllm: {problem}; or turn use_vllm off")
+
+
+VLLM_RANGE = ("0.22.0", "0.31.0")  # TRL 1.16's supported vLLM versions (trl/import_utils.py)
+VLLM_INSTALL = ("make the vLLM environment: `python -m venv .venv-vllm && .venv-vllm/bin/pip install -r "
+                "requirements-vllm.txt` and run the workbench from it (TRL 1.16 needs vllm 0.22-0.31, which pin "
+                "torch 2.13 and transformers < 5.18, below requirements.txt's)")
+
+
+def vllm_problem() -> str | None:
+    """Why TRL cannot generate with vLLM in this environment (None: it can)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.version import Version
+
+    try:
+        installed = version("vllm")
+    except PackageNotFoundError:
+        return f"vllm is not installed; {VLLM_INSTALL}"
+    low, high = VLLM_RANGE
+    if not Version(low) <= Version(Version(installed).base_version) <= Version(high):
+        return f"vllm {installed} is outside TRL 1.16's supported {low}-{high}; {VLLM_INSTALL}"
+    return None
 
 
 def _check_grpo_data(config: GrpoJobConfig) -> int:
