@@ -1,6 +1,7 @@
 """Training job configs, pre-launch checks and launch commands (no training here)."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -489,3 +490,72 @@ def test_scale_out_requirements_follow_trls_own_ranges():
     assert trl_extras["vllm"].specifier.contains(pins[("requirements-vllm.txt", "vllm")])
     assert Version(VLLM_RANGE[0]) <= pins[("requirements-vllm.txt", "vllm")] <= Version(VLLM_RANGE[1])
     assert "requirements-gpu.txt" in (root / "README.md").read_text()
+
+
+def test_vllm_server_mode_starts_trl_vllm_serve_on_its_own_gpus(data_file, eight_gpus, tmp_path, monkeypatch):
+    from trainers.arguments import grpo_arguments
+
+    config = GrpoJobConfig(data_files=[data_file], model="tiny", gpus=2, deepspeed_stage=0, use_vllm=True,
+                           vllm_mode="server", vllm_server_gpus=2, vllm_server_port=8011, precision="fp32")
+    command = build_command(config, run_id="r1")
+    assert command[:4] == [sys.executable, "-m", "trainers.vllm_server", "http://127.0.0.1:8011/health"]
+    first = command.index("--")
+    second = command.index("--", first + 1)
+    server, trainer = command[first + 1:second], command[second + 1:]
+    assert server[:3] == ["env", "CUDA_VISIBLE_DEVICES=2,3", "VLLM_SERVER_DEV_MODE=1"]
+    assert server[server.index("serve") - 1] == "vllm.entrypoints.cli.main"  # what `trl vllm-serve` runs
+    for flag, value in (("--tensor-parallel-size", "2"), ("--host", "127.0.0.1"), ("--port", "8011")):
+        assert server[server.index(flag) + 1] == value
+    assert "--weight-transfer-config" in server  # TRL's weight sync to the server
+    assert trainer[:2] == ["env", "CUDA_VISIBLE_DEVICES=0,1"] and "accelerate.commands.launch" in trainer
+    saved = config_from_command_line("grpo", None, trainer[trainer.index("--run-id") + 2:])
+    assert saved.vllm_mode == "server" and saved.vllm_server_port == 8011
+    monkeypatch.undo()  # TRL's arguments look at the real (GPU-less) machine
+    arguments = grpo_arguments(saved, tmp_path, [1.0])
+    assert (arguments.vllm_mode, arguments.vllm_server_host, arguments.vllm_server_port) == ("server", "127.0.0.1",
+                                                                                              8011)
+    with pytest.raises(ConfigError, match="turn use_vllm on"):
+        GrpoJobConfig(data_files=[data_file], vllm_mode="server")
+
+
+def test_preflight_counts_the_vllm_servers_gpus(data_file, eight_gpus):
+    from trainers.preflight import _check_hardware
+
+    with pytest.raises(ConfigError, match="needs gpus \\+ vllm_server_gpus = 10 GPUs but 8 are visible"):
+        _check_hardware(GrpoJobConfig(data_files=[data_file], gpus=8, deepspeed_stage=0, use_vllm=True,
+                                      vllm_mode="server", vllm_server_gpus=2))
+
+
+def _server_job(tmp_path, server: list[str], trainer_code: str) -> subprocess.CompletedProcess:
+    port = _loopback_port()
+    health = f"http://127.0.0.1:{port}/health"
+    server = [part.replace("PORT", str(port)) for part in server]
+    command = [sys.executable, "-m", "trainers.vllm_server", health, "--wait", "60", "--", *server, "--",
+               sys.executable, "-c", trainer_code.replace("URL", health)]
+    return subprocess.run(command, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
+                          timeout=120), port
+
+
+def _loopback_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_server_runs_exactly_as_long_as_the_trainer(tmp_path):
+    """trainers.vllm_server's lifecycle, with Python's http.server standing in for vLLM (it serves /health)."""
+    import socket
+
+    (tmp_path / "health").write_text("ok")
+    stand_in = [sys.executable, "-m", "http.server", "PORT", "--bind", "127.0.0.1", "--directory", str(tmp_path)]
+    trainer = "import sys, urllib.request; urllib.request.urlopen('URL').read(); sys.exit(3)"
+    done, port = _server_job(tmp_path, stand_in, trainer)
+    assert done.returncode == 3, done.stderr  # the trainer's exit code; it reached the server while it ran
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2)  # and the server is gone with it
+    dead = [sys.executable, "-c", "import sys; sys.exit(7)"]
+    done, _ = _server_job(tmp_path, dead, "open('TRAINED', 'w')")
+    assert done.returncode == 1 and "exited with code 7 before it was ready" in done.stderr
+    assert not (Path(__file__).resolve().parent.parent / "TRAINED").exists()

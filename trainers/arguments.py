@@ -31,8 +31,16 @@ def grpo_arguments(config: GrpoJobConfig, output_dir: Path, reward_weights: list
         save_total_limit=config.save_total_limit or None, activation_checkpointing=config.gradient_checkpointing,
         max_tool_calling_iterations=config.max_turns - 1 if config.mode == "episodes" else None,
         **_eval_arguments(config),
-        use_vllm=config.use_vllm, vllm_mode="colocate", vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+        use_vllm=config.use_vllm, vllm_mode=config.vllm_mode, **_vllm_server_arguments(config),
+        vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
         dataloader_num_workers=0, disable_tqdm=True, **_generation_arguments(config))
+
+
+def _vllm_server_arguments(config: GrpoJobConfig) -> dict:
+    """Where TRL finds the job's own vLLM server (started beside the trainer: trainers.vllm_server)."""
+    if not (config.use_vllm and config.vllm_mode == "server"):
+        return {}
+    return {"vllm_server_host": "127.0.0.1", "vllm_server_port": config.vllm_server_port}
 
 
 def _generation_arguments(config: GrpoJobConfig) -> dict:

@@ -51,6 +51,7 @@ def _require(condition: bool, message: str) -> None:
 
 # Upper bounds far above any real run on this workbench; past them a value is a typo (10**9) or a way to hog
 # the machine, and the job would never finish or run out of memory at once.
+VLLM_MODES = ("colocate", "server")
 UPPER_BOUNDS = {
     "lora_r": 1024, "lora_alpha": 4096, "warmup_steps": 1_000_000, "per_device_train_batch_size": 1024,
     "gradient_accumulation_steps": 1024, "max_pixels": 50_000_000, "min_pixels": 50_000_000,
@@ -277,6 +278,11 @@ class GrpoJobConfig(TrainJobConfig):
     use_vllm: bool = setting("Generate rollouts with vLLM colocated on the training GPUs (needs gpus >= 1 and "
                            "vllm installed).", False)
     vllm_gpu_memory_utilization: float = setting("Share of GPU memory vLLM may take in colocate mode.", 0.3)
+    vllm_mode: str = setting("colocate: vLLM inside the training processes, sharing their GPUs; server: the job "
+                           "starts `trl vllm-serve` on GPUs of its own (vllm_server_gpus, after the training "
+                           "GPUs) and stops it when training ends (7B and up).", "colocate")
+    vllm_server_gpus: int = setting("GPUs of the vLLM server in server mode (its tensor-parallel size).", 1)
+    vllm_server_port: int = setting("Loopback port of the vLLM server in server mode.", 8000)
     log_traces_every: int = setting("Save one sampled group of rollouts (all G samples) every this many steps; "
                                   "0 saves none.", 1)
     trace_groups: int = setting("Groups saved at each sampled step.", 1)
@@ -342,6 +348,12 @@ class GrpoJobConfig(TrainJobConfig):
                  "every rank for each generation, but each rank runs as many tool turns as its own episodes need, "
                  "so the ranks wait for each other forever; turn use_vllm on (generation outside DeepSpeed), or "
                  "use deepspeed_stage=2, or mode=steps")
+        _require(self.vllm_mode in VLLM_MODES, f"vllm_mode={self.vllm_mode!r}: use one of {VLLM_MODES}")
+        _require(self.vllm_mode == "colocate" or self.use_vllm,
+                 f"vllm_mode={self.vllm_mode} generates with vLLM: turn use_vllm on, or use vllm_mode=colocate")
+        _require(self.vllm_server_gpus >= 1, f"vllm_server_gpus={self.vllm_server_gpus}: use 1 or more")
+        _require(1024 <= self.vllm_server_port <= 65535,
+                 f"vllm_server_port={self.vllm_server_port}: use a free port in 1024..65535")
         _require(0 < self.vllm_gpu_memory_utilization < 1,
                  f"vllm_gpu_memory_utilization={self.vllm_gpu_memory_utilization}: use a share in (0, 1)")
         _require(self.search_backend in SEARCH_BACKENDS,

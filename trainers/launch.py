@@ -11,7 +11,10 @@ its default -- so the command shown is the whole story and runs as it is:
   vLLM generation (colocated with training) is switched on by the config's
   `use_vllm`, inside the same processes;
 - several CPU processes (gpus=0, cpu_processes>1): the DDP launch with
-  ACCELERATE_USE_CPU=true, so the processes join over gloo.
+  ACCELERATE_USE_CPU=true, so the processes join over gloo;
+- vLLM server mode (use_vllm, vllm_mode=server): `python -m trainers.vllm_server
+  URL -- <trl vllm-serve on the next vllm_server_gpus GPUs> -- <the trainer
+  command>`, which starts the server, trains, and stops the server.
 Environment the job needs is part of the argv (`env NAME=value ...`): with
 fewer GPUs than the machine shows, CUDA_VISIBLE_DEVICES names the chosen
 ones (TRL refuses nn.DataParallel, which one process seeing 8 GPUs gets).
@@ -122,12 +125,47 @@ def chosen_gpus(config: TrainJobConfig, visible: list[str]) -> list[str] | None:
     return visible[:config.gpus]
 
 
+def vllm_server_gpus(config: TrainJobConfig, visible: list[str]) -> list[str] | None:
+    """The GPUs of the job's own vLLM server: the next visible ones after the training GPUs (None: too few).
+
+    >>> config = type("C", (), {"gpus": 2, "gpu_ids": "", "vllm_server_gpus": 2})()
+    >>> vllm_server_gpus(config, ["0", "1", "2", "3", "4"])
+    ['2', '3']
+    """
+    training = chosen_gpus(config, visible) or visible[:config.gpus]
+    rest = [gpu for gpu in visible if gpu not in training]
+    return rest[:config.vllm_server_gpus] if len(rest) >= config.vllm_server_gpus else None
+
+
+def _uses_vllm_server(config: TrainJobConfig) -> bool:
+    return bool(getattr(config, "use_vllm", False)) and getattr(config, "vllm_mode", "") == "server"
+
+
 def launch_environment(config: TrainJobConfig) -> dict[str, str]:
     """Environment variables the job's processes must start with."""
     if config.gpus == 0:
         return {"ACCELERATE_USE_CPU": "true"} if config.cpu_processes > 1 else {}
-    chosen = chosen_gpus(config, visible_gpus())
+    visible = visible_gpus()
+    chosen = chosen_gpus(config, visible)
+    if chosen is None and _uses_vllm_server(config) and len(visible) > config.gpus:
+        chosen = visible[:config.gpus]  # the rest belong to the vLLM server
     return {"CUDA_VISIBLE_DEVICES": ",".join(chosen)} if chosen is not None else {}
+
+
+def vllm_server_command(config: TrainJobConfig) -> list[str]:
+    """`trl vllm-serve` for the job's model on its own GPUs (TRL's command, without its deprecation hop)."""
+    from trl.scripts.vllm_serve import ScriptArguments
+    from trl.scripts.vllm_serve import build_command as trl_vllm_serve_command
+
+    from trainers.modeling import resolve_model_path
+
+    arguments = ScriptArguments(model=resolve_model_path(config.model), tensor_parallel_size=config.vllm_server_gpus,
+                                host="127.0.0.1", port=config.vllm_server_port)
+    devices = vllm_server_gpus(config, visible_gpus())
+    environment = ["VLLM_SERVER_DEV_MODE=1"]  # as `trl vllm-serve` sets: the weight-transfer endpoints
+    if devices is not None:
+        environment.insert(0, "CUDA_VISIBLE_DEVICES=" + ",".join(devices))
+    return ["env", *environment, *trl_vllm_serve_command(arguments)]
 
 
 def _free_port() -> int:
@@ -167,12 +205,17 @@ def build_command(config: TrainJobConfig, gpus: int | None = None, *, run_id: st
     environment = launch_environment(config)
     prefix = ["env", *(f"{name}={value}" for name, value in environment.items())] if environment else []
     if processes <= 1:
-        return [*prefix, sys.executable, *arguments]
-    stage = config.deepspeed_stage if gpus else 0  # CPU processes: plain DDP over gloo
-    precision = _mixed_precision(config) if gpus else "no"
-    launcher = write_accelerate_config(processes, stage, precision)
-    return [*prefix, sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launcher),
-            "--num_processes", str(processes), "--main_process_port", str(_free_port()), *arguments]
+        command = [*prefix, sys.executable, *arguments]
+    else:
+        stage = config.deepspeed_stage if gpus else 0  # CPU processes: plain DDP over gloo
+        precision = _mixed_precision(config) if gpus else "no"
+        launcher = write_accelerate_config(processes, stage, precision)
+        command = [*prefix, sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launcher),
+                   "--num_processes", str(processes), "--main_process_port", str(_free_port()), *arguments]
+    if not _uses_vllm_server(config):
+        return command
+    health = f"http://127.0.0.1:{config.vllm_server_port}/health"
+    return [sys.executable, "-m", "trainers.vllm_server", health, "--", *vllm_server_command(config), "--", *command]
 
 
 def format_command(command: list[str]) -> str:

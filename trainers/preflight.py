@@ -54,6 +54,11 @@ def _check_hardware(config: TrainJobConfig) -> None:
     if available < config.gpus:
         raise ConfigError(f"gpus={config.gpus} but {available} CUDA GPU(s) are visible; set gpus to at most "
                           f"{available} (0 trains on CPU)")
+    if getattr(config, "use_vllm", False) and getattr(config, "vllm_mode", "") == "server" \
+            and available < config.gpus + config.vllm_server_gpus:
+        raise ConfigError(f"vllm_mode=server needs gpus + vllm_server_gpus = {config.gpus + config.vllm_server_gpus} "
+                          f"GPUs but {available} are visible; lower gpus or vllm_server_gpus, or use "
+                          "vllm_mode=colocate")
     wanted = [int(part) for part in config.gpu_ids.split(",") if part.strip()]
     if wanted and max(wanted) >= available:
         raise ConfigError(f"gpu_ids={config.gpu_ids!r} names GPU {max(wanted)} but only {available} are visible "
