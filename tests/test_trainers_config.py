@@ -559,3 +559,26 @@ def test_the_server_runs_exactly_as_long_as_the_trainer(tmp_path):
     done, _ = _server_job(tmp_path, dead, "open('TRAINED', 'w')")
     assert done.returncode == 1 and "exited with code 7 before it was ready" in done.stderr
     assert not (Path(__file__).resolve().parent.parent / "TRAINED").exists()
+
+
+def test_slurm_launch_writes_an_sbatch_script_for_every_node(data_file, tmp_path):
+    import shlex
+
+    config = GrpoJobConfig(data_files=[data_file], launcher="slurm", nodes=2, gpus=4, deepspeed_stage=0,
+                           slurm_partition="gpu", slurm_time="12:00:00")
+    command = build_command(config, run_id="r7")
+    assert command[:3] == [sys.executable, "-m", "trainers.slurm"]
+    script = Path(command[3])
+    text = script.read_text()
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --gres=gpu:4",
+                 "#SBATCH --partition=gpu", "#SBATCH --time=12:00:00"):
+        assert line in text.splitlines()
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0  # valid shell
+    (srun,) = [line for line in text.splitlines() if line.startswith("srun ")]
+    node = shlex.split(shlex.split(srun)[-1])  # what bash -c runs on each node
+    assert node[node.index("--num_processes") + 1] == "8" and node[node.index("--num_machines") + 1] == "2"
+    assert "$SLURM_NODEID" in node and "$HEAD_NODE" in node  # filled in on each node
+    saved = config_from_command_line("grpo", None, node[node.index("--run-id") + 2:])
+    assert saved.nodes == 2 and saved.world_size == 8
+    with pytest.raises(ConfigError, match="nodes=2 needs launcher=slurm"):
+        GrpoJobConfig(data_files=[data_file], nodes=2, gpus=1)

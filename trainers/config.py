@@ -51,11 +51,13 @@ def _require(condition: bool, message: str) -> None:
 
 # Upper bounds far above any real run on this workbench; past them a value is a typo (10**9) or a way to hog
 # the machine, and the job would never finish or run out of memory at once.
+LAUNCHERS = ("local", "slurm")
 VLLM_MODES = ("colocate", "server")
 UPPER_BOUNDS = {
     "lora_r": 1024, "lora_alpha": 4096, "warmup_steps": 1_000_000, "per_device_train_batch_size": 1024,
     "gradient_accumulation_steps": 1024, "max_pixels": 50_000_000, "min_pixels": 50_000_000,
     "save_steps": 1_000_000, "save_total_limit": 1000, "seed": 2**32 - 1, "gpus": 64, "cpu_processes": 16,
+    "nodes": 1024,
     "max_steps": 1_000_000, "num_generations": 256, "max_completion_length": 32_768, "temperature": 10.0,
     "max_items": 10_000_000, "eval_steps": 1_000_000, "max_eval_items": 10_000_000, "num_generations_eval": 256,
     "log_traces_every": 1_000_000, "trace_groups": 64, "num_train_epochs": 1000, "max_length": 131_072,
@@ -120,6 +122,12 @@ class TrainJobConfig:
                                "launch); 1 is one plain process. Runs the distributed path on a machine without "
                                "GPUs (tests, debugging); slower than one process.", 1)
     deepspeed_stage: int = setting("With more than one GPU: DeepSpeed ZeRO stage 2 or 3, or 0 for plain DDP.", 2)
+    launcher: str = setting("local: run on this machine; slurm: submit an sbatch script to a Slurm cluster (the "
+                          "job waits for it; cancel runs scancel). The workbench home must be on a filesystem "
+                          "every node sees.", "local")
+    nodes: int = setting("Machines to train on (Slurm); gpus then counts the GPUs of each machine.", 1)
+    slurm_partition: str = setting("Slurm partition to submit to; empty uses the cluster's default.", "")
+    slurm_time: str = setting("Slurm time limit, e.g. 24:00:00; empty uses the partition's.", "")
     run_name: str = setting("Name shown for the run; empty picks one from the model and data.", "")
     trl_args: dict[str, Any] = setting("Other settings of TRL's GRPOConfig / SFTConfig by their TRL names (e.g. "
                                      "top_k, mask_truncated_completions), passed to TRL unchanged.",
@@ -160,6 +168,10 @@ class TrainJobConfig:
         _require(self.cpu_processes >= 1, f"cpu_processes={self.cpu_processes}: use 1 (one process) or more")
         _require(self.gpus == 0 or self.cpu_processes == 1,
                  f"cpu_processes={self.cpu_processes} is for CPU training; with gpus={self.gpus} set it to 1")
+        _require(self.launcher in LAUNCHERS, f"launcher={self.launcher!r}: use one of {LAUNCHERS}")
+        _require(self.nodes >= 1, f"nodes={self.nodes}: use 1 or more")
+        _require(self.nodes == 1 or self.launcher == "slurm",
+                 f"nodes={self.nodes} needs launcher=slurm (a multi-machine launch); or use nodes=1")
         ids = [part.strip() for part in self.gpu_ids.split(",") if part.strip()]
         _require(all(part.isdigit() for part in ids) and len(set(ids)) == len(ids),
                  f"gpu_ids={self.gpu_ids!r}: give distinct GPU numbers separated by commas, e.g. '0,1'")
@@ -213,8 +225,8 @@ class TrainJobConfig:
 
     @property
     def world_size(self) -> int:
-        """Training processes: one per GPU, or cpu_processes on the CPU."""
-        return self.gpus if self.gpus else self.cpu_processes
+        """Training processes: one per GPU (on every node), or cpu_processes on the CPU."""
+        return (self.gpus if self.gpus else self.cpu_processes) * self.nodes
 
 
 def _check_files(paths: list[str], what: str, hint: str) -> None:

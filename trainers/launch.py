@@ -202,6 +202,8 @@ def build_command(config: TrainJobConfig, gpus: int | None = None, *, run_id: st
         arguments.append("--resume")
     values = {name: value for name, value in config.to_dict().items() if name != "kind"}
     arguments += settings_as_flags(values, type(config).defaults())
+    if config.launcher == "slurm":
+        return _slurm_command(config, arguments, run_id or uuid.uuid4().hex[:12])
     environment = launch_environment(config)
     prefix = ["env", *(f"{name}={value}" for name, value in environment.items())] if environment else []
     if processes <= 1:
@@ -216,6 +218,36 @@ def build_command(config: TrainJobConfig, gpus: int | None = None, *, run_id: st
         return command
     health = f"http://127.0.0.1:{config.vllm_server_port}/health"
     return [sys.executable, "-m", "trainers.vllm_server", health, "--", *vllm_server_command(config), "--", *command]
+
+
+def _slurm_command(config: TrainJobConfig, arguments: list[str], run_id: str) -> list[str]:
+    """`python -m trainers.slurm SCRIPT`, SCRIPT running the job on config.nodes machines (trainers.slurm).
+
+    Slurm gives each node its GPUs (CUDA_VISIBLE_DEVICES from --gres); NODE_RANK and HEAD_NODE are filled in
+    on each node by the script.
+    """
+    from trainers.slurm import sbatch_script
+
+    processes = config.world_size
+    environment = {"WORKBENCH_HOME": str(settings.home())}
+    if config.gpus == 0 and processes > 1:
+        environment["ACCELERATE_USE_CPU"] = "true"
+    if processes <= 1:
+        node_command = [sys.executable, *arguments]
+    else:
+        stage = config.deepspeed_stage if config.gpus else 0
+        precision = _mixed_precision(config) if config.gpus else "no"
+        launcher = write_accelerate_config(processes, stage, precision)
+        node_command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launcher),
+                        "--num_processes", str(processes), "--num_machines", str(config.nodes),
+                        "--machine_rank", "NODE_RANK", "--main_process_ip", "HEAD_NODE",
+                        "--main_process_port", "29500", *arguments]
+    script = _configs_dir() / f"slurm-{run_id}.sh"
+    text = sbatch_script(config, node_command, job_name=f"visual-arft-{run_id}",
+                         log_path=settings.jobs_dir() / f"slurm-{run_id}-%j.log",
+                         workdir=Path(__file__).resolve().parent.parent, environment=environment)
+    atomic_write(script, text.encode("utf-8"))
+    return [sys.executable, "-m", "trainers.slurm", str(script)]
 
 
 def format_command(command: list[str]) -> str:

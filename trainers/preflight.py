@@ -45,6 +45,9 @@ def check_lora_target(config: TrainJobConfig, modules: list[tuple[str, str]]) ->
 
 
 def _check_hardware(config: TrainJobConfig) -> None:
+    if config.launcher == "slurm":
+        _check_slurm(config)
+        return
     if config.gpus == 0:
         return
     from trainers.launch import visible_gpus  # the same view of the machine the launch uses
@@ -71,6 +74,23 @@ def _check_hardware(config: TrainJobConfig) -> None:
         problem = vllm_problem()
         if problem:
             raise ConfigError(f"use_vllm: {problem}; or turn use_vllm off")
+
+
+def _check_slurm(config: TrainJobConfig) -> None:
+    """A Slurm launch is checked where it is submitted: the GPUs are on the cluster's nodes, not here."""
+    import os
+    import shutil
+
+    if os.environ.get("SLURM_JOB_ID"):
+        return  # a rank inside the allocation: it was checked where it was submitted
+    missing = [tool for tool in ("sbatch", "scontrol", "scancel") if shutil.which(tool) is None]
+    if missing:
+        raise ConfigError(f"launcher=slurm needs Slurm's {', '.join(missing)} here; run the workbench on a machine "
+                          "that submits to the cluster (a login node), or use launcher=local")
+    if config.world_size > 1 and config.gpus and config.deepspeed_stage \
+            and importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError(f"deepspeed_stage={config.deepspeed_stage} needs DeepSpeed, which is not installed: run "
+                          "`pip install -r requirements-gpu.txt` (deepspeed 0.19.8), or set deepspeed_stage=0")
 
 
 VLLM_RANGE = ("0.22.0", "0.31.0")  # TRL 1.16's supported vLLM versions (trl/import_utils.py)

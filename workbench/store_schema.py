@@ -116,3 +116,8 @@ def _migration_5(db: sqlite_utils.Database) -> None:
     db.execute("create index metric_batches_run_id on metric_batches (run_id, id)")
     db.conn.executemany("insert into metric_batches (run_id, names, counts, steps, metric_values, created_at) "
                         "values (?, ?, ?, ?, ?, ?)", batches)
+
+
+@MIGRATIONS(name="006_job_cluster_id")
+def _migration_6(db: sqlite_utils.Database) -> None:
+    db["jobs"].add_column("cluster_job_id", str)  # e.g. "slurm:4242" for a job that runs on a cluster
