@@ -150,3 +150,16 @@ def test_vllm_is_asked_to_stop_at_the_tags_and_keep_them(tmp_path):
     without = GrpoJobConfig(data_files=[str(data)], mode="episodes", use_vllm=True, gpus=1,
                              stop_after_action=False)
     assert grpo_arguments(without, tmp_path, [1.0]).generation_kwargs is None
+
+
+def test_masking_truncated_completions_is_refused_when_tags_stop_as_strings(qwen_model, tmp_path):
+    from trainers.config import ConfigError, GrpoJobConfig
+    from trainers.grpo import build_grpo_trainer
+
+    data = tmp_path / "items.jsonl"
+    data.write_text('{"question": "q", "answer": "a"}\n')
+    config = GrpoJobConfig(model=str(qwen_model), data_files=[str(data)], mode="episodes", tools=["code"],
+                           num_generations=2, per_device_train_batch_size=2,
+                           trl_args={"mask_truncated_completions": True})
+    with pytest.raises(ConfigError, match="mask_truncated_completions would drop every turn that stopped"):
+        build_grpo_trainer(config, tmp_path / "out", with_logging=False)

@@ -31,7 +31,7 @@ from trl import GRPOTrainer
 from trainers import chat_format, data, modeling
 from trainers.action_stops import ActionStops, generate_with_criteria
 from trainers.arguments import grpo_arguments
-from trainers.config import GrpoJobConfig
+from trainers.config import ConfigError, GrpoJobConfig
 from trainers.job_run import JobContext, cli_main, run_training
 from trainers.logging_callback import BatchColumns, FinalCheckpointCallback, StoreLoggingCallback
 from trainers.reward_adapters import SandboxCodeRunner, component_rewards
@@ -156,6 +156,10 @@ def build_grpo_trainer(config: GrpoJobConfig, output_dir: Path, *, store: Store 
     arguments = grpo_arguments(config, output_dir, weights)
     model = modeling.load_model(model_path, config)
     stops = ActionStops(processor.tokenizer, config.protocol) if config.stop_after_action else None
+    if stops is not None and stops.by_string and arguments.mask_truncated_completions:
+        raise ConfigError("mask_truncated_completions would drop every turn that stopped at its closing tag: on this "
+                          "tokenizer the tags span several tokens, so TRL sees no end-of-sequence token there; turn "
+                          "mask_truncated_completions off, or stop_after_action off")
     stop_ids = stops.token_ids if stops is not None else []
     if stop_ids:
         eos = model.generation_config.eos_token_id
