@@ -492,6 +492,21 @@ def test_scale_out_requirements_follow_trls_own_ranges():
     assert "requirements-gpu.txt" in (root / "README.md").read_text()
 
 
+def test_the_vllm_environment_is_requirements_txt_but_for_what_vllm_pins():
+    from packaging.requirements import Requirement
+
+    root = Path(__file__).resolve().parent.parent
+
+    def pins(name: str) -> dict[str, str]:
+        lines = [line.split("#")[0].strip() for line in (root / name).read_text().splitlines()]
+        return {Requirement(line).name.lower(): str(Requirement(line).specifier) for line in lines if line}
+
+    app, vllm_env = pins("requirements.txt"), pins("requirements-vllm.txt")
+    changed = {name for name in app if vllm_env.get(name) != app[name]}
+    assert changed == {"torch", "torchvision", "transformers", "huggingface-hub", "numpy"}, changed
+    assert set(vllm_env) - set(app) == {"vllm", "deepspeed"}
+
+
 def test_vllm_server_mode_starts_trl_vllm_serve_on_its_own_gpus(data_file, eight_gpus, tmp_path, monkeypatch):
     from trainers.arguments import grpo_arguments
 
