@@ -146,6 +146,11 @@ def build_grpo_trainer(config: GrpoJobConfig, output_dir: Path, *, store: Store 
     processor = modeling.load_processor(model_path, config, padding_side="left")
     tools = config.episode_tools
     chat_format.prepare_processor(processor, config.protocol, tool_calls=bool(tools))
+    stops = ActionStops(processor.tokenizer, config.protocol) if config.stop_after_action else None
+    if stops is not None and stops.by_string and config.trl_args.get("mask_truncated_completions"):
+        raise ConfigError("mask_truncated_completions would drop every turn that stopped at its closing tag: on this "
+                          "tokenizer the tags span several tokens, so TRL sees no end-of-sequence token there; turn "
+                          "mask_truncated_completions off, or stop_after_action off")
     spec = config.reward_spec()
     batch_columns = BatchColumns()
     code_runner = SandboxCodeRunner() if config.mode == "steps" and spec.executes_code() else None
@@ -155,11 +160,6 @@ def build_grpo_trainer(config: GrpoJobConfig, output_dir: Path, *, store: Store 
     # from_pretrained load each rank's shard only (zero.Init), not the whole model in every rank's RAM.
     arguments = grpo_arguments(config, output_dir, weights)
     model = modeling.load_model(model_path, config)
-    stops = ActionStops(processor.tokenizer, config.protocol) if config.stop_after_action else None
-    if stops is not None and stops.by_string and arguments.mask_truncated_completions:
-        raise ConfigError("mask_truncated_completions would drop every turn that stopped at its closing tag: on this "
-                          "tokenizer the tags span several tokens, so TRL sees no end-of-sequence token there; turn "
-                          "mask_truncated_completions off, or stop_after_action off")
     stop_ids = stops.token_ids if stops is not None else []
     if stop_ids:
         eos = model.generation_config.eos_token_id
