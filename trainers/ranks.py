@@ -18,11 +18,6 @@ def process_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def world_size() -> int:
-    """Processes in the launch (1 for a plain process)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
 def is_main_process() -> bool:
     """Rank 0 of a launch (or a plain process): the one that writes to the store."""
     return process_rank() == 0
