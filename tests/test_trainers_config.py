@@ -597,3 +597,7 @@ def test_slurm_launch_writes_an_sbatch_script_for_every_node(data_file, tmp_path
     assert saved.nodes == 2 and saved.world_size == 8
     with pytest.raises(ConfigError, match="nodes=2 needs launcher=slurm"):
         GrpoJobConfig(data_files=[data_file], nodes=2, gpus=1)
+    with pytest.raises(ConfigError, match="Slurm gives each node its GPUs"):
+        GrpoJobConfig(data_files=[data_file], launcher="slurm", gpus=1, gpu_ids="0")
+    with pytest.raises(ConfigError, match="not available with launcher=slurm yet"):
+        GrpoJobConfig(data_files=[data_file], launcher="slurm", gpus=2, use_vllm=True, vllm_mode="server")

@@ -172,6 +172,8 @@ class TrainJobConfig:
         _require(self.nodes >= 1, f"nodes={self.nodes}: use 1 or more")
         _require(self.nodes == 1 or self.launcher == "slurm",
                  f"nodes={self.nodes} needs launcher=slurm (a multi-machine launch); or use nodes=1")
+        _require(self.launcher == "local" or not self.gpu_ids,
+                 f"gpu_ids={self.gpu_ids!r} with launcher=slurm: Slurm gives each node its GPUs; leave gpu_ids empty")
         ids = [part.strip() for part in self.gpu_ids.split(",") if part.strip()]
         _require(all(part.isdigit() for part in ids) and len(set(ids)) == len(ids),
                  f"gpu_ids={self.gpu_ids!r}: give distinct GPU numbers separated by commas, e.g. '0,1'")
@@ -364,6 +366,9 @@ class GrpoJobConfig(TrainJobConfig):
         _require(self.vllm_mode == "colocate" or self.use_vllm,
                  f"vllm_mode={self.vllm_mode} generates with vLLM: turn use_vllm on, or use vllm_mode=colocate")
         _require(self.vllm_server_gpus >= 1, f"vllm_server_gpus={self.vllm_server_gpus}: use 1 or more")
+        _require(not (self.use_vllm and self.vllm_mode == "server" and self.launcher == "slurm"),
+                 "vllm_mode=server is not available with launcher=slurm yet (the server would need its own node); "
+                 "use vllm_mode=colocate on Slurm, or launcher=local")
         _require(1024 <= self.vllm_server_port <= 65535,
                  f"vllm_server_port={self.vllm_server_port}: use a free port in 1024..65535")
         _require(0 < self.vllm_gpu_memory_utilization < 1,
