@@ -9,6 +9,7 @@ from PIL import Image
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from trainers import chat_format, data, modeling
+from trainers.action_stops import ActionStops
 from trainers.config import GrpoJobConfig, SftJobConfig
 from trainers.demo_data import prepare_demo_data
 from trainers.logging_callback import StoreLoggingCallback, group_std
@@ -89,8 +90,9 @@ def test_tag_response_template_reads_actions_as_tool_calls(tags_processor):
     assert chat_format.assistant_turn_text(parsed, "tags") == text
     answer = tokenizer.parse_response(tokenizer("<think>ok</think><answer>42</answer>")["input_ids"], prefix="")
     assert "tool_calls" not in answer and answer["content"] == "<think>ok</think><answer>42</answer>"
-    stops = chat_format.stop_token_ids(tokenizer, "tags")
-    assert tokenizer.convert_ids_to_tokens(stops) == ["</search>", "</code>", "</problem>", "</answer>"]
+    stops = ActionStops(tokenizer, "tags")
+    assert tokenizer.convert_ids_to_tokens(stops.token_ids) == ["</search>", "</code>", "</problem>", "</answer>"]
+    assert not stops.by_string  # the tiny vocabulary has the tags as tokens: they stop as end-of-sequence ids
 
 
 def test_tag_template_passes_trls_tool_checks(tags_processor):

@@ -11,6 +11,7 @@ its checkpoint and cancel the resumed job.
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import time
@@ -389,7 +390,8 @@ def test_training_jobs_launch_finish_cancel_and_resume_through_the_app(running_a
     message, job_id = launch()
     assert message.startswith("Launched job")
     command = client.predict(*running_app.args("/preview_training_command", sft), api_name="/preview_training_command")
-    launched = " ".join(store.get_job(job_id)["command"][3:]).split(" ", 2)[2]  # the settings after the run id
+    argv = store.get_job(job_id)["command"]
+    launched = shlex.join(argv[argv.index("--run-id") + 2:])  # the settings after the run id, quoted as a shell would
     assert "-m trainers.sft --run-id NEW_RUN_ID" in command and command.endswith(launched)
 
     def show(job):

@@ -12,6 +12,7 @@ from pathlib import Path
 from trl import GRPOConfig, SFTConfig
 
 from trainers import modeling
+from trainers.action_stops import vllm_stop_kwargs
 from trainers.config import GrpoJobConfig, SftJobConfig
 
 
@@ -30,8 +31,25 @@ def grpo_arguments(config: GrpoJobConfig, output_dir: Path, reward_weights: list
         save_total_limit=config.save_total_limit or None, activation_checkpointing=config.gradient_checkpointing,
         max_tool_calling_iterations=config.max_turns - 1 if config.mode == "episodes" else None,
         **_eval_arguments(config),
-        use_vllm=config.use_vllm, vllm_mode="colocate", vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
-        dataloader_num_workers=0, disable_tqdm=True, **config.trl_args)
+        use_vllm=config.use_vllm, vllm_mode=config.vllm_mode, **_vllm_server_arguments(config),
+        vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+        dataloader_num_workers=0, disable_tqdm=True, **_generation_arguments(config))
+
+
+def _vllm_server_arguments(config: GrpoJobConfig) -> dict:
+    """Where TRL finds the job's own vLLM server (started beside the trainer: trainers.vllm_server)."""
+    if not (config.use_vllm and config.vllm_mode == "server"):
+        return {}
+    return {"vllm_server_host": "127.0.0.1", "vllm_server_port": config.vllm_server_port}
+
+
+def _generation_arguments(config: GrpoJobConfig) -> dict:
+    """trl_args, with vLLM told to stop at the action tags (the transformers path stops in the trainer)."""
+    arguments = dict(config.trl_args)
+    if config.use_vllm and config.stop_after_action:
+        arguments["generation_kwargs"] = {**vllm_stop_kwargs(config.protocol),
+                                          **(arguments.get("generation_kwargs") or {})}
+    return arguments
 
 
 def _eval_arguments(config: GrpoJobConfig) -> dict:

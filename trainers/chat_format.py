@@ -2,9 +2,9 @@
 
 Owns the chat template used for the tag protocol in multi-turn training, the
 response template that lets TRL's tool loop read `<search>`/`<code>`/
-`<problem>` tags as tool calls, the extra end-of-generation token ids that
-stop a turn right after its action, and `prepare_processor`, which applies
-all of it to a processor.
+`<problem>` tags as tool calls, the closing tags that end a turn right after
+its action (trainers.action_stops stops generation at them), and
+`prepare_processor`, which applies all of it to a processor.
 
 Tag protocol (`tags`): the template is ChatML like Qwen's. Tool results come
 back as a user turn holding exactly the tool's text (`<information> ..`,
@@ -83,16 +83,6 @@ def assistant_turn_text(message: dict[str, Any], protocol_name: str) -> str:
         function = call.get("function", call)
         parts.append(tool_call_text(function.get("name", ""), function.get("arguments"), protocol_name))
     return "".join(parts)
-
-
-def stop_token_ids(tokenizer: Any, protocol_name: str) -> list[int]:
-    """Ids of the action close tags that are single tokens (only those can end a generation)."""
-    ids = []
-    for tag in ACTION_CLOSE_TAGS[protocol_name]:
-        token_id = tokenizer.convert_tokens_to_ids(tag)
-        if token_id is not None and token_id != tokenizer.unk_token_id and tokenizer.decode([token_id]) == tag:
-            ids.append(token_id)
-    return ids
 
 
 def prepare_processor(processor: Any, protocol_name: str, *, tool_calls: bool) -> None:

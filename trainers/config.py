@@ -51,10 +51,13 @@ def _require(condition: bool, message: str) -> None:
 
 # Upper bounds far above any real run on this workbench; past them a value is a typo (10**9) or a way to hog
 # the machine, and the job would never finish or run out of memory at once.
+LAUNCHERS = ("local", "slurm")
+VLLM_MODES = ("colocate", "server")
 UPPER_BOUNDS = {
     "lora_r": 1024, "lora_alpha": 4096, "warmup_steps": 1_000_000, "per_device_train_batch_size": 1024,
     "gradient_accumulation_steps": 1024, "max_pixels": 50_000_000, "min_pixels": 50_000_000,
-    "save_steps": 1_000_000, "save_total_limit": 1000, "seed": 2**32 - 1, "gpus": 64,
+    "save_steps": 1_000_000, "save_total_limit": 1000, "seed": 2**32 - 1, "gpus": 64, "cpu_processes": 16,
+    "nodes": 1024,
     "max_steps": 1_000_000, "num_generations": 256, "max_completion_length": 32_768, "temperature": 10.0,
     "max_items": 10_000_000, "eval_steps": 1_000_000, "max_eval_items": 10_000_000, "num_generations_eval": 256,
     "log_traces_every": 1_000_000, "trace_groups": 64, "num_train_epochs": 1000, "max_length": 131_072,
@@ -94,19 +97,37 @@ class TrainJobConfig:
                                    "linear")
     weight_decay: float = setting("AdamW weight decay.", 0.0)
     max_grad_norm: float = setting("Gradient clipping norm.", 1.0)
-    per_device_train_batch_size: int = setting("Sequences per device per forward pass.", 8)
+    per_device_train_batch_size: int = setting("Sequences per device per forward pass (8: one group of the "
+                                             "paper's G = 8; with gradient checkpointing and the paper's pixel "
+                                             "budget it fits a 3B model on an 80 GB GPU).", 8)
     gradient_accumulation_steps: int = setting("Forward passes accumulated into one optimiser step.", 1)
-    max_pixels: int = setting("Largest image area (pixels) fed to the vision tower; 0 keeps the model's own "
-                            "setting (the paper used 401408).", 0)
+    max_pixels: int = setting("Largest image area (pixels) fed to the vision tower, at most the model's own "
+                            "limit; the paper's 401408 (512 image tokens on Qwen2.5-VL, whose own limit of ~12.8 M "
+                            "pixels means up to ~16k tokens per image); 0 keeps the model's own.", 401_408)
     min_pixels: int = setting("Smallest image area (pixels) fed to the vision tower; 0 keeps the model's own.", 0)
-    precision: str = setting("auto: bf16 on GPUs that support it, fp32 on CPU; or force fp32 / bf16 / fp16.", "auto")
-    gradient_checkpointing: bool = setting("Recompute activations in the backward pass: less memory, ~30% slower.",
-                                         False)
+    precision: str = setting("auto: bf16 on GPUs that support it, fp32 on CPU; or force fp32 / bf16 / fp16. Full "
+                           "fine-tuning without DeepSpeed ZeRO keeps fp32 master weights and computes in bf16/fp16 "
+                           "(16 bytes per parameter with AdamW: ~60 GB for 3B); ZeRO shards them over GPUs.", "auto")
+    gradient_checkpointing: bool = setting("Recompute activations in the backward pass: a fraction of the memory "
+                                         "(a 3B model's 8 x 512-token groups fit on one 80 GB GPU), ~10-30% "
+                                         "slower. The tiny demo presets turn it off.", True)
     save_steps: int = setting("Save a checkpoint (and record it) every this many steps; 0 saves only at the end.", 25)
     save_total_limit: int = setting("Most checkpoints kept on disk (older ones are deleted); 0 keeps all.", 3)
     seed: int = setting("Random seed (sampling, LoRA init, data order).", 0)
-    gpus: int = setting("GPUs to launch on: 0 runs on CPU, 1 on one GPU, more under accelerate launch.", 0)
+    gpus: int = setting("GPUs to launch on: 0 runs on CPU, 1 on one GPU, more under accelerate launch. Fewer than "
+                      "the machine has: the launch makes only those visible (CUDA_VISIBLE_DEVICES).", 0)
+    gpu_ids: str = setting("Which GPUs to use, e.g. '2,3' (as many as gpus); empty takes the first gpus visible "
+                         "ones.", "")
+    cpu_processes: int = setting("With gpus=0: train in this many CPU processes (DDP over gloo, under accelerate "
+                               "launch); 1 is one plain process. Runs the distributed path on a machine without "
+                               "GPUs (tests, debugging); slower than one process.", 1)
     deepspeed_stage: int = setting("With more than one GPU: DeepSpeed ZeRO stage 2 or 3, or 0 for plain DDP.", 2)
+    launcher: str = setting("local: run on this machine; slurm: submit an sbatch script to a Slurm cluster (the "
+                          "job waits for it; cancel runs scancel). The workbench home must be on a filesystem "
+                          "every node sees.", "local")
+    nodes: int = setting("Machines to train on (Slurm); gpus then counts the GPUs of each machine.", 1)
+    slurm_partition: str = setting("Slurm partition to submit to; empty uses the cluster's default.", "")
+    slurm_time: str = setting("Slurm time limit, e.g. 24:00:00; empty uses the partition's.", "")
     run_name: str = setting("Name shown for the run; empty picks one from the model and data.", "")
     trl_args: dict[str, Any] = setting("Other settings of TRL's GRPOConfig / SFTConfig by their TRL names (e.g. "
                                      "top_k, mask_truncated_completions), passed to TRL unchanged.",
@@ -144,6 +165,21 @@ class TrainJobConfig:
         _require(self.save_steps >= 0, f"save_steps={self.save_steps}: use 0 (end only) or a positive interval")
         _require(self.save_total_limit >= 0, f"save_total_limit={self.save_total_limit}: use 0 (keep all) or more")
         _require(self.gpus >= 0, f"gpus={self.gpus}: use 0 for CPU or the number of GPUs")
+        _require(self.cpu_processes >= 1, f"cpu_processes={self.cpu_processes}: use 1 (one process) or more")
+        _require(self.gpus == 0 or self.cpu_processes == 1,
+                 f"cpu_processes={self.cpu_processes} is for CPU training; with gpus={self.gpus} set it to 1")
+        _require(self.launcher in LAUNCHERS, f"launcher={self.launcher!r}: use one of {LAUNCHERS}")
+        _require(self.nodes >= 1, f"nodes={self.nodes}: use 1 or more")
+        _require(self.nodes == 1 or self.launcher == "slurm",
+                 f"nodes={self.nodes} needs launcher=slurm (a multi-machine launch); or use nodes=1")
+        _require(self.launcher == "local" or not self.gpu_ids,
+                 f"gpu_ids={self.gpu_ids!r} with launcher=slurm: Slurm gives each node its GPUs; leave gpu_ids empty")
+        ids = [part.strip() for part in self.gpu_ids.split(",") if part.strip()]
+        _require(all(part.isdigit() for part in ids) and len(set(ids)) == len(ids),
+                 f"gpu_ids={self.gpu_ids!r}: give distinct GPU numbers separated by commas, e.g. '0,1'")
+        _require(not ids or len(ids) == self.gpus,
+                 f"gpu_ids={self.gpu_ids!r} names {len(ids)} GPU(s) but gpus={self.gpus}; name exactly gpus of them "
+                 "or leave gpu_ids empty")
         _require(self.deepspeed_stage in DEEPSPEED_STAGES,
                  f"deepspeed_stage={self.deepspeed_stage}: use 2 or 3 (ZeRO), or 0 for plain DDP")
         _require(not (self.gpus == 0 and self.precision in ("bf16", "fp16")),
@@ -191,7 +227,8 @@ class TrainJobConfig:
 
     @property
     def world_size(self) -> int:
-        return max(1, self.gpus)
+        """Training processes: one per GPU (on every node), or cpu_processes on the CPU."""
+        return (self.gpus if self.gpus else self.cpu_processes) * self.nodes
 
 
 def _check_files(paths: list[str], what: str, hint: str) -> None:
@@ -255,6 +292,11 @@ class GrpoJobConfig(TrainJobConfig):
     use_vllm: bool = setting("Generate rollouts with vLLM colocated on the training GPUs (needs gpus >= 1 and "
                            "vllm installed).", False)
     vllm_gpu_memory_utilization: float = setting("Share of GPU memory vLLM may take in colocate mode.", 0.3)
+    vllm_mode: str = setting("colocate: vLLM inside the training processes, sharing their GPUs; server: the job "
+                           "starts `trl vllm-serve` on GPUs of its own (vllm_server_gpus, after the training "
+                           "GPUs) and stops it when training ends (7B and up).", "colocate")
+    vllm_server_gpus: int = setting("GPUs of the vLLM server in server mode (its tensor-parallel size).", 1)
+    vllm_server_port: int = setting("Loopback port of the vLLM server in server mode.", 8000)
     log_traces_every: int = setting("Save one sampled group of rollouts (all G samples) every this many steps; "
                                   "0 saves none.", 1)
     trace_groups: int = setting("Groups saved at each sampled step.", 1)
@@ -315,6 +357,20 @@ class GrpoJobConfig(TrainJobConfig):
             _check_files(self.eval_data_files, "held-out data file",
                          "add held-out items to eval_data_files or set eval_steps=0")
         _require(not self.use_vllm or self.gpus >= 1, "use_vllm needs GPUs; set gpus >= 1 or turn use_vllm off")
+        _require(not (self.mode == "episodes" and self.gpus > 1 and self.deepspeed_stage == 3 and not self.use_vllm),
+                 "deepspeed_stage=3 in episodes mode needs use_vllm=true: ZeRO-3 gathers the sharded weights on "
+                 "every rank for each generation, but each rank runs as many tool turns as its own episodes need, "
+                 "so the ranks wait for each other forever; turn use_vllm on (generation outside DeepSpeed), or "
+                 "use deepspeed_stage=2, or mode=steps")
+        _require(self.vllm_mode in VLLM_MODES, f"vllm_mode={self.vllm_mode!r}: use one of {VLLM_MODES}")
+        _require(self.vllm_mode == "colocate" or self.use_vllm,
+                 f"vllm_mode={self.vllm_mode} generates with vLLM: turn use_vllm on, or use vllm_mode=colocate")
+        _require(self.vllm_server_gpus >= 1, f"vllm_server_gpus={self.vllm_server_gpus}: use 1 or more")
+        _require(not (self.use_vllm and self.vllm_mode == "server" and self.launcher == "slurm"),
+                 "vllm_mode=server is not available with launcher=slurm yet (the server would need its own node); "
+                 "use vllm_mode=colocate on Slurm, or launcher=local")
+        _require(1024 <= self.vllm_server_port <= 65535,
+                 f"vllm_server_port={self.vllm_server_port}: use a free port in 1024..65535")
         _require(0 < self.vllm_gpu_memory_utilization < 1,
                  f"vllm_gpu_memory_utilization={self.vllm_gpu_memory_utilization}: use a share in (0, 1)")
         _require(self.search_backend in SEARCH_BACKENDS,

@@ -41,7 +41,11 @@ import time
 from pathlib import Path
 
 from trainers.config import GrpoJobConfig, SftJobConfig
+<<<<<<< HEAD
 from trainers.demo_data import CLICK_TO_TRAIN_STEPS, click_to_train_config
+=======
+from trainers.demo_data import TINY_MEMORY, click_to_train_config
+>>>>>>> main
 from trainers.grpo import run_grpo
 from trainers.sft import run_sft
 from workbench import settings
@@ -86,7 +90,7 @@ def _sft(store: Store, model: str, runs: list[str], steps: int, learning_rate: f
     config = SftJobConfig(model=model, finetune="full", trace_runs=runs, min_reward=1.0, tools=["code", "search"],
                           max_steps=steps, learning_rate=learning_rate, per_device_train_batch_size=batch_size,
                           save_steps=200, save_total_limit=0, warmup_steps=30, lr_scheduler_type=lr_scheduler,
-                          run_name=name)
+                          run_name=name, max_pixels=0, **TINY_MEMORY)
     run_id = run_sft(config, store=store)
     checkpoints = store.list_checkpoints(run_id)
     if not checkpoints:

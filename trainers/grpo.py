@@ -21,6 +21,7 @@ conversation, as at inference and in SFT.
 
 import os
 import sys
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +29,9 @@ import torch
 from trl import GRPOTrainer
 
 from trainers import chat_format, data, modeling
+from trainers.action_stops import ActionStops, generate_with_criteria
 from trainers.arguments import grpo_arguments
-from trainers.config import GrpoJobConfig
+from trainers.config import ConfigError, GrpoJobConfig
 from trainers.job_run import JobContext, cli_main, run_training
 from trainers.logging_callback import BatchColumns, FinalCheckpointCallback, StoreLoggingCallback
 from trainers.reward_adapters import SandboxCodeRunner, component_rewards
@@ -44,21 +46,27 @@ class VisualArftGRPOTrainer(GRPOTrainer):
     """GRPOTrainer with four local changes (see the module docstring for the first).
 
     - `close_turn_token_id`: the end-of-turn token put back before a tool result;
+    - `action_stops`: closing tags that span tokens stop generation as strings
+      (trainers.action_stops), in the transformers and the vLLM path alike;
     - `merge_lora_for_generation`: LoRA weights are merged into the base weights
       while sampling (and unmerged after), so each decoding step runs one matmul
       per layer instead of three; on CPU this makes rollouts ~1.5x faster. Only
       used for fp32 weights, where merge + unmerge is exact to rounding.
     - tool use per rollout batch (`tools/call_rate`, `tools/call_rate_degraded`, ...,
       trainers.tool_env.tool_use_metrics) goes into TRL's own metrics, so the
-      held-out evaluation logs it too (`eval_tools/call_rate`), next to
-      `eval_rewards/answer_f1/mean`;
+      held-out evaluation logs it too (`eval_tools/call_rate_degraded`), next to
+      `eval_rewards/answer_f1/mean`. These are the main process's rollouts; for
+      training steps the logging callback replaces the three plain rates with
+      every rank's totals;
     - `eval_seed`: every held-out evaluation samples with the same random seed
       (common random numbers): an unchanged policy scores exactly the same, so
       the eval_reward curve shows what training changed, not sampling luck.
-      Training's own random state is left as it was.
+      Each rank adds its index, as TRL seeds training (a group's samples split
+      over ranks must differ). Training's own random state is left as it was.
     """
 
     close_turn_token_id: int | None = None
+    action_stops: ActionStops | None = None
     merge_lora_for_generation: bool = False
     eval_seed: int | None = None
 
@@ -67,7 +75,7 @@ class VisualArftGRPOTrainer(GRPOTrainer):
             return super().evaluate(*args, **kwargs)
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.eval_seed)
+            torch.manual_seed(self.eval_seed + self.accelerator.process_index)
             return super().evaluate(*args, **kwargs)
 
     def _generate_and_score_completions(self, inputs):
@@ -86,16 +94,28 @@ class VisualArftGRPOTrainer(GRPOTrainer):
         return [self.close_turn_token_id, *suffix]
 
     def _generate_single_turn(self, *args, **kwargs):
-        if not self.merge_lora_for_generation:
-            return super()._generate_single_turn(*args, **kwargs)
-        model = self.accelerator.unwrap_model(self.model)
+        stops = self.action_stops if self.action_stops is not None and self.action_stops.by_string else None
+        with ExitStack() as stack:
+            if stops is not None and not self.use_vllm:  # vLLM gets them as sampling params (grpo_arguments)
+                stack.enter_context(generate_with_criteria(self.accelerator.unwrap_model(self.model_wrapped),
+                                                           stops.criteria()))
+            if self.merge_lora_for_generation:
+                stack.enter_context(_merged_lora(self.accelerator.unwrap_model(self.model)))
+            completion_ids, logprobs = super()._generate_single_turn(*args, **kwargs)
+        if stops is not None:
+            completion_ids, logprobs, _ = stops.cut(completion_ids, logprobs)
+        return completion_ids, logprobs
+
+
+@contextmanager
+def _merged_lora(model):
+    with torch.no_grad():
+        model.merge_adapter()
+    try:
+        yield
+    finally:
         with torch.no_grad():
-            model.merge_adapter()
-        try:
-            return super()._generate_single_turn(*args, **kwargs)
-        finally:
-            with torch.no_grad():
-                model.unmerge_adapter()
+            model.unmerge_adapter()
 
 
 @dataclass
@@ -142,8 +162,21 @@ def build_grpo_trainer(config: GrpoJobConfig, output_dir: Path, *, store: Store 
     processor = modeling.load_processor(model_path, config, padding_side="left")
     tools = config.episode_tools
     chat_format.prepare_processor(processor, config.protocol, tool_calls=bool(tools))
+    stops = ActionStops(processor.tokenizer, config.protocol) if config.stop_after_action else None
+    if stops is not None and stops.by_string and config.trl_args.get("mask_truncated_completions"):
+        raise ConfigError("mask_truncated_completions would drop every turn that stopped at its closing tag: on this "
+                          "tokenizer the tags span several tokens, so TRL sees no end-of-sequence token there; turn "
+                          "mask_truncated_completions off, or stop_after_action off")
+    spec = config.reward_spec()
+    batch_columns = BatchColumns()
+    code_runner = SandboxCodeRunner() if config.mode == "steps" and spec.executes_code() else None
+    reward_funcs, weights = component_rewards(spec, mode=config.mode, protocol_name=config.protocol,
+                                              code_runner=code_runner, on_batch=batch_columns.remember)
+    # The arguments before the model: under DeepSpeed ZeRO-3 they register the config that makes
+    # from_pretrained load each rank's shard only (zero.Init), not the whole model in every rank's RAM.
+    arguments = grpo_arguments(config, output_dir, weights)
     model = modeling.load_model(model_path, config)
-    stop_ids = chat_format.stop_token_ids(processor.tokenizer, config.protocol) if config.stop_after_action else []
+    stop_ids = stops.token_ids if stops is not None else []
     if stop_ids:
         eos = model.generation_config.eos_token_id
         eos = [eos] if isinstance(eos, int) else list(eos or [processor.tokenizer.eos_token_id])
@@ -165,18 +198,14 @@ def build_grpo_trainer(config: GrpoJobConfig, output_dir: Path, *, store: Store 
         eval_dataset = data.build_dataset(eval_rows, max_pixels=max_pixels, system=system,
                                           preprocessing=config.steps_preprocessing)
 
-    spec = config.reward_spec()
-    batch_columns = BatchColumns()
-    code_runner = SandboxCodeRunner() if config.mode == "steps" and spec.executes_code() else None
-    reward_funcs, weights = component_rewards(spec, mode=config.mode, protocol_name=config.protocol,
-                                              code_runner=code_runner, on_batch=batch_columns.remember)
     trainer = VisualArftGRPOTrainer(
-        model=model, reward_funcs=reward_funcs, args=grpo_arguments(config, output_dir, weights),
+        model=model, reward_funcs=reward_funcs, args=arguments,
         train_dataset=dataset, eval_dataset=eval_dataset, processing_class=processor,
         peft_config=modeling.lora_config(config),
         environment_factory=factory, callbacks=[FinalCheckpointCallback()])
     trainer.eval_seed = config.seed
-    if tools and config.protocol == "tags" and stop_ids:
+    trainer.action_stops = stops
+    if tools and config.protocol == "tags" and stops is not None and stops.strings:
         trainer.close_turn_token_id = processor.tokenizer.eos_token_id
     trainer.merge_lora_for_generation = (
         config.finetune == "lora" and not config.use_vllm and config.world_size == 1

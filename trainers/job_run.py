@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from trainers import modeling
 from trainers.config import CONFIG_CLASSES, ConfigError, TrainJobConfig, config_from_dict, load_values
 from trainers.preflight import validate_for_launch
+from trainers.ranks import is_main_process, process_rank
 from trainers.trl_names import parse_overrides
 from workbench import settings
 from workbench.database_file import DatabaseDamaged, disk_full_message, is_disk_full
@@ -52,11 +53,6 @@ def default_run_name(config: TrainJobConfig) -> str:
         return config.run_name
     data = getattr(config, "data_files", None) or getattr(config, "trace_runs", None) or ["traces"]
     return f"{config.KIND} {config.model} on {Path(str(data[0])).stem}"
-
-
-def is_main_process() -> bool:
-    """Rank 0 of a distributed launch (or a plain process): the one that writes run rows."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def start_run(config: TrainJobConfig, store: Store, *, run_id: str | None, job_id: str | None, model_id: str,
@@ -104,6 +100,18 @@ def finish_run(context: JobContext, status: str, summary: dict[str, Any]) -> Non
     context.store.update_run(context.run_id, status=status, summary=summary)
 
 
+def _record_rank_failure(context: JobContext, error: str) -> None:
+    """A failed rank other than 0 marks the run failed itself: rank 0 is then usually killed by the launcher
+    (or stuck in a collective) and could not say why. The first failure recorded is kept."""
+    run = context.store.get_run(context.run_id)
+    if run is None or run["status"] == "failed":
+        return
+    rank = process_rank()
+    context.store.update_run(context.run_id, status="failed", summary={
+        "error": f"rank {rank}: {error}", "failed_rank": rank, "traceback": traceback.format_exc(limit=8),
+        "duration_s": round(time.time() - context.started, 2)})
+
+
 def succeed_run(context: JobContext, resumed_from: str | None, **fields: Any) -> None:
     """Mark the run succeeded with `fields` plus what every training run records: last metrics, checkpoints."""
     finish_run(context, "succeeded", {
@@ -117,6 +125,12 @@ def fail_run(context: JobContext | None, exc: BaseException) -> None:
     if context is None:
         return
     error = disk_full_message() if is_disk_full(exc) else f"{type(exc).__name__}: {exc}"
+    if not is_main_process():
+        _record_rank_failure(context, error)
+        return
+    run = context.store.get_run(context.run_id)
+    if run is not None and run["status"] == "failed" and (run.get("summary") or {}).get("failed_rank"):
+        return  # another rank failed first; rank 0's error is only the echo of it (a broken collective)
     finish_run(context, "failed", {"error": error, "traceback": traceback.format_exc(limit=8)})
 
 

@@ -3,16 +3,25 @@
 Runs inside the job process. Per optimiser step it records every metric TRL
 logged (loss, KL, learning rate, each reward component `rewards/<name>/mean`,
 total `reward`, completion length, TRL's tool frequencies, `step_time`, and
-the trainer's tool use `tools/call_rate` etc., see trainers.grpo; held-out
-evaluations arrive as the same names with an `eval_` prefix) plus its own:
-the reward's standard deviation within groups (`reward_group_std`) and the
-wall time of the step (`step_wall_time`). Every `log_traces_every` steps it saves whole sampled
+the trainer's tool use per rollout batch, `tools/call_rate_degraded` etc., see
+trainers.grpo; held-out evaluations arrive as the same names with an `eval_`
+prefix) plus its own: the reward's standard deviation within groups
+(`reward_group_std`), the tool-call rate and tool-failure rate of real tool
+calls over every rank's episodes (`tools/call_rate`, `tools/calls_per_episode`,
+`tools/failure_rate`) and the wall time of the step (`step_wall_time`). Every
+`log_traces_every` steps it saves whole sampled
 groups (all G rollouts of a prompt) as `Trace`s with per-component rewards,
 advantages, the turns, tool calls and tool output images. Checkpoints are
 recorded as they are saved, and the job's progress (step / max_steps) with a
 note of what it is doing, for the Train tab: "step-0 evaluation: 32/200
 held-out samples", "training: step 3 of 24 · 4.1 s/step · about 1 min 30 s
 left", "saving a checkpoint at step 8", "final evaluation: ...".
+
+Under a multi-process launch every rank runs the callback (the gathers are
+collectives) and only the main process (trainers.ranks) writes: tool rates
+count every rank's episodes, and trace groups are drawn from TRL's gathered
+per-sample logs, each with the item id, gold and step type its rank logged
+and the tool records its rank's episode kept.
 
 The training loop only takes cheap snapshots (references to the trainer's
 own per-sample logs); metric values go to a `MetricLogger` (appended in
@@ -37,6 +46,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from trainers.ranks import is_main_process
 from trainers.trace_builder import RolloutSnapshot, build_trace
 from workbench.metric_log import MetricLogger
 from workbench.store import Store
@@ -84,17 +94,51 @@ class BatchWriter:
 
 @dataclass
 class BatchColumns:
-    """Dataset columns of the latest generation batch, kept by the first reward call (for traces)."""
+    """Dataset columns of each generation batch, for traces; the first reward call hands them over.
 
+    They go into TRL's per-sample logs through the `log_extra` reward argument:
+    TRL gathers those columns from every rank in the same order as the prompts
+    and completions it logs, so a group sampled on any rank finds its item id,
+    gold and step type at its own index. `values` keeps the local batch for
+    callers without TRL's logs.
+    """
+
+    NAMES = ("item_id", "gt", "type", "solution", "question")
+    PREFIX = "workbench/"
     values: dict[str, list] = field(default_factory=dict)
 
     def remember(self, kwargs: dict[str, Any]) -> None:
-        self.values = {k: list(kwargs[k]) for k in ("item_id", "gt", "type", "solution", "question")
-                       if isinstance(kwargs.get(k), list)}
+        self.values = {k: list(kwargs[k]) for k in self.NAMES if isinstance(kwargs.get(k), list)}
+        log_extra = kwargs.get("log_extra")
+        if callable(log_extra):
+            for name, values in self.values.items():
+                log_extra(self.PREFIX + name, values)
 
-    def get(self, name: str, index: int) -> Any:
-        column = self.values.get(name)
+    def get(self, name: str, index: int, logs: dict | None = None) -> Any:
+        """Column `name` of sample `index` of TRL's gathered logs (`logs`), else of the local batch."""
+        extra = (logs or {}).get("extra") or {}
+        column = extra.get(self.PREFIX + name)
+        if column is None:
+            column = self.values.get(name)
         return column[index] if column is not None and index < len(column) else None
+
+
+def all_ranks_tool_rates(environments: list[Any]) -> dict[str, float]:
+    """tools/call_rate, calls_per_episode and failure_rate over the episodes of every rank.
+
+    A collective (every rank calls it at the same step, with or without
+    episodes): each rank adds its counts, rank 0 logs the totals.
+    """
+    from trainers.ranks import gather
+
+    calls = [env.tool_calls for env in environments]
+    local = (len(calls), sum(1 for c in calls if c), sum(len(c) for c in calls),
+             sum(1 for c in calls for record in c if not record.ok))
+    episodes, with_calls, count, failed = (sum(column) for column in zip(*gather([local])))
+    if not episodes:
+        return {}
+    return {"tools/call_rate": with_calls / episodes, "tools/calls_per_episode": count / episodes,
+            "tools/failure_rate": failed / count if count else 0.0}
 
 
 def group_std(totals: list[float], group_size: int) -> float | None:
@@ -180,7 +224,7 @@ class StoreLoggingCallback(TrainerCallback):
 
     # -- lifecycle ---------------------------------------------------------------
     def on_train_begin(self, args, state, control, **kwargs):
-        if state.is_world_process_zero and self._writer is None:
+        if is_main_process() and self._writer is None:  # one definition for the run row and the metrics
             self._writer = BatchWriter(self.store)
             self._metrics = MetricLogger(self.store)
 
@@ -211,9 +255,16 @@ class StoreLoggingCallback(TrainerCallback):
         self._note(f"training: step {state.global_step} of {self.max_steps or state.max_steps}", force=True)
 
     def on_step_end(self, args, state, control, **kwargs):
+        began = time.perf_counter()
+        trainer = self._trainer
+        sampled = trainer is not None and hasattr(trainer, "_logs")
+        every = self.log_traces_every
+        # Collectives first, on every rank alike: tool counts and the chosen groups' tool records.
+        extras = self._sample_metrics(trainer) if sampled else {}
+        snapshots = self._snapshots(trainer, state.global_step) if sampled and every and \
+            state.global_step % every == 0 else []
         if self._writer is None:
             return
-        began = time.perf_counter()
         if self._step_started is not None:
             self._pending["step_wall_time"] = began - self._step_started
             self._step_times.append(began - self._step_started)
@@ -225,14 +276,9 @@ class StoreLoggingCallback(TrainerCallback):
             left = max(0, total - state.global_step) * per_step
             self._note(f"training: step {state.global_step} of {total} · {per_step:.1f} s/step · "
                        f"about {duration_text(left)} left", force=True)
-        trainer = self._trainer
-        if trainer is not None and hasattr(trainer, "_logs"):
-            self._pending.update(self._sample_metrics(trainer))
-            every = self.log_traces_every
-            if every and state.global_step % every == 0:
-                snapshots = self._snapshots(trainer, state.global_step)
-                if snapshots:
-                    self._writer.submit(lambda store, s=snapshots: self._save_traces(store, s))
+        self._pending.update(extras)
+        if snapshots:
+            self._writer.submit(lambda store, s=snapshots: self._save_traces(store, s))
         self.main_thread_seconds += time.perf_counter() - began
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -278,6 +324,8 @@ class StoreLoggingCallback(TrainerCallback):
         spread = group_std(totals, self.num_generations)
         if spread is not None:
             values["reward_group_std"] = spread
+        if self.mode == "episodes":  # every rank has episodes (or none) in this mode: the collective matches
+            values.update(all_ranks_tool_rates(getattr(trainer, "environments", None) or []))
         return values
 
     def _totals(self, trainer: Any) -> list[float]:
@@ -295,33 +343,51 @@ class StoreLoggingCallback(TrainerCallback):
         return totals
 
     def _snapshots(self, trainer: Any, step: int) -> list[RolloutSnapshot]:
-        """References to the sampled groups' rollouts; the writer thread turns them into traces."""
+        """References to the sampled groups' rollouts; the writer thread turns them into traces.
+
+        TRL's logs hold the samples of every rank (rank order), so groups are
+        drawn from all of them, with any per-device batch size. Every rank
+        draws the same groups (same seed, same calls) and sends the tool
+        records of its own episodes in them; only rank 0 keeps the snapshots.
+        """
         logs = trainer._logs
-        environments = getattr(trainer, "environments", None) or []
-        local = len(environments) if environments else len(logs["completion"])
-        groups = local // self.num_generations
+        completions = list(logs["completion"])
+        groups = len(completions) // self.num_generations
         if groups == 0:
             return []
         chosen = sorted(self._rng.sample(range(groups), min(self.trace_groups, groups)))
-        prompts, completions, advantages = list(logs["prompt"]), list(logs["completion"]), list(logs["advantages"])
+        records = self._chosen_tool_records(trainer, chosen)
+        if self._writer is None:
+            return []
+        prompts, advantages = list(logs["prompt"]), list(logs["advantages"])
         per_reward = {name: list(values) for name, values in logs["rewards"].items()}
         snapshots = []
         for group in chosen:
             for sample in range(self.num_generations):
                 i = group * self.num_generations + sample
-                if i >= len(completions):
-                    break
                 rewards = {name: values[i] for name, values in per_reward.items()
                            if i < len(values) and not math.isnan(values[i])}
-                environment = environments[i] if i < len(environments) else None
+                column = self.batch_columns.get
                 snapshots.append(RolloutSnapshot(
                     prompt=prompts[i], completion=completions[i], rewards=rewards,
                     advantage=advantages[i] if i < len(advantages) else None, step=step, group=group,
-                    sample_index=sample, item_id=self.batch_columns.get("item_id", i),
-                    gold=self.batch_columns.get("gt", i), step_type=self.batch_columns.get("type", i),
-                    solution=self.batch_columns.get("solution", i),
-                    tool_records=list(environment.records) if environment is not None else None))
+                    sample_index=sample, item_id=column("item_id", i, logs), gold=column("gt", i, logs),
+                    step_type=column("type", i, logs), solution=column("solution", i, logs),
+                    tool_records=records.get(i) if self.mode == "episodes" else None))
         return snapshots
+
+    def _chosen_tool_records(self, trainer: Any, chosen: list[int]) -> dict[int, list]:
+        """Tool records of the chosen groups' episodes, by index in TRL's logs, from every rank (a collective)."""
+        if self.mode != "episodes":
+            return {}
+        from trainers.ranks import gather, process_rank
+
+        environments = getattr(trainer, "environments", None) or []
+        local = len(environments)
+        wanted = {group * self.num_generations + sample for group in chosen for sample in range(self.num_generations)}
+        offset = process_rank() * local  # TRL gathers each rank's equal share in rank order
+        mine = [(offset + j, list(env.records)) for j, env in enumerate(environments) if offset + j in wanted]
+        return dict(gather(mine))
 
     def _save_traces(self, store: Store, snapshots: list[RolloutSnapshot]) -> None:
         traces = [build_trace(store, snapshot, run_id=self.run_id, weights=self.reward_weights,

@@ -39,7 +39,8 @@ def model_id_for(spec: str) -> str:
     return Path(spec).name if Path(spec).is_dir() else spec
 
 
-def torch_dtype(config: TrainJobConfig) -> Any:
+def compute_dtype(config: TrainJobConfig) -> Any:
+    """The precision the model computes in: bf16 on GPUs that support it (auto), else as asked."""
     import torch
 
     if config.precision == "auto":
@@ -49,11 +50,33 @@ def torch_dtype(config: TrainJobConfig) -> Any:
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[config.precision]
 
 
+def zero_sharded(config: TrainJobConfig) -> bool:
+    """DeepSpeed ZeRO runs the optimiser (it keeps fp32 master weights of half-precision models itself)."""
+    return config.gpus > 1 and bool(config.deepspeed_stage)
+
+
+def torch_dtype(config: TrainJobConfig) -> Any:
+    """The dtype the weights are loaded in.
+
+    Weights that the optimiser updates directly (full fine-tuning without
+    ZeRO) stay fp32 master weights while mixed precision computes in
+    bf16/fp16: a bf16 weight rounds away updates smaller than ~1/256 of it.
+    Frozen weights under LoRA load in the compute precision (PEFT keeps the
+    adapter in fp32); ZeRO keeps its own fp32 copy.
+    """
+    import torch
+
+    dtype = compute_dtype(config)
+    if config.finetune == "full" and dtype != torch.float32 and not zero_sharded(config):
+        return torch.float32
+    return dtype
+
+
 def precision_flags(config: TrainJobConfig) -> dict[str, bool]:
     """bf16/fp16 switches for the TRL config (mixed precision only on GPUs)."""
     import torch
 
-    dtype = torch_dtype(config)
+    dtype = compute_dtype(config)
     return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
 
 
@@ -71,8 +94,9 @@ def load_processor(model_path: str, config: TrainJobConfig, *, padding_side: str
         size = dict(getattr(image_processor, "size", None) or {})
         if config.min_pixels:
             size["shortest_edge"] = config.min_pixels
-        if config.max_pixels:
-            size["longest_edge"] = config.max_pixels
+        own_limit = size.get("longest_edge")
+        if config.max_pixels:  # a ceiling: the default (the paper's) must not enlarge a small model's images
+            size["longest_edge"] = min(config.max_pixels, own_limit) if own_limit else config.max_pixels
         image_processor.size = size
     return processor
 

@@ -45,19 +45,74 @@ def check_lora_target(config: TrainJobConfig, modules: list[tuple[str, str]]) ->
 
 
 def _check_hardware(config: TrainJobConfig) -> None:
+    if config.launcher == "slurm":
+        _check_slurm(config)
+        return
     if config.gpus == 0:
         return
-    import torch
+    from trainers.launch import visible_gpus  # the same view of the machine the launch uses
 
-    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    visible = visible_gpus()
+    available = len(visible)
     if available < config.gpus:
         raise ConfigError(f"gpus={config.gpus} but {available} CUDA GPU(s) are visible; set gpus to at most "
                           f"{available} (0 trains on CPU)")
+    if getattr(config, "use_vllm", False) and getattr(config, "vllm_mode", "") == "server" \
+            and available < config.gpus + config.vllm_server_gpus:
+        raise ConfigError(f"vllm_mode=server needs gpus + vllm_server_gpus = {config.gpus + config.vllm_server_gpus} "
+                          f"GPUs but {available} are visible; lower gpus or vllm_server_gpus, or use "
+                          "vllm_mode=colocate")
+    wanted = [int(part) for part in config.gpu_ids.split(",") if part.strip()]
+    if wanted and max(wanted) >= available:
+        raise ConfigError(f"gpu_ids={config.gpu_ids!r} names GPU {max(wanted)} but only {available} are visible "
+                          f"(0..{available - 1}); pick from those or leave gpu_ids empty")
     if config.gpus > 1 and config.deepspeed_stage and importlib.util.find_spec("deepspeed") is None:
-        raise ConfigError("DeepSpeed is not installed; `pip install deepspeed`, or set deepspeed_stage=0 for "
+        raise ConfigError(f"deepspeed_stage={config.deepspeed_stage} needs DeepSpeed, which is not installed: run "
+                          "`pip install -r requirements-gpu.txt` (deepspeed 0.19.8), or set deepspeed_stage=0 for "
                           "plain multi-GPU DDP")
-    if getattr(config, "use_vllm", False) and importlib.util.find_spec("vllm") is None:
-        raise ConfigError("use_vllm is on but vllm is not installed; `pip install vllm` or turn use_vllm off")
+    if getattr(config, "use_vllm", False):
+        problem = vllm_problem()
+        if problem:
+            raise ConfigError(f"use_vllm: {problem}; or turn use_vllm off")
+
+
+def _check_slurm(config: TrainJobConfig) -> None:
+    """A Slurm launch is checked where it is submitted: the GPUs are on the cluster's nodes, not here."""
+    import os
+    import shutil
+
+    if os.environ.get("SLURM_JOB_ID"):
+        return  # a rank inside the allocation: it was checked where it was submitted
+    missing = [tool for tool in ("sbatch", "scontrol", "scancel") if shutil.which(tool) is None]
+    if missing:
+        raise ConfigError(f"launcher=slurm needs Slurm's {', '.join(missing)} here; run the workbench on a machine "
+                          "that submits to the cluster (a login node), or use launcher=local")
+    if config.world_size > 1 and config.gpus and config.deepspeed_stage \
+            and importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError(f"deepspeed_stage={config.deepspeed_stage} needs DeepSpeed, which is not installed: run "
+                          "`pip install -r requirements-gpu.txt` (deepspeed 0.19.8), or set deepspeed_stage=0")
+
+
+VLLM_RANGE = ("0.22.0", "0.31.0")  # TRL 1.16's supported vLLM versions (trl/import_utils.py)
+VLLM_INSTALL = ("make the vLLM environment: `python -m venv .venv-vllm && .venv-vllm/bin/pip install -r "
+                "requirements-vllm.txt` and run the workbench from it (TRL 1.16 needs vllm 0.22-0.31, which pin "
+                "torch 2.13 and transformers < 5.18, below requirements.txt's)")
+
+
+def vllm_problem() -> str | None:
+    """Why TRL cannot generate with vLLM in this environment (None: it can)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.version import Version
+
+    try:
+        installed = version("vllm")
+    except PackageNotFoundError:
+        return f"vllm is not installed; {VLLM_INSTALL}"
+    low, high = VLLM_RANGE
+    if not Version(low) <= Version(Version(installed).base_version) <= Version(high):
+        return f"vllm {installed} is outside TRL 1.16's supported {low}-{high}; {VLLM_INSTALL}"
+    return None
 
 
 def _check_grpo_data(config: GrpoJobConfig) -> int:

@@ -55,8 +55,9 @@ def build_sft_trainer(config: SftJobConfig, output_dir: Path, *, store: Store | 
 
     sources = collect_traces(config, store)
     dataset = build_sft_dataset(sources, system, max_pixels=modeling.effective_max_pixels(processor))
+    arguments = sft_arguments(config, output_dir)  # before the model: ZeRO-3 then loads shards (zero.Init)
     model = modeling.load_model(model_path, config)
-    trainer = SFTTrainer(model=model, args=sft_arguments(config, output_dir), train_dataset=dataset,
+    trainer = SFTTrainer(model=model, args=arguments, train_dataset=dataset,
                          processing_class=processor, peft_config=modeling.lora_config(config),
                          callbacks=[FinalCheckpointCallback()])
     logging = None

@@ -195,6 +195,8 @@ def _copy_rows(source: sqlite3.Connection, target: sqlite3.Connection, table: st
     insert = (f"insert or ignore into {quoted} ({', '.join(chr(34) + c + chr(34) for c in columns)}, rowid) "
               f"values ({', '.join('?' * (len(columns) + 1))})")
     select = f"select *, rowid from {quoted} where rowid between ? and ?"
+    # a point seek: a one-row range would also step onto the next cell, which may be the garbled one
+    select_one = f"select *, rowid from {quoted} where rowid = ?"
     try:
         low, high = source.execute(f"select min(rowid), max(rowid) from {quoted}").fetchone()
     except sqlite3.DatabaseError:
@@ -215,7 +217,7 @@ def _copy_rows(source: sqlite3.Connection, target: sqlite3.Connection, table: st
         for rowid in range(start, end + 1):
             if rowid not in found:
                 try:
-                    rows += source.execute(select, [rowid, rowid]).fetchall()
+                    rows += source.execute(select_one, [rowid]).fetchall()
                 except sqlite3.DatabaseError:
                     continue
         target.executemany(insert, rows)

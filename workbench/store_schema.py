@@ -123,3 +123,8 @@ def _migration_6(db: sqlite_utils.Database) -> None:
     # batches received from training scripts elsewhere (workbench.ingest): a re-sent batch is recognised by its id
     db["ingested_batches"].create({"batch_id": str, "run_id": str, "received_at": float, "traces": int},
                                   pk="batch_id")
+
+
+@MIGRATIONS(name="007_job_cluster_id")
+def _migration_7(db: sqlite_utils.Database) -> None:
+    db["jobs"].add_column("cluster_job_id", str)  # e.g. "slurm:4242" for a job that runs on a cluster

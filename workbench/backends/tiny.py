@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ARCHES = ("qwen2_5_vl", "qwen3_vl")
 MIN_PIXELS = 56 * 56
@@ -125,12 +126,14 @@ def _processor(arch: str, tokenizer):
 
 
 def build_tiny_model(out_dir: Path, *, arch: str = "qwen2_5_vl", seed: int = 0, tokenizer_text: str = "",
-                     vocab_size: int = TOKENIZER_VOCAB_SIZE) -> Path:
+                     vocab_size: int = TOKENIZER_VOCAB_SIZE, tokenizer: Any = None) -> Path:
     """Build and save a tiny random-weight Qwen-VL of `arch` into `out_dir`; same arguments, same bytes.
 
     `tokenizer_text` is extra text for the tokenizer to learn (with a larger
     `vocab_size`, the words of a domain become few tokens: the demo model's
     tokenizer learns the demo world this way, so copying a name is a few tokens).
+    `tokenizer`: use this one instead (it must hold QWEN_SPECIAL_TOKENS), e.g.
+    one with Qwen's real vocabulary, whose tags span several tokens.
     """
     import torch
     from transformers import AutoModelForImageTextToText, GenerationConfig
@@ -138,7 +141,7 @@ def build_tiny_model(out_dir: Path, *, arch: str = "qwen2_5_vl", seed: int = 0, 
     if arch not in ARCHES:
         raise ValueError(f"unknown tiny-model arch {arch!r}; use one of {', '.join(ARCHES)}")
     out_dir = Path(out_dir)
-    tokenizer = _train_tokenizer(tokenizer_text, vocab_size)
+    tokenizer = tokenizer if tokenizer is not None else _train_tokenizer(tokenizer_text, vocab_size)
     config = _configs(arch, tokenizer)
     with torch.random.fork_rng(devices=[]):  # seed locally; leave the caller's RNG alone
         torch.manual_seed(seed)
