@@ -111,7 +111,6 @@ def demo_sft_config(data: DemoData, steps: int = 60) -> SftJobConfig:
                         run_name="cold start (tiny, expert traces)", **TINY_PIXELS, **TINY_MEMORY)
 
 
-<<<<<<< HEAD
 CLICK_TO_TRAIN_STEPS = 12
 
 
@@ -130,20 +129,7 @@ def click_to_train_config(model: str, items_file: str, eval_file: str, steps: in
                          mode="episodes", tools=["code"], num_generations=8, per_device_train_batch_size=32,
                          max_completion_length=384, max_turns=4, max_steps=steps, save_steps=8, temperature=0.7,
                          learning_rate=1e-3, beta=0.0, seed=0, eval_data_files=[str(eval_file)], eval_steps=4,
-                         max_eval_items=0, num_generations_eval=2)
-=======
-def click_to_train_config(model: str, items_file: str, eval_file: str, steps: int = 24) -> GrpoJobConfig:
-    """Multi-turn GRPO with the live code tool on items SFT never saw, a KL pull (beta 0.04) towards the
-    starting model, 8 prompts x 4 samples per step at temperature 1.0, held-out reward on all held-out items
-    (2 samples each) every 8 steps; about 10 minutes on 2 CPU cores from the demo model. From the demo model,
-    smaller batches (2 or 4 prompts) lowered the held-out reward or left it flat at every learning rate and
-    temperature tried; 8 prompts at 1.0 raised it on each seed tried (model card)."""
-    return GrpoJobConfig(model=model, data_files=[str(items_file)], mode="episodes", tools=["code"],
-                         finetune="full", num_generations=4, per_device_train_batch_size=32, max_completion_length=384,
-                         max_turns=4, max_steps=steps, save_steps=8, temperature=1.0, learning_rate=6e-5, beta=0.04,
-                         seed=0, eval_data_files=[str(eval_file)], eval_steps=8, max_eval_items=0,
-                         num_generations_eval=2, max_pixels=0, **TINY_MEMORY)
->>>>>>> main
+                         max_eval_items=0, num_generations_eval=2, max_pixels=0, **TINY_MEMORY)
 
 
 def demo_grpo_config(data: DemoData, model: str, steps: int = 50) -> GrpoJobConfig:

@@ -41,11 +41,7 @@ import time
 from pathlib import Path
 
 from trainers.config import GrpoJobConfig, SftJobConfig
-<<<<<<< HEAD
-from trainers.demo_data import CLICK_TO_TRAIN_STEPS, click_to_train_config
-=======
-from trainers.demo_data import TINY_MEMORY, click_to_train_config
->>>>>>> main
+from trainers.demo_data import CLICK_TO_TRAIN_STEPS, TINY_MEMORY, click_to_train_config
 from trainers.grpo import run_grpo
 from trainers.sft import run_sft
 from workbench import settings
@@ -161,7 +157,8 @@ def start_adapter(model: Path, world: World, store: Store, out: Path, *, steps: 
     traces = record_start_traces(world, store, direct_share=direct_share)
     config = SftJobConfig(model=str(model), finetune="lora", trace_runs=[traces], min_reward=1.0, tools=["code"],
                           max_steps=steps, learning_rate=learning_rate, per_device_train_batch_size=batch_size,
-                          save_steps=0, warmup_steps=10, run_name="demo start adapter: LoRA SFT, mostly no tool")
+                          save_steps=0, warmup_steps=10, run_name="demo start adapter: LoRA SFT, mostly no tool",
+                          max_pixels=0, **TINY_MEMORY)
     started = time.time()
     run_id = run_sft(config, store=store)
     checkpoints = store.list_checkpoints(run_id)
