@@ -23,7 +23,8 @@ def _run(backend, benchmark: str):
 
 def test_demo_model_is_shipped_small_and_its_card_matches_its_figures():
     folder = settings.demo_model_dir()
-    assert sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) <= 25 * 1024 ** 2
+    shipped = [*folder.rglob("*"), *settings.DEMO_START_ADAPTER.rglob("*")]  # the weight budget holds both
+    assert sum(p.stat().st_size for p in shipped if p.is_file()) <= 25 * 1024 ** 2
     figures = json.loads((folder / "figures.json").read_text())
     results = figures["results"]
     card = (folder / "README.md").read_text()
@@ -37,6 +38,11 @@ def test_demo_model_is_shipped_small_and_its_card_matches_its_figures():
     assert figures["grpo"]["minutes"] <= 10 and len(figures["grpo"]["eval_reward"]) >= 2
     facts = figures["grpo"]["config"]  # the card states the run's own evaluation size
     assert f"{facts['num_generations_eval']} samples on each of {facts['eval_items']} held-out items" in card
+    # click-to-train: LoRA from the start adapter, its held-out curves in the card as the run logged them
+    assert facts["finetune"] == "lora" and facts["init_adapter"] and figures["start_adapter"]["run"] in card
+    for key in ("eval_answer_f1", "eval_call_rate_degraded"):
+        points = figures["grpo"][key]
+        assert points[-1][1] > points[0][1] and f"step {points[-1][0]}: {points[-1][1]:.2f}" in card
 
 
 def test_demo_model_names_the_problem_runs_code_and_answers_on_the_demo_items(demo_backend):

@@ -90,7 +90,7 @@ def test_held_out_search_world_shares_no_company_with_the_train_worlds(tmp_path)
 
 def test_expert_traces_are_all_correct_and_direct_ones_offer_no_tools(tmp_path):
     world = build_world(tmp_path / "world", coding_train=16, coding_test=4, coding_rl=6, search_train=8,
-                        search_test=4, search_worlds=4, search_rl=4)
+                        search_test=4, search_worlds=4, search_rl=4, hidden_train=2, hidden_test=2, hidden_rl=2)
     # GRPO's prompts are items the SFT traces (train split) and the held-out split do not contain
     splits = {split: json.loads(world.coding(split).read_text()) for split in ("train", "test", "rl")}
     assert len(splits["rl"]) == 6
@@ -121,7 +121,7 @@ def test_expert_search_answers_are_the_same_tokens_as_in_the_result_they_copy(tm
 
     tokenizer = AutoTokenizer.from_pretrained(MODEL_DIR)
     world = build_world(tmp_path / "world", coding_train=1, coding_test=1, coding_rl=1, search_train=12,
-                        search_test=1, search_worlds=3, search_rl=1)
+                        search_test=1, search_worlds=3, search_rl=1, hidden_train=1, hidden_test=1, hidden_rl=1)
     store = Store()
     run_id = record_expert_traces(world, store, coding=False)
     traces = [store.get_trace(t["id"]) for t in store.list_traces(run_id=run_id, limit=100)]

@@ -64,13 +64,16 @@ def test_click_to_train_fills_the_form_with_the_shipped_runs_settings(tmp_path):
     from trainers.demo_data import click_to_train_config
 
     demo = {"items_file": str(tmp_path / "items.json"), "eval_file": str(tmp_path / "held_out.json"),
-            "expert_run": "r"}
+            "expert_run": "r", "start_adapter": str(tmp_path / "adapter")}
     for path in (demo["items_file"], demo["eval_file"]):
         Path(path).write_text("[]")
+    Path(demo["start_adapter"]).mkdir()
     values = tab_train.demo_values(demo)
     form = {name: value for (scope, name), value in values.items() if scope in ("common", "grpo")}
-    assert tab_train.train_config("grpo", form) == click_to_train_config("demo", demo["items_file"],
-                                                                         demo["eval_file"])
+    config = tab_train.train_config("grpo", form)
+    assert config == click_to_train_config("demo", demo["items_file"], demo["eval_file"],
+                                           init_adapter=demo["start_adapter"])
+    assert config.finetune == "lora" and config.init_adapter == demo["start_adapter"] and config.tools == ["code"]
 
 
 def test_train_form_makes_configs_previews_the_command_and_says_what_to_fix(store, tmp_path):
@@ -175,6 +178,12 @@ def test_job_detail_redraws_log_and_curves_only_when_they_change(store):
     store.log_metrics(run_id, 3, {"reward": 0.6})
     assert list(tab_train.job_detail(store, session, job_id).figures[0].data[0]["y"]) == [0.1, 0.3, 0.6]
     assert isinstance(session.cache, MetricSeriesCache) and session.cache.last_row_id[run_id] > 0
+    # a held-out evaluation arrives: the first chart becomes tool use beside held-out answer F1
+    store.log_metrics(run_id, 4, {"tools/call_rate": 0.9, "eval_rewards/answer_f1/mean": 0.7,
+                                  "eval_tools/call_rate_degraded": 1.0})
+    names = [line.get("name") for line in tab_train.job_detail(store, session, job_id).figures[0].data]
+    assert names == ["grpo run · tools/call_rate (train)", "grpo run · held-out tool calls, degraded images",
+                     "grpo run · held-out answer F1"]
     table = jobs_panel.jobs_table([store.get_job(job_id)])
     assert table.iloc[0].tolist()[:4] == ["running", "20 %", "grpo", run_id]
     with pytest.raises(ValueError, match="no job"):

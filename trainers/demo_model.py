@@ -14,12 +14,20 @@ Steps, all on CPU and offline, seeds fixed:
    workbench/demo/model);
 3. evaluate held-out F1/EM with and without tools, next to the untrained
    tiny model;
-4. run multi-turn GRPO (live code tool; `--grpo-task search`: the search
-   tool on the search rl split) from that model with the held-out
-   reward logged as eval_reward, and export the run to workbench/demo/grpo_run;
-5. write figures.json and the model card (README.md) beside the weights.
+4. the click-to-train start adapter (`--start-steps`): LoRA SFT of that
+   model on the hidden-colour train split where the expert answers at once
+   on most items (record_start_traces), so the start policy mostly does not
+   call its code tool; saved to workbench/demo/start_adapter;
+5. run the Train tab's click-to-train LoRA-GRPO (live code tool) from that
+   adapter with held-out answer F1 and tool-call rate logged at each
+   evaluation (`--grpo-task search`: full GRPO with the search tool on the
+   search rl split, from the model), and export the run to workbench/demo/grpo_run;
+6. write figures.json and the model card (README.md) beside the weights.
 `--from-model DIR` starts from DIR instead of the first SFT stage (the SFT
-stages listed in DIR/figures.json, if any, carry on). The demo items and
+stages listed in DIR/figures.json, if any, carry on). The shipped start
+adapter and demo-grpo run were remade from the shipped model with
+`python -m trainers.demo_model --from-model workbench/demo/model --copy-steps 0
+--drill-steps 0 --skip-eval --start-steps 100 --grpo-steps 12`. The demo items and
 traces are then re-recorded by `python -m workbench.synth.demo_assets --world DIR`.
 """
 
@@ -33,7 +41,7 @@ import time
 from pathlib import Path
 
 from trainers.config import GrpoJobConfig, SftJobConfig
-from trainers.demo_data import TINY_MEMORY, click_to_train_config
+from trainers.demo_data import CLICK_TO_TRAIN_STEPS, TINY_MEMORY, click_to_train_config
 from trainers.grpo import run_grpo
 from trainers.sft import run_sft
 from workbench import settings
@@ -41,7 +49,7 @@ from workbench.agent.runner import RunnerConfig
 from workbench.benchmarks import mat_search_mini, mini_expert
 from workbench.benchmarks.evaluation import EvalConfig, run_evaluation
 from workbench.store import Store
-from workbench.synth.demo_world import World, build_search_drill, build_world, record_expert_traces
+from workbench.synth.demo_world import World, build_search_drill, build_world, record_expert_traces, record_start_traces
 from workbench.trace_io import export_run_bundle
 
 TOKENIZER_VOCAB = 2048  # the world's syllables, tags and code idioms become single tokens
@@ -137,40 +145,96 @@ def evaluate(model: str, world: World, store: Store, tools: bool, limit: int | N
     return results
 
 
-def grpo_config(model: str, world: World, steps: int) -> GrpoJobConfig:
-    """The Train tab's click-to-train GRPO (`trainers.demo_data.click_to_train_config`) on the world's coding
-    rl split, held-out reward on its held-out split, saving only the end and every 4th step's rollouts."""
-    config = click_to_train_config(model, str(world.coding("rl")), str(world.coding("test")), steps)
+START_DIRECT_SHARE = 0.65  # the start adapter's SFT data: the expert answers at once on this share of items
+
+
+def start_adapter(model: Path, world: World, store: Store, out: Path, *, steps: int, learning_rate: float,
+                  batch_size: int, direct_share: float = START_DIRECT_SHARE) -> dict:
+    """Click-to-train's starting policy: a LoRA adapter on `model`, SFT on the hidden-colour train split with
+    the code tool offered, where the expert answers at once, from the image as it is, on `direct_share` of the
+    items. It knows its tool but mostly does not call it, and a guessed colour is mostly wrong: the decision
+    GRPO then learns. Saved (adapter files only) to `out`; returns its figures entry."""
+    traces = record_start_traces(world, store, direct_share=direct_share)
+    config = SftJobConfig(model=str(model), finetune="lora", trace_runs=[traces], min_reward=1.0, tools=["code"],
+                          max_steps=steps, learning_rate=learning_rate, per_device_train_batch_size=batch_size,
+                          save_steps=0, warmup_steps=10, run_name="demo start adapter: LoRA SFT, mostly no tool",
+                          max_pixels=0, **TINY_MEMORY)
+    started = time.time()
+    run_id = run_sft(config, store=store)
+    checkpoints = store.list_checkpoints(run_id)
+    if not checkpoints:
+        raise RuntimeError(f"SFT run {run_id} recorded no checkpoint")
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(checkpoints[-1]["path"], out, ignore=shutil.ignore_patterns(*KEEP_OUT))
+    describe_adapter(out, model)
+    size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
+    return {"run": run_id, "trace_run": traces, "steps": steps, "learning_rate": learning_rate,
+            "batch_size": batch_size, "direct_share": direct_share, "minutes": round((time.time() - started) / 60, 1),
+            "weights_mb": round(size / 1e6, 2), "lora_r": config.lora_r, "lora_target": config.lora_target}
+
+
+def describe_adapter(out: Path, model: Path) -> None:
+    """The adapter names its base model by a path inside the checkout (not the machine it was made on), and its
+    README says what it is instead of PEFT's blank template."""
+    config_file = out / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    base = Path(model).resolve()
+    root = settings.REPO_ROOT.resolve()
+    config["base_model_name_or_path"] = str(base.relative_to(root)) if base.is_relative_to(root) else str(model)
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (out / "README.md").write_text(
+        "# Click-to-train start adapter\n\nA LoRA adapter on the demo model (`workbench/demo/model`): the starting "
+        "policy of the Train tab's \"Fill in a demo run\", which knows its code tool but mostly answers without it. "
+        "How it was made and what GRPO does from it: the demo model's card, `workbench/demo/model/README.md`; "
+        "remade by `python -m trainers.demo_model` (see its docstring).\n", encoding="utf-8")
+
+
+def grpo_config(model: str, world: World, steps: int = CLICK_TO_TRAIN_STEPS,
+                adapter: Path | str | None = None) -> GrpoJobConfig:
+    """The Train tab's click-to-train LoRA-GRPO (`trainers.demo_data.click_to_train_config`) from the start
+    adapter on the world's hidden-colour rl split, held out on its hidden_test split, saving only the end and
+    every 4th step's rollouts."""
+    config = click_to_train_config(model, str(world.hidden("rl")), str(world.hidden("test")), steps,
+                                   init_adapter=str(adapter or settings.DEMO_START_ADAPTER))
     return dataclasses.replace(config, save_steps=0, save_total_limit=1, log_traces_every=4,
-                               run_name="demo GRPO: multi-turn, code tool, from the demo model")
+                               run_name="demo GRPO: LoRA, code tool, from the start adapter")
 
 
-def search_grpo_config(model: str, world: World, steps: int) -> GrpoJobConfig:
-    """The same GRPO on search: questions from the search rl split's 100 worlds (each episode searches its own
-    world's corpus), held-out reward on all 60 questions of the unseen held-out world, 2 samples each."""
+def search_grpo_config(model: str, world: World, steps: int, adapter: Path | None = None) -> GrpoJobConfig:
+    """GRPO on search (full fine-tune from the model, no start adapter): questions from the search rl split's
+    100 worlds (each episode searches its own world's corpus), held-out reward on all 60 questions of the
+    unseen held-out world, 2 samples each."""
     return dataclasses.replace(grpo_config(model, world, steps), data_files=[str(world.search("rl"))],
-                               tools=["search"], eval_data_files=[str(world.search("test"))],
-                               run_name="demo GRPO: multi-turn, search tool, from the demo model")
+                               tools=["search"], eval_data_files=[str(world.search("test"))], init_adapter=None,
+                               finetune="full", learning_rate=6e-5, beta=0.04, temperature=1.0, num_generations=4,
+                               eval_steps=8, run_name="demo GRPO: multi-turn, search tool, from the demo model")
 
 
 GRPO_CONFIGS = {"coding": grpo_config, "search": search_grpo_config}
 GRPO_FACTS = ("tools", "learning_rate", "temperature", "max_steps", "num_generations", "per_device_train_batch_size",
-              "eval_steps", "num_generations_eval", "finetune", "beta", "seed")
+              "eval_steps", "num_generations_eval", "finetune", "beta", "seed", "lora_r", "init_adapter")
 
 
-def grpo(model: str, world: World, store: Store, steps: int, bundle: Path, task: str = "coding") -> dict:
-    config = GRPO_CONFIGS[task](model, world, steps)
+HELD_OUT_SERIES = {"eval_reward": "eval_reward", "eval_answer_f1": "eval_rewards/answer_f1/mean",
+                   "eval_call_rate_degraded": "eval_tools/call_rate_degraded"}
+
+
+def grpo(model: str, world: World, store: Store, steps: int, bundle: Path, task: str = "coding",
+         adapter: Path | None = None) -> dict:
+    config = GRPO_CONFIGS[task](model, world, steps, adapter)
     started = time.time()
     run_id = run_grpo(config, store=store)
     minutes = (time.time() - started) / 60
-    held_out = [(row["step"], row["value"]) for row in store.metrics_since(run_id, names=["eval_reward"])]
+    series = {key: [(row["step"], row["value"]) for row in store.metrics_since(run_id, names=[name])]
+              for key, name in HELD_OUT_SERIES.items()}
     if bundle.exists():
         shutil.rmtree(bundle)
     export_run_bundle(store, run_id, bundle)
     facts = {name: getattr(config, name) for name in GRPO_FACTS}
     held_out_rows = len(json.loads(Path(config.eval_data_files[0]).read_text()))
     facts["eval_items"] = min(held_out_rows, config.max_eval_items or held_out_rows)
-    return {"run": run_id, "minutes": round(minutes, 1), "eval_reward": held_out, "config": facts}
+    return {"run": run_id, "minutes": round(minutes, 1), **series, "config": facts}
 
 
 def _f1_table(results: dict) -> list[str]:
@@ -238,21 +302,7 @@ def write_model_card(out: Path, figures: dict) -> None:
     ]
     if results:
         lines += ["MAT-Coding-mini by problem (demo model):", "", *_per_type_table(results), ""]
-    grpo = figures.get("grpo")
-    if grpo:
-        series = ", ".join(f"step {step}: {value:.3f}" for step, value in grpo["eval_reward"])
-        facts = grpo["config"]
-        searched = facts["tools"] == ["search"]
-        tool, config_name = ("search", "search_grpo_config") if searched else ("code", "grpo_config")
-        samples, items = facts["num_generations_eval"] or facts["num_generations"], facts["eval_items"]
-        lines += ["## GRPO from this model", "",
-                  f"Multi-turn GRPO with the live {tool} tool (`trainers.demo_model.{config_name}`), "
-                  f"{grpo['minutes']} min on the CPU. Mean reward of {samples} samples on each of {items} held-out "
-                  f"items (eval_reward): {series}. "
-                  "The run ships as the `demo-grpo` run (Runs tab). " + grpo.get("notes", ""), ""]
-        if grpo.get("sweep"):  # a markdown table of the settings tried, written by hand into figures.json
-            lines += ["GRPO settings tried from this model (held-out reward at each evaluation):", "",
-                      *grpo["sweep"], ""]
+    lines += _click_to_train_lines(figures)
     lines += [
         "## What it cannot do",
         "- Read words or numbers: at 16 image tokens it sees colours, shapes, arrow directions and where things "
@@ -269,6 +319,64 @@ def write_model_card(out: Path, figures: dict) -> None:
         "with tags only.", "",
         "Figures: figures.json (same numbers, plus the run ids in the store that made them).", ""]
     (out / "README.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def _series(points: list) -> str:
+    return ", ".join(f"step {step}: {value:.2f}" for step, value in points)
+
+
+def _click_to_train_lines(figures: dict) -> list[str]:
+    """The card's sections on the click-to-train start adapter and the shipped GRPO run from it."""
+    lines: list[str] = []
+    start = figures.get("start_adapter")
+    if start:
+        lines += ["## Click-to-train start adapter (workbench/demo/start_adapter)", "",
+                  f"A LoRA adapter (r {start['lora_r']}, the language model's attention and MLP projections, "
+                  f"{start['weights_mb']} MB) on this model: the starting policy of the Train tab's \"Fill in a demo "
+                  "run\". It knows its code tool but mostly answers without it. Made by `trainers.demo_model."
+                  f"start_adapter` (run `{start['run']}`, {start['minutes']} min): LoRA SFT, {start['steps']} steps, "
+                  f"batch {start['batch_size']}, learning rate {start['learning_rate']}, on the expert's traces "
+                  "(run `" + start["trace_run"] + "`) of the 400 items of the hidden-colour train split "
+                  "(`mat_coding_mini.generate_hidden_colours`: the colour of a shape on a dark or washed-out card, "
+                  "blurred or noisy on top for some, or of one of four small shapes in a box; the code tool "
+                  f"offered), where the expert answers at once from the image as it is on {start['direct_share']:.0%} "
+                  "of the items (drawn at random) and repairs the image first on the rest.", ""]
+    grpo = figures.get("grpo")
+    if not grpo:
+        return lines
+    facts = grpo["config"]
+    samples, items = facts["num_generations_eval"] or facts["num_generations"], facts["eval_items"]
+    prompts = facts["per_device_train_batch_size"] // facts["num_generations"]
+    if facts.get("init_adapter"):
+        lines += ["## GRPO from the start adapter: the shipped `demo-grpo` run", "",
+                  f"The Train tab's click-to-train run (`trainers.demo_data.click_to_train_config`, through "
+                  f"`trainers.demo_model.grpo_config`; run `{grpo['run']}`), {grpo['minutes']} min on the CPU: "
+                  f"LoRA-GRPO with the live code tool, {prompts} prompts x {facts['num_generations']} samples per "
+                  f"step at temperature {facts['temperature']}, "
+                  f"learning rate {facts['learning_rate']}, KL beta {facts['beta']}, {facts['max_steps']} steps, "
+                  "prompts from the hidden-colour rl split (400 items no SFT stage saw); held out: "
+                  f"{samples} samples on each of {items} held-out items (the hidden_test split) with one fixed "
+                  f"sampling seed, every {facts['eval_steps']} steps.",
+                  f"- held-out answer F1: {_series(grpo.get('eval_answer_f1', []))}",
+                  f"- held-out tool-call rate on degraded images: {_series(grpo.get('eval_call_rate_degraded', []))}",
+                  f"- held-out reward (eval_reward): {_series(grpo.get('eval_reward', []))}", ""]
+        if grpo.get("notes"):
+            lines += [grpo["notes"], ""]
+        earlier = figures.get("earlier_grpo")
+        if earlier:
+            lines += [f"Before it, click-to-train was a full fine-tune of this model on general MAT-Coding-mini items "
+                      f"(run `{earlier['run']}`, {earlier['minutes']} min): held-out reward "
+                      f"{_series(earlier['eval_reward'])}, a rise about the size of its evaluation's own noise "
+                      "(figures.json keeps it, with the settings tried then, under earlier_grpo).", ""]
+        if grpo.get("sweep"):  # a markdown table of the settings tried, written by hand into figures.json
+            lines += ["Settings tried (held-out answer F1 / tool-call rate on degraded images at each "
+                      "evaluation):", "", *grpo["sweep"], ""]
+    else:
+        lines += ["## GRPO from this model", "",
+                  f"Multi-turn GRPO with the live {', '.join(facts['tools'])} tool (run `{grpo['run']}`), "
+                  f"{grpo['minutes']} min on the CPU. Mean reward of {samples} samples on each of {items} held-out "
+                  f"items (eval_reward): {_series(grpo['eval_reward'])}.", ""]
+    return lines
 
 
 STAGE_DATA = {
@@ -307,7 +415,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drill-learning-rate", type=float, default=5e-4)
     parser.add_argument("--eval-limit", type=int, default=None, help="evaluate only the first N held-out items")
     parser.add_argument("--skip-eval", action="store_true", help="keep the held-out results already in figures.json")
-    parser.add_argument("--grpo-steps", type=int, default=24, help="GRPO steps (0 skips GRPO)")
+    parser.add_argument("--start-steps", type=int, default=100,
+                        help="LoRA SFT steps of the click-to-train start adapter (0 keeps the shipped one)")
+    parser.add_argument("--start-learning-rate", type=float, default=5e-4)
+    parser.add_argument("--start-out", default=str(settings.DEMO_START_ADAPTER), help="folder for the start adapter")
+    parser.add_argument("--grpo-steps", type=int, default=CLICK_TO_TRAIN_STEPS, help="GRPO steps (0 skips GRPO)")
     parser.add_argument("--grpo-task", choices=sorted(GRPO_CONFIGS), default="coding",
                         help="GRPO on the coding rl split (code tool) or the search rl split (search tool)")
     parser.add_argument("--grpo-bundle", default=str(settings.DEMO_GRPO_RUN), help="where the GRPO run is exported")
@@ -353,8 +465,15 @@ def main(argv: list[str] | None = None) -> int:
             "demo model, without tools": evaluate(str(out), world, store, False, args.eval_limit),
             "untrained tiny model, with tools": evaluate("tiny", world, store, True, args.eval_limit),
         }
+    if args.start_steps:
+        figures["start_adapter"] = start_adapter(out, world, store, Path(args.start_out), steps=args.start_steps,
+                                                 learning_rate=args.start_learning_rate, batch_size=8)
     if args.grpo_steps:
-        figures["grpo"] = grpo(str(out), world, store, args.grpo_steps, Path(args.grpo_bundle), args.grpo_task)
+        if "grpo" in previous and not previous["grpo"]["config"].get("init_adapter"):
+            figures["earlier_grpo"] = previous.pop("grpo")  # the full fine-tune click-to-train it replaces
+        adapter = Path(args.start_out)
+        figures["grpo"] = grpo(str(out), world, store, args.grpo_steps, Path(args.grpo_bundle), args.grpo_task,
+                               adapter=adapter)
     figures = {**previous, **figures, "commands": previous.get("commands", []) + [command]}
     (out / "figures.json").write_text(json.dumps(figures, indent=1))
     write_model_card(out, figures)

@@ -35,7 +35,7 @@ from trainers.config import ConfigError, GrpoJobConfig
 from trainers.job_run import JobContext, cli_main, run_training
 from trainers.logging_callback import BatchColumns, FinalCheckpointCallback, StoreLoggingCallback
 from trainers.reward_adapters import SandboxCodeRunner, component_rewards
-from trainers.tool_env import ToolBox, environment_factory
+from trainers.tool_env import ToolBox, environment_factory, tool_use_metrics
 from workbench import protocol
 from workbench.rewards import describe
 from workbench.store import Store
@@ -52,6 +52,12 @@ class VisualArftGRPOTrainer(GRPOTrainer):
       while sampling (and unmerged after), so each decoding step runs one matmul
       per layer instead of three; on CPU this makes rollouts ~1.5x faster. Only
       used for fp32 weights, where merge + unmerge is exact to rounding.
+    - tool use per rollout batch (`tools/call_rate`, `tools/call_rate_degraded`, ...,
+      trainers.tool_env.tool_use_metrics) goes into TRL's own metrics, so the
+      held-out evaluation logs it too (`eval_tools/call_rate_degraded`), next to
+      `eval_rewards/answer_f1/mean`. These are the main process's rollouts; for
+      training steps the logging callback replaces the three plain rates with
+      every rank's totals;
     - `eval_seed`: every held-out evaluation samples with the same random seed
       (common random numbers): an unchanged policy scores exactly the same, so
       the eval_reward curve shows what training changed, not sampling luck.
@@ -71,6 +77,15 @@ class VisualArftGRPOTrainer(GRPOTrainer):
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.eval_seed + self.accelerator.process_index)
             return super().evaluate(*args, **kwargs)
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        if self.environments:  # after the rollouts, before TRL logs this batch's metrics (train or eval_)
+            mode = "train" if self.model.training else "eval"
+            labels = [row.get("problem_labels") for row in inputs]
+            for name, value in tool_use_metrics(self.environments, labels).items():
+                self._metrics[mode][name].append(value)
+        return output
 
     def _get_tool_suffix_ids(self, tool_messages):
         suffix = super()._get_tool_suffix_ids(tool_messages)
@@ -141,7 +156,8 @@ def build_grpo_trainer(config: GrpoJobConfig, output_dir: Path, *, store: Store 
                        run_id: str | None = None, job_id: str | None = None,
                        with_logging: bool = True) -> GrpoSetup:
     """The trainer for `config` writing checkpoints to `output_dir`; with_logging adds the store callback."""
-    require_private_api("trl", GRPOTrainer, "_get_tool_suffix_ids", "_generate_single_turn")  # overridden below
+    require_private_api("trl", GRPOTrainer, "_get_tool_suffix_ids", "_generate_single_turn",  # overridden below
+                        "_generate_and_score_completions")
     model_path = modeling.resolve_model_path(config.model)
     processor = modeling.load_processor(model_path, config, padding_side="left")
     tools = config.episode_tools

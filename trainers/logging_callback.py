@@ -2,11 +2,14 @@
 
 Runs inside the job process. Per optimiser step it records every metric TRL
 logged (loss, KL, learning rate, each reward component `rewards/<name>/mean`,
-total `reward`, completion length, TRL's tool frequencies, `step_time`) plus
-its own: the reward's standard deviation within groups (`reward_group_std`),
-the tool-call rate and tool-failure rate of real tool calls (`tools/call_rate`,
-`tools/calls_per_episode`, `tools/failure_rate`) and the wall time of the step
-(`step_wall_time`). Every `log_traces_every` steps it saves whole sampled
+total `reward`, completion length, TRL's tool frequencies, `step_time`, and
+the trainer's tool use per rollout batch, `tools/call_rate_degraded` etc., see
+trainers.grpo; held-out evaluations arrive as the same names with an `eval_`
+prefix) plus its own: the reward's standard deviation within groups
+(`reward_group_std`), the tool-call rate and tool-failure rate of real tool
+calls over every rank's episodes (`tools/call_rate`, `tools/calls_per_episode`,
+`tools/failure_rate`) and the wall time of the step (`step_wall_time`). Every
+`log_traces_every` steps it saves whole sampled
 groups (all G rollouts of a prompt) as `Trace`s with per-component rewards,
 advantages, the turns, tool calls and tool output images. Checkpoints are
 recorded as they are saved, and the job's progress (step / max_steps) with a

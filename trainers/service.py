@@ -7,8 +7,9 @@ Owns the glue between the training configs and `workbench.jobs`:
   and a run id chosen here, so the UI can follow the run before it starts;
 - `resume_training`: a new job on the same run with `--resume` (the trainer
   continues from the run's last checkpoint);
-- `prepare_demo_training`: MAT-Coding-mini items, expert traces and a steps
-  file for click-to-train on the embedded tiny model.
+- `prepare_demo_training`: click-to-train's data for the embedded tiny model
+  (hidden-colour prompts and held-out items for the demo LoRA-GRPO; MAT-Coding-mini
+  items, expert traces and a steps file for a cold-start SFT).
 """
 
 import uuid
@@ -23,7 +24,9 @@ from workbench.store import Store
 TRAIN_KINDS = tuple(CONFIG_CLASSES)  # ("grpo", "sft")
 PREVIEW_RUN_ID = "NEW_RUN_ID"  # stands for the run id chosen at launch
 DEMO_FOLDER = "demo-data-rl"  # the items moved to the rl split's seed; a new folder, so old items are not reused
-DEMO_HELD_OUT = 100  # as many held-out items as the demo world's test split: fewer made eval_reward mostly noise
+DEMO_HIDDEN_FOLDER = "demo-hidden-colours"  # click-to-train's task (mat_coding_mini.generate_hidden_colours)
+DEMO_PROMPTS = 400  # GRPO prompts: as many as the demo world's hidden_rl split, drawn with its seed
+DEMO_HELD_OUT = 40  # as the demo world's hidden_test split: small enough that an evaluation takes seconds
 
 
 class LaunchError(ValueError):
@@ -95,10 +98,11 @@ def resume_training(store: Store, job_id: str, *, max_steps: int | None = None) 
 
 
 def prepare_demo_training(store: Store, count: int = 64) -> dict[str, Any]:
-    """MAT-Coding-mini items, held-out items, scripted-expert traces and a steps file (made once, then reused).
+    """Click-to-train's data, made once, then reused: GRPO prompts and held-out items of the hidden-colour task,
+    and MAT-Coding-mini items with scripted-expert traces and a steps file for a cold-start SFT or steps-mode run.
 
-    Returns {"items_file", "eval_file", "steps_file", "expert_run"}: what a GRPO
-    (steps or episodes, held-out reward on eval_file) or a cold-start SFT job trains on.
+    Returns {"items_file", "eval_file", "start_adapter", "steps_file", "expert_run"}: what the demo LoRA-GRPO
+    (episodes, held-out reward on eval_file, from the start adapter) or a cold-start SFT job trains on.
     """
     from trainers.demo_data import DemoData, prepare_demo_data, write_steps_file
     from workbench.benchmarks import mat_coding_mini
@@ -115,8 +119,11 @@ def prepare_demo_training(store: Store, count: int = 64) -> dict[str, Any]:
     else:
         # drawn like the demo world's rl split: GRPO from the demo model gets prompts its SFT never saw
         data = prepare_demo_data(folder, store, count=count, seed=mat_coding_mini.SPLIT_SEEDS["rl"])
-    eval_file = folder / f"held_out_{DEMO_HELD_OUT}" / "mat_coding_mini.json"
-    if not eval_file.is_file():  # the demo world's held-out items (seed 1000): the training never sees them
-        mat_coding_mini.generate(eval_file.parent, count=DEMO_HELD_OUT, seed=mat_coding_mini.SPLIT_SEEDS["test"])
-    return {"items_file": str(data.items_file), "eval_file": str(eval_file), "steps_file": str(data.steps_file),
-            "expert_run": data.expert_run}
+    hidden = settings.jobs_dir() / DEMO_HIDDEN_FOLDER
+    prompts, eval_file = hidden / "rl" / "mat_coding_mini.json", hidden / "test" / "mat_coding_mini.json"
+    # the demo world's hidden_rl and hidden_test splits (same seeds): the start adapter's SFT saw neither
+    for path, size, split in ((prompts, DEMO_PROMPTS, "rl"), (eval_file, DEMO_HELD_OUT, "test")):
+        if not path.is_file():
+            mat_coding_mini.generate_hidden_colours(path.parent, size, seed=mat_coding_mini.hidden_split_seed(split))
+    return {"items_file": str(prompts), "eval_file": str(eval_file), "steps_file": str(data.steps_file),
+            "expert_run": data.expert_run, "start_adapter": str(settings.DEMO_START_ADAPTER)}

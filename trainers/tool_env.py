@@ -198,6 +198,32 @@ def environment_class(tool_names: tuple[str, ...], protocol_name: str) -> type[T
     return type(f"{'And'.join(n.title() for n in names)}Environment", (ToolEpisodeEnvironment,), methods)
 
 
+def tool_use_metrics(environments: list[ToolEpisodeEnvironment], labels: list[Any] | None = None) -> dict[str, float]:
+    """Tool use of one batch of rollouts: `tools/call_rate` (share of episodes with a real tool call),
+    `tools/calls_per_episode`, `tools/failure_rate` (of calls), and, when the rows carry problem labels,
+    `tools/call_rate_degraded` (the call rate on items whose image needs repair, i.e. labels other than none).
+
+    >>> class Env:
+    ...     def __init__(self, calls): self.tool_calls = calls
+    >>> ok, bad = ToolCall("code", "x", "", ok=True), ToolCall("code", "x", "", ok=False)
+    >>> tool_use_metrics([Env([ok]), Env([]), Env([ok, bad]), Env([])], [["dark"], ["crop"], ["none"], None])
+    {'tools/call_rate': 0.5, 'tools/calls_per_episode': 0.75, 'tools/failure_rate': 0.3333333333333333, \
+'tools/call_rate_degraded': 0.5}
+    """
+    calls = [env.tool_calls for env in environments]
+    if not calls:
+        return {}
+    count = sum(len(c) for c in calls)
+    failed = sum(1 for c in calls for record in c if not record.ok)
+    metrics = {"tools/call_rate": sum(1 for c in calls if c) / len(calls),
+               "tools/calls_per_episode": count / len(calls),
+               "tools/failure_rate": failed / count if count else 0.0}
+    degraded = [bool(c) for c, row in zip(calls, labels or [], strict=False) if row and set(row) != {"none"}]
+    if degraded:
+        metrics["tools/call_rate_degraded"] = sum(degraded) / len(degraded)
+    return metrics
+
+
 def environment_factory(toolbox: ToolBox, protocol_name: str) -> Callable[[], ToolEpisodeEnvironment]:
     """The `environment_factory=` for GRPOTrainer: one fresh environment per rollout slot."""
     cls = environment_class(toolbox.names, protocol_name)

@@ -25,6 +25,9 @@ import numpy as np
 
 REWARD_COMPONENT = re.compile(r"^rewards?/(?P<name>[^/]+)(?:/mean)?$")
 TOOL_RATE_NAMES = ("tools/call_frequency", "tool_call_rate", "tools/call_rate")
+# Held-out curves drawn beside the tool-call rate (trainers.grpo logs them at each evaluation), with their legend
+LEARNING_NAMES = {"eval_tools/call_rate_degraded": "held-out tool calls, degraded images",
+                  "eval_rewards/answer_f1/mean": "held-out answer F1"}
 LOWER_IS_BETTER = re.compile(r"loss|kl|error|failure|clipped|length")
 COLLAPSE_FLOOR = 0.05  # a tool-call rate under this counts as "no tool use"
 COLLAPSE_DROP = 0.25  # ... or under this fraction of the run's own peak

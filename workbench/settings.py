@@ -23,6 +23,8 @@ DEMO_SEARCH_ITEMS = DEMO_ITEMS_DIR / "mat_search_mini.json"
 DEMO_CORPUS = DEMO_ITEMS_DIR / "corpus.jsonl"  # the held-out world's search corpus
 DEMO_TRACES_FILE = DEMO_DIR / "traces.jsonl"  # the demo model's own episodes on the demo items
 DEMO_GRPO_RUN = DEMO_DIR / "grpo_run"  # a real GRPO run from the demo model (run.json + traces)
+# click-to-train's starting policy: a LoRA adapter on the demo model that mostly answers without its code tool
+DEMO_START_ADAPTER = DEMO_DIR / "start_adapter"
 
 
 def demo_model_dir() -> Path:

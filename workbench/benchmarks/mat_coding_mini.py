@@ -31,6 +31,7 @@ SIZE = 224
 # Seed offsets of the demo world's coding splits: "test" is held out from every training stage, and "rl"
 # holds GRPO prompts that no SFT stage of the demo model saw (click-to-train draws from it too).
 SPLIT_SEEDS = {"train": 0, "test": 1000, "rl": 2000}
+HIDDEN_SEED_OFFSET = 100  # the click-to-train task's splits (generate_hidden_colours), clear of the coding ones
 SHAPES = ["circle", "square", "triangle", "star"]
 DIRECTIONS = ["up", "right", "down", "left"]
 CARDS = [(245, 240, 225), (225, 240, 250), (240, 225, 235), (230, 245, 225)]
@@ -38,6 +39,8 @@ BAND = (60, 60, 60)
 SINGLE = ["none", "rotation90", "rotation180", "dark", "overexposure", "blur", "noise"]
 PAIRS = [("rotation90", "dark"), ("rotation180", "blur"), ("rotation90", "noise"), ("rotation180", "dark"),
          ("overexposure", "rotation90"), ("blur", "dark"), ("noise", "overexposure")]
+# The click-to-train task's kinds (generate_hidden_colours): colour questions that the degradation hides.
+HIDDEN_COLOUR_KINDS = [["crop"], ["dark"], ["overexposure"], ["blur", "dark"], ["noise", "overexposure"]]
 QUESTIONS = {"colour": "What colour is the shape in the image?", "shape": "What shape is in the image?",
              "arrow": "Which way does the arrow point?"}
 
@@ -112,8 +115,9 @@ def degrade(image: Image.Image, label: str, rng: np.random.Generator) -> Image.I
     raise ValueError(f"unknown degradation {label!r}")
 
 
-def _card_item(item_id: int, labels: list[str], split: str, rng: random.Random) -> tuple[MiniItem, Image.Image]:
-    kind = rng.choices(list(QUESTIONS), weights=[0.35, 0.25, 0.4])[0]
+def _card_item(item_id: int, labels: list[str], split: str, rng: random.Random,
+               kind: str | None = None) -> tuple[MiniItem, Image.Image]:
+    kind = kind or rng.choices(list(QUESTIONS), weights=[0.35, 0.25, 0.4])[0]
     colour = rng.choice(list(COLOURS))
     target = rng.choice(DIRECTIONS if kind == "arrow" else SHAPES)
     answer = colour if kind == "colour" else target
@@ -131,26 +135,60 @@ def _crop_item(item_id: int, rng: random.Random) -> tuple[MiniItem, Image.Image]
 
 def generate(out_dir: str | Path, count: int = 200, seed: int = 0, simple_fraction: float = 0.35) -> Path:
     """Write `count` items (images + mat_coding_mini.json) into out_dir; returns the JSON path."""
-    out = Path(out_dir)
-    (out / "images").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    noise_rng = np.random.default_rng(seed)
     simple = round(count * simple_fraction)
-    records = []
+    drawn = []
     for item_id in range(count):
         if item_id < simple:
-            item, clean = _card_item(item_id, [SINGLE[item_id % len(SINGLE)]], "simple", rng)
+            drawn.append(_card_item(item_id, [SINGLE[item_id % len(SINGLE)]], "simple", rng))
         elif rng.random() < 0.3:
-            item, clean = _crop_item(item_id, rng)
+            drawn.append(_crop_item(item_id, rng))
         else:
             pair = list(PAIRS[rng.randrange(len(PAIRS))])
-            item, clean = _card_item(item_id, pair, "hard", rng)
+            drawn.append(_card_item(item_id, pair, "hard", rng))
+    return _write(out_dir, drawn, np.random.default_rng(seed))
+
+
+def generate_hidden_colours(out_dir: str | Path, count: int = 200, seed: int = 0) -> Path:
+    """The click-to-train task: `count` colour questions whose answer the image hides until code repairs it.
+
+    Items take HIDDEN_COLOUR_KINDS in turn: the colour of one of four small shapes inside a box (crop), or
+    of the one big shape on a dark or washed-out card (with blur or noise on top for the pairs). Answering
+    from the image as it is mostly guesses; cropping or undoing the degradation shows the colour.
+    """
+    rng = random.Random(seed)
+    drawn = []
+    for item_id in range(count):
+        labels = HIDDEN_COLOUR_KINDS[item_id % len(HIDDEN_COLOUR_KINDS)]
+        if labels == ["crop"]:
+            drawn.append(_crop_item(item_id, rng))
+        else:
+            drawn.append(_card_item(item_id, list(labels), "simple" if len(labels) == 1 else "hard", rng,
+                                    kind="colour"))
+    return _write(out_dir, drawn, np.random.default_rng(seed))
+
+
+def hidden_split_seed(split: str, seed: int = 0) -> int:
+    """The seed of the hidden-colour task's `split` in the demo world of `seed` (the Train tab draws the same).
+
+    >>> hidden_split_seed("test"), hidden_split_seed("rl")
+    (1100, 2100)
+    """
+    return seed + SPLIT_SEEDS[split] + HIDDEN_SEED_OFFSET
+
+
+def _write(out_dir: str | Path, drawn: list[tuple[MiniItem, Image.Image]], noise_rng: np.random.Generator) -> Path:
+    """Degrade each drawn clean image, save both images and the items file; returns the JSON path."""
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    records = []
+    for item, clean in drawn:
         processed = clean
         if item.types != ["crop"]:
             for label in item.types:
                 processed = degrade(processed, label, noise_rng)
         kind = "+".join(item.types)
-        ori_name, proc_name = f"images/{kind}_{item_id}_ori.png", f"images/{kind}_{item_id}_proc.png"
+        ori_name, proc_name = f"images/{kind}_{item.id}_ori.png", f"images/{kind}_{item.id}_proc.png"
         clean.save(out / ori_name)
         processed.save(out / proc_name)
         records.append({"id": item.id, "question": item.question, "answers": item.answers,

@@ -34,6 +34,10 @@ class World:
     def coding(self, split: str) -> Path:
         return self.root / f"coding_{split}" / "mat_coding_mini.json"
 
+    def hidden(self, split: str) -> Path:
+        """The click-to-train task's items (mat_coding_mini.generate_hidden_colours) of `split`."""
+        return self.root / f"hidden_{split}" / "mat_coding_mini.json"
+
     def search(self, split: str) -> Path:
         return self.root / f"search_{split}" / "mat_search_mini.json"
 
@@ -46,7 +50,7 @@ class World:
 
 def build_world(root: str | Path, *, coding_train: int = 800, coding_test: int = 100, coding_rl: int = 400,
                 search_train: int = 600, search_test: int = 60, search_worlds: int = 100, search_rl: int = 400,
-                seed: int = 0) -> World:
+                hidden_train: int = 400, hidden_test: int = 40, hidden_rl: int = 400, seed: int = 0) -> World:
     """Generate train and held-out splits (different seeds) of both benchmarks and the corpora.
 
     The "rl" splits (other seeds) hold GRPO's prompts: items the SFT stages
@@ -61,6 +65,9 @@ def build_world(root: str | Path, *, coding_train: int = 800, coding_test: int =
     world = World(Path(root))
     for split, count in (("train", coding_train), ("test", coding_test), ("rl", coding_rl)):
         mat_coding_mini.generate(world.coding(split).parent, count, seed=seed + mat_coding_mini.SPLIT_SEEDS[split])
+    for split, count in (("train", hidden_train), ("test", hidden_test), ("rl", hidden_rl)):
+        mat_coding_mini.generate_hidden_colours(world.hidden(split).parent, count,
+                                                seed=mat_coding_mini.hidden_split_seed(split, seed))
     mat_search_mini.generate(world.search("train").parent, search_train, seed=seed, worlds=search_worlds)
     # Held-out search questions come from an unseen world (its own companies and corpus): their answers
     # cannot be memorised from the training traces, only found by searching.
@@ -141,6 +148,29 @@ def record_expert_traces(world: World, store: Store, *, coding: bool = True,
         jobs += [(coding_items, coding_turns, ("code",), None), (direct_items, direct_turns, (), None)]
     for corpus, (items, turns) in sorted(_search_episodes(search_file).items()):
         jobs.append((items, turns, ("search",), search_file.parent / corpus))
+    return _replay(store, run_id, jobs)
+
+
+def record_start_traces(world: World, store: Store, *, direct_share: float, seed: int = 0,
+                        name: str = "expert traces (click-to-train start)") -> str:
+    """The click-to-train task's train split with the code tool offered, where the expert answers at once,
+    from the image as it is, on `direct_share` of the items (drawn with `seed`) and repairs the image first
+    on the rest: the SFT data of the click-to-train start adapter, a policy that knows its tool but mostly
+    does not call it."""
+    import random
+
+    items, turns = _coding_episodes(world.hidden("train"))
+    for position in random.Random(seed).sample(range(len(items)), round(direct_share * len(items))):
+        item = items[position]
+        turns[(item.question, _sha(item.images[0]))] = mini_expert.direct_turns(item.gold[0])
+    run_id = store.create_run(name, "imported", config={"source": "workbench.benchmarks.mini_expert",
+                                                        "world": str(world.root), "direct_share": direct_share,
+                                                        "seed": seed})
+    return _replay(store, run_id, [(items, turns, ("code",), None)])
+
+
+def _replay(store: Store, run_id: str, jobs: list[tuple[list[AgentItem], dict, tuple[str, ...], Path | None]]) -> str:
+    """Replay each job's expert turns (items, turns, tool names, search corpus) into run `run_id`."""
     kept = episodes = 0
     for items, turns, names, corpus in jobs:
         tools = build_tools(names, corpus=corpus)

@@ -1,4 +1,5 @@
-"""Plotly charts for the Runs and Train tabs: a metric vs step, reward components, tool-call rate.
+"""Plotly charts for the Runs and Train tabs: a metric vs step, reward components, tool-call rate
+(with the held-out tool-call rate and answer F1 beside it).
 
 Charts are built from a `MetricSeriesCache` (already in memory), smoothed
 with EMA and downsampled for display (cached per series), so drawing 50 runs
@@ -18,7 +19,7 @@ import plotly.io as pio
 from gradio.components.plot import PlotData
 from plotly.colors import qualitative
 
-from workbench.run_charts import COLLAPSE_FLOOR, MetricSeriesCache, reward_components
+from workbench.run_charts import COLLAPSE_FLOOR, LEARNING_NAMES, MetricSeriesCache, reward_components
 
 PALETTE = qualitative.Plotly + qualitative.D3 + qualitative.Set2
 BOTTOM_LEGEND = {"font": {"size": 10}, "orientation": "h", "yanchor": "top", "y": -0.3, "x": 0}
@@ -147,13 +148,31 @@ def rewards_figure(cache: MetricSeriesCache, run_ids: list[str], labels: dict[st
 
 def tool_rate_figure(cache: MetricSeriesCache, run_ids: list[str], labels: dict[str, str], name: str | None,
                      smoothing: float) -> Chart:
-    if not name:
+    """The training tool-call rate `name` and, for runs with a held-out evaluation, side by side on the same
+    0..1 scale, the held-out tool-call rate on degraded images and the held-out answer F1 (LEARNING_NAMES):
+    Visual-ARFT's story, the model learning when to call its tool and answering better for it."""
+    present = set(cache.names(run_ids))
+    held_out = [(metric, short) for metric, short in LEARNING_NAMES.items() if metric in present]
+    if not name and not held_out:
         return empty_figure("No tool-call rate logged (tools/call_frequency).")
     floor = {"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": COLLAPSE_FLOOR, "y1": COLLAPSE_FLOOR,
              "line": {"dash": "dot", "color": "#dc2626"}}
     label = {"text": "collapse threshold", "showarrow": False, "xref": "paper", "x": 0, "xanchor": "left",
              "y": COLLAPSE_FLOOR, "yanchor": "bottom"}
-    return Chart(_lines(cache, run_ids, labels, name, smoothing, set()),
-                 _layout(f"Tool-call rate: {name}", 360, legend=BOTTOM_LEGEND, shapes=[floor], annotations=[label],
-                         xaxis={"title": {"text": "step"}, **AXIS},
-                         yaxis={"title": {"text": "calls per completion"}, **AXIS}))
+    lines = _lines(cache, run_ids, labels, name, smoothing, set()) if name else []
+    if held_out:
+        for line in lines:
+            line["name"] = f"{line.get('name', '')} · {name} (train)"
+        for number, (metric, short) in enumerate(held_out, start=1):
+            dash = ("dash", "solid", "dashdot")[number % 3]
+            for line in _lines(cache, run_ids, labels, metric, 0.0, set()):  # a few points: not smoothed
+                if len(run_ids) == 1:  # one run: a colour per curve; more: a colour per run, a dash per curve
+                    line["line"]["color"] = PALETTE[number]
+                line["line"]["dash"] = dash
+                line.update(mode="lines+markers", name=f"{line['name']} · {short}", legendgroup=f"{metric}")
+                lines.append(line)
+    title = f"Tool-call rate: {name}" if not held_out else "Tool use and held-out answer F1"
+    return Chart(lines, _layout(title, 360, legend=BOTTOM_LEGEND, shapes=[floor], annotations=[label],
+                                xaxis={"title": {"text": "step"}, **AXIS},
+                                yaxis={"title": {"text": "rate / F1 (0..1)" if held_out else "calls per completion"},
+                                       **AXIS}))

@@ -44,7 +44,7 @@ from trainers.service import (
 from workbench import jobs, protocol
 from workbench.file_roots import confine, looks_like_a_path
 from workbench.jobs.watch import JobWatch, job_age
-from workbench.run_charts import MetricSeriesCache
+from workbench.run_charts import LEARNING_NAMES, MetricSeriesCache, tool_rate_name
 from workbench.store import Store
 from workbench.ui import figures, jobs_panel, render
 from workbench.ui.context import UIContext
@@ -146,9 +146,9 @@ def launch_from_form(store: Store, kind: str, values: dict[str, Any]) -> Launche
 
 
 def demo_values(demo: dict[str, str]) -> dict[tuple[str, str], Any]:
-    """Form values (scope, field) for a click-to-train run: `trainers.demo_data.click_to_train_config` on the
-    demo data, and a cold-start SFT on its expert traces for the SFT form."""
-    grpo = click_to_train_config("demo", demo["items_file"], demo["eval_file"])
+    """Form values (scope, field) for a click-to-train run: `trainers.demo_data.click_to_train_config` (LoRA-GRPO
+    from the demo start adapter) on the demo data, and a cold-start SFT on its expert traces for the SFT form."""
+    grpo = click_to_train_config("demo", demo["items_file"], demo["eval_file"], init_adapter=demo.get("start_adapter"))
     shared = set(common_fields())
     values = {("common" if name in shared else "grpo", name): form_text(name, getattr(grpo, name))
               for name in common_fields() + own_fields("grpo")}
@@ -237,8 +237,12 @@ def job_detail(store: Store, session: TrainSession, job_id: str, force: bool = F
         metric = _curve_metric(session.cache.names(runs))
         waiting = ("No metrics yet: the first point appears after the first training step, or after the "
                    "step-0 evaluation when the job measures a held-out reward.")
-        detail.figures = (figures.metric_figure(session.cache, runs, labels, metric, 0.0, empty_message=waiting),
-                          figures.rewards_figure(session.cache, runs, labels, 0.0))
+        names = session.cache.names(runs)
+        if any(name in names for name in LEARNING_NAMES):  # a held-out evaluation: tool use and answer F1
+            first = figures.tool_rate_figure(session.cache, runs, labels, tool_rate_name(names), 0.0)
+        else:
+            first = figures.metric_figure(session.cache, runs, labels, metric, 0.0, empty_message=waiting)
+        detail.figures = (first, figures.rewards_figure(session.cache, runs, labels, 0.0))
     return detail
 
 
@@ -283,7 +287,8 @@ def build(ctx: UIContext) -> TrainTab:
     timer = gr.Timer(POLL_SECONDS, active=False)
     with gr.Row():
         kind = gr.Radio(KIND_CHOICES, value="grpo", label="Job kind", scale=4, elem_id="tn-kind")
-        demo = gr.Button("Fill in a demo run (GRPO from the demo model)", scale=1, elem_id="tn-demo")
+        demo = gr.Button("Fill in a demo run (LoRA-GRPO: the demo model learns to use its code tool)", scale=1,
+                         elem_id="tn-demo")
     controls: dict[tuple[str, str], Any] = {}
     with gr.Row():
         controls.update({("common", n): c for n, c in build_form(TrainJobConfig, SPECS, only=COMMON_MAIN).items()})
