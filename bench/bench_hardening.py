@@ -31,13 +31,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.report import Figure, finish
+from tests import fault_helpers
 from tools import _sandbox_confine as confine
 from tools.code_sandbox import CodeSandbox, SandboxLimits, SandboxUnavailable
 
@@ -85,31 +85,10 @@ for target in (os.getppid(), 0):
 """
 
 
-def host_shared_memory() -> int:
-    with open("/proc/meminfo") as meminfo:
-        for line in meminfo:
-            if line.startswith("Shmem:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def shared_memory_growth(sandbox: CodeSandbox, image: Path) -> int:
-    baseline = peak = host_shared_memory()
-    done = threading.Event()
-
-    def sample():
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, host_shared_memory())
-            time.sleep(0.005)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
     code = HOSTILE_SHARED_MEMORY.replace("SHMGET", str(confine.syscall_number("shmget")))
-    sandbox.run(code, image, limits=replace(sandbox.limits, wall_time_s=20, cpu_time_s=20))
-    done.set()
-    sampler.join()
-    return peak - baseline
+    limits = replace(sandbox.limits, wall_time_s=20, cpu_time_s=20)
+    return fault_helpers.shared_memory_growth(lambda: sandbox.run(code, image, limits=limits))[2]
 
 
 def next_job_delay(sandbox: CodeSandbox, image: Path, limits: SandboxLimits) -> float:

@@ -12,7 +12,6 @@ import os
 import socket
 import string
 import struct
-import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fault_helpers import host_shared_memory, shared_memory_growth
 from tools import _sandbox_confine as confine
 from tools._sandbox_launch import bwrap_binary
 from tools.code_sandbox import CodeResult, CodeSandbox, SandboxLimits, SandboxUnavailable
@@ -335,14 +335,6 @@ def test_sandbox_still_serves_after_the_table(sandbox, image, tmp_path):
 
 # --- side channels the table cannot see from a result alone ------------------------------------------------
 
-def _host_shared_memory() -> int:
-    with open("/proc/meminfo") as meminfo:
-        for line in meminfo:
-            if line.startswith("Shmem:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no Shmem line in /proc/meminfo")
-
-
 SHARED_MEMORY_HOG = """import ctypes, mmap, os
 libc = ctypes.CDLL(None, use_errno=True)
 held = []
@@ -363,25 +355,11 @@ print(len(held))
 
 
 def test_hostile_job_cannot_grow_host_shared_memory_beyond_its_limit(sandbox, context, image):
-    baseline = peak = _host_shared_memory()
-    done = threading.Event()
-
-    def sample():
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, _host_shared_memory())
-            time.sleep(0.005)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        result = sandbox.run(string.Template(SHARED_MEMORY_HOG).substitute(context.values()), image)
-    finally:
-        done.set()
-        sampler.join()
-    assert peak - baseline <= LIMITS.memory_mb * 2**20, (result, (peak - baseline) / 2**20)
+    code = string.Template(SHARED_MEMORY_HOG).substitute(context.values())
+    result, baseline, growth = shared_memory_growth(lambda: sandbox.run(code, image))
+    assert growth <= LIMITS.memory_mb * 2**20, (result, growth / 2**20)
     time.sleep(0.2)
-    assert _host_shared_memory() - baseline < 64 * 2**20  # nothing outlived the job (System V segments would)
+    assert host_shared_memory() - baseline < 64 * 2**20  # nothing outlived the job (System V segments would)
 
 
 @pytest.mark.parametrize("max_files", [LIMITS.max_files, 10**7], ids=["default_cap", "no_per_job_cap"])
